@@ -1,0 +1,200 @@
+//! The key-value state machine: applies commands in log order and remembers
+//! each client's last reply so a retried request is answered, not re-applied.
+//! It knows nothing of Paxos, 2PC or sockets.
+
+use crate::paxos::NodeId;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// `(client_id, seq)`: names one request across retries and replicas.
+pub type RequestId = (u64, u64);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Put { key: String, value: String },
+    Get { key: String },
+    Delete { key: String },
+}
+
+impl Op {
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Get { key } | Op::Delete { key } => key,
+        }
+    }
+
+    /// Bytes of user data, used for batch and frame budgets.
+    pub fn payload_bytes(&self) -> usize {
+        match self {
+            Op::Put { key, value } => key.len() + value.len(),
+            Op::Get { key } | Op::Delete { key } => key.len(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    pub client_id: u64,
+    pub seq: u64,
+    pub op: Op,
+}
+
+impl Command {
+    pub fn request_id(&self) -> RequestId {
+        (self.client_id, self.seq)
+    }
+}
+
+/// Why a request was refused; each variant carries what the caller needs next.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestError {
+    /// This replica does not lead; retry at `leader` (unknown while an election runs).
+    NotLeader { leader: Option<NodeId> },
+    /// Fewer than a majority of acceptors answer; the request was not proposed.
+    NoQuorum { reachable: usize, needed: usize },
+    /// No answer in time; the request may still take effect. Retrying with the
+    /// same sequence number is safe (it is applied at most once).
+    Timeout,
+    /// The replica's queue is full; retry later.
+    Overloaded,
+    TooLarge { what: String, bytes: usize, limit: usize },
+    /// The client already received the reply of a later request.
+    StaleRequest,
+    Invalid(String),
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestError::NotLeader { leader: Some(id) } => write!(f, "not the leader; replica {id} leads"),
+            RequestError::NotLeader { leader: None } => write!(f, "not the leader; an election is in progress"),
+            RequestError::NoQuorum { reachable, needed } => write!(
+                f,
+                "no quorum: {reachable} acceptor(s) reachable, {needed} needed; the request was not applied"
+            ),
+            RequestError::Timeout => write!(f, "timed out; the request may or may not have been applied"),
+            RequestError::Overloaded => write!(f, "replica overloaded; try again"),
+            RequestError::TooLarge { what, bytes, limit } => {
+                write!(f, "{what} too large: {bytes} bytes, limit {limit}")
+            }
+            RequestError::StaleRequest => write!(f, "stale request: a later request of this client was already answered"),
+            RequestError::Invalid(why) => write!(f, "invalid request: {why}"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Stored,
+    Value(Option<String>),
+    Deleted { existed: bool },
+    Rejected(RequestError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Session {
+    seq: u64,
+    reply: Reply,
+    /// Order of last use, to evict the idlest session when the table is full.
+    last_used: u64,
+}
+
+/// Deterministic: every replica that applies the same commands holds the same value.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvStore {
+    data: BTreeMap<String, String>,
+    sessions: BTreeMap<u64, Session>,
+    applied_commands: u64,
+}
+
+/// Beyond this many clients the idlest session is forgotten; a retry from it
+/// after that would be applied again.
+pub const SESSIONS_MAX: usize = 100_000;
+
+impl KvStore {
+    pub fn apply(&mut self, command: &Command) -> Reply {
+        self.applied_commands += 1;
+        let now = self.applied_commands;
+        if let Some(session) = self.sessions.get_mut(&command.client_id) {
+            if command.seq < session.seq {
+                return Reply::Rejected(RequestError::StaleRequest);
+            }
+            if command.seq == session.seq {
+                session.last_used = now;
+                return session.reply.clone();
+            }
+        }
+        let reply = match &command.op {
+            Op::Put { key, value } => {
+                self.data.insert(key.clone(), value.clone());
+                Reply::Stored
+            }
+            Op::Get { key } => Reply::Value(self.data.get(key).cloned()),
+            Op::Delete { key } => Reply::Deleted { existed: self.data.remove(key).is_some() },
+        };
+        if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&command.client_id) {
+            self.evict_idlest_session();
+        }
+        self.sessions.insert(
+            command.client_id,
+            Session { seq: command.seq, reply: reply.clone(), last_used: now },
+        );
+        reply
+    }
+
+    fn evict_idlest_session(&mut self) {
+        let idlest = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id);
+        if let Some(id) = idlest {
+            self.sessions.remove(&id);
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&String> {
+        self.data.get(key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(client_id: u64, seq: u64, op: Op) -> Command {
+        Command { client_id, seq, op }
+    }
+    fn put(k: &str, v: &str) -> Op {
+        Op::Put { key: k.into(), value: v.into() }
+    }
+
+    #[test]
+    fn put_get_delete() {
+        let mut kv = KvStore::default();
+        assert_eq!(kv.apply(&cmd(1, 1, put("a", "1"))), Reply::Stored);
+        assert_eq!(kv.apply(&cmd(1, 2, Op::Get { key: "a".into() })), Reply::Value(Some("1".into())));
+        assert_eq!(kv.apply(&cmd(1, 3, Op::Delete { key: "a".into() })), Reply::Deleted { existed: true });
+        assert_eq!(kv.apply(&cmd(1, 4, Op::Delete { key: "a".into() })), Reply::Deleted { existed: false });
+        assert_eq!(kv.apply(&cmd(1, 5, Op::Get { key: "a".into() })), Reply::Value(None));
+    }
+
+    #[test]
+    fn a_retried_request_is_answered_as_the_first_time_and_applied_once() {
+        let mut kv = KvStore::default();
+        kv.apply(&cmd(1, 1, put("a", "1")));
+        kv.apply(&cmd(2, 1, put("a", "2")));
+        // Client 1 retries seq 1: must not overwrite client 2's later write.
+        assert_eq!(kv.apply(&cmd(1, 1, put("a", "1"))), Reply::Stored);
+        assert_eq!(kv.get("a").map(String::as_str), Some("2"));
+        kv.apply(&cmd(1, 2, Op::Delete { key: "a".into() }));
+        assert_eq!(kv.apply(&cmd(1, 2, Op::Delete { key: "a".into() })), Reply::Deleted { existed: true });
+        assert_eq!(kv.apply(&cmd(1, 1, put("a", "1"))), Reply::Rejected(RequestError::StaleRequest));
+        assert!(kv.get("a").is_none());
+    }
+}

@@ -1,0 +1,277 @@
+//! The acceptor: remembers the highest ballot it promised and, per slot, the
+//! value it accepted last. Every change is emitted as a record that the
+//! runtime makes durable before it sends the replies (persist, then answer).
+
+use super::ballot::{Ballot, NodeId, Slot};
+use super::messages::*;
+use log::{debug, info};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One durable change. Replaying the records in order rebuilds the state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AcceptorRecord {
+    Promised(Ballot),
+    Accepted { slot: Slot, ballot: Ballot, value: SlotValue },
+    /// Slots below `log_start` are decided and held in a learner snapshot.
+    Truncated { log_start: Slot },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptorState {
+    pub promised: Ballot,
+    pub log_start: Slot,
+    pub accepted: BTreeMap<Slot, (Ballot, SlotValue)>,
+}
+
+impl AcceptorState {
+    /// The single place where state changes, used live and on recovery alike.
+    pub fn apply(&mut self, record: &AcceptorRecord) {
+        match record {
+            AcceptorRecord::Promised(ballot) => self.promised = self.promised.max(*ballot),
+            AcceptorRecord::Accepted { slot, ballot, value } => {
+                self.promised = self.promised.max(*ballot);
+                if *slot >= self.log_start {
+                    self.accepted.insert(*slot, (*ballot, value.clone()));
+                }
+            }
+            AcceptorRecord::Truncated { log_start } => {
+                if *log_start > self.log_start {
+                    self.log_start = *log_start;
+                    self.accepted = self.accepted.split_off(log_start);
+                }
+            }
+        }
+    }
+
+    /// The records that rebuild exactly this state (used to compact a log file).
+    pub fn to_records(&self) -> Vec<AcceptorRecord> {
+        let mut records = vec![
+            AcceptorRecord::Promised(self.promised),
+            AcceptorRecord::Truncated { log_start: self.log_start },
+        ];
+        records.extend(self.accepted.iter().map(|(slot, (ballot, value))| AcceptorRecord::Accepted {
+            slot: *slot,
+            ballot: *ballot,
+            value: value.clone(),
+        }));
+        records
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct AcceptorOutbox {
+    /// Must be durable before any of `messages` leaves.
+    pub records: Vec<AcceptorRecord>,
+    pub messages: Vec<Envelope>,
+}
+
+pub struct Acceptor {
+    id: NodeId,
+    state: AcceptorState,
+    /// Cuts a Promise into chunks that fit a frame.
+    promise_bytes_max: usize,
+}
+
+impl Acceptor {
+    pub fn new(id: NodeId, state: AcceptorState, promise_bytes_max: usize) -> Self {
+        Acceptor { id, state, promise_bytes_max }
+    }
+
+    pub fn state(&self) -> &AcceptorState {
+        &self.state
+    }
+
+    pub fn on_message(&mut self, from: NodeId, msg: Message, out: &mut AcceptorOutbox) {
+        match msg {
+            Message::Prepare(prepare) => self.on_prepare(from, prepare, out),
+            Message::Accept(accept) => self.on_accept(from, accept, out),
+            Message::Heartbeat(heartbeat) => {
+                let reply = if heartbeat.ballot < self.state.promised {
+                    Message::Nack(Nack { ballot: heartbeat.ballot, promised: self.state.promised })
+                } else {
+                    Message::HeartbeatAck(HeartbeatAck { ballot: heartbeat.ballot })
+                };
+                self.send(from, reply, out);
+            }
+            other => debug!("ignoring {} from {from}: not an acceptor message", other.kind()),
+        }
+    }
+
+    /// Forgets slots below `log_start`, once a durable snapshot holds them.
+    pub fn truncate(&mut self, log_start: Slot, out: &mut AcceptorOutbox) {
+        if log_start > self.state.log_start {
+            self.record(AcceptorRecord::Truncated { log_start }, out);
+        }
+    }
+
+    fn on_prepare(&mut self, from: NodeId, prepare: Prepare, out: &mut AcceptorOutbox) {
+        if prepare.ballot < self.state.promised {
+            info!("NACK PREPARE ballot={} from={from}: promised {}", prepare.ballot, self.state.promised);
+            let nack = Nack { ballot: prepare.ballot, promised: self.state.promised };
+            return self.send(from, Message::Nack(nack), out);
+        }
+        if prepare.ballot > self.state.promised {
+            self.record(AcceptorRecord::Promised(prepare.ballot), out);
+        }
+        let first_slot = prepare.first_slot.max(self.state.log_start);
+        let mut accepted = Vec::new();
+        let mut bytes = 0;
+        let mut more_from = None;
+        for (slot, (ballot, value)) in self.state.accepted.range(first_slot..) {
+            if bytes > 0 && bytes + value.approx_bytes() > self.promise_bytes_max {
+                more_from = Some(*slot);
+                break;
+            }
+            bytes += value.approx_bytes();
+            accepted.push(AcceptedEntry { slot: *slot, ballot: *ballot, value: value.clone() });
+        }
+        info!(
+            "PROMISE ballot={} to={from} first_slot={} entries={} log_start={}",
+            prepare.ballot,
+            prepare.first_slot,
+            accepted.len(),
+            self.state.log_start
+        );
+        let promise = Promise {
+            ballot: prepare.ballot,
+            first_slot: prepare.first_slot,
+            log_start: self.state.log_start,
+            accepted,
+            more_from,
+        };
+        self.send(from, Message::Promise(promise), out);
+    }
+
+    fn on_accept(&mut self, from: NodeId, accept: Accept, out: &mut AcceptorOutbox) {
+        if accept.ballot < self.state.promised {
+            debug!(
+                "NACK ACCEPT ballot={} slot={} from={from}: promised {}",
+                accept.ballot, accept.slot, self.state.promised
+            );
+            let nack = Nack { ballot: accept.ballot, promised: self.state.promised };
+            return self.send(from, Message::Nack(nack), out);
+        }
+        // A slot below log_start is decided; by Paxos any proposal at a ballot
+        // this high carries the chosen value, so acknowledging it is safe.
+        let already = self.state.accepted.get(&accept.slot).map(|(b, _)| *b) == Some(accept.ballot);
+        if accept.slot >= self.state.log_start && !already {
+            debug!("ACCEPTED ballot={} slot={} value={}", accept.ballot, accept.slot, accept.value.describe());
+            self.record(
+                AcceptorRecord::Accepted { slot: accept.slot, ballot: accept.ballot, value: accept.value },
+                out,
+            );
+        }
+        self.send(from, Message::Accepted(Accepted { ballot: accept.ballot, slot: accept.slot }), out);
+    }
+
+    fn record(&mut self, record: AcceptorRecord, out: &mut AcceptorOutbox) {
+        self.state.apply(&record);
+        out.records.push(record);
+    }
+
+    fn send(&self, to: NodeId, msg: Message, out: &mut AcceptorOutbox) {
+        out.messages.push(Envelope { from: self.id, to, msg });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(round: u64, node: NodeId) -> Ballot {
+        Ballot::new(round, node)
+    }
+    fn value(n: u64) -> SlotValue {
+        use crate::kv::{Command, Op};
+        SlotValue::Batch(vec![Command { client_id: n, seq: 1, op: Op::Get { key: "k".into() } }])
+    }
+    fn step(acceptor: &mut Acceptor, from: NodeId, msg: Message) -> AcceptorOutbox {
+        let mut out = AcceptorOutbox::default();
+        acceptor.on_message(from, msg, &mut out);
+        out
+    }
+
+    #[test]
+    fn prepare_promises_persists_and_reports_accepted_values() {
+        let mut acceptor = Acceptor::new(3, AcceptorState::default(), 1 << 20);
+        step(&mut acceptor, 1, Message::Accept(Accept { ballot: b(1, 1), slot: 4, value: value(1) }));
+        let out = step(&mut acceptor, 2, Message::Prepare(Prepare { ballot: b(2, 2), first_slot: 0 }));
+        assert_eq!(out.records, vec![AcceptorRecord::Promised(b(2, 2))]);
+        assert_eq!(
+            out.messages,
+            vec![Envelope {
+                from: 3,
+                to: 2,
+                msg: Message::Promise(Promise {
+                    ballot: b(2, 2),
+                    first_slot: 0,
+                    log_start: 0,
+                    accepted: vec![AcceptedEntry { slot: 4, ballot: b(1, 1), value: value(1) }],
+                    more_from: None,
+                }),
+            }]
+        );
+    }
+
+    #[test]
+    fn lower_ballots_are_refused_with_the_promised_ballot_and_nothing_persisted() {
+        let mut acceptor = Acceptor::new(3, AcceptorState::default(), 1 << 20);
+        step(&mut acceptor, 2, Message::Prepare(Prepare { ballot: b(5, 2), first_slot: 0 }));
+        for msg in [
+            Message::Prepare(Prepare { ballot: b(4, 1), first_slot: 0 }),
+            Message::Accept(Accept { ballot: b(5, 1), slot: 0, value: value(1) }),
+            Message::Heartbeat(Heartbeat { ballot: b(1, 1) }),
+        ] {
+            let out = step(&mut acceptor, 1, msg.clone());
+            assert!(out.records.is_empty(), "{msg:?} persisted something");
+            let Message::Nack(nack) = &out.messages[0].msg else { panic!("expected a nack for {msg:?}") };
+            assert_eq!(nack.promised, b(5, 2));
+        }
+    }
+
+    #[test]
+    fn accept_persists_once_and_acknowledges_duplicates() {
+        let mut acceptor = Acceptor::new(3, AcceptorState::default(), 1 << 20);
+        let accept = Message::Accept(Accept { ballot: b(1, 1), slot: 0, value: value(9) });
+        let first = step(&mut acceptor, 1, accept.clone());
+        assert_eq!(first.records.len(), 1);
+        let again = step(&mut acceptor, 1, accept);
+        assert!(again.records.is_empty());
+        assert_eq!(again.messages, first.messages);
+        assert_eq!(acceptor.state().promised, b(1, 1));
+    }
+
+    #[test]
+    fn promises_are_cut_into_chunks_that_fit_a_frame() {
+        let mut acceptor = Acceptor::new(1, AcceptorState::default(), 60);
+        for slot in 0..5 {
+            step(&mut acceptor, 1, Message::Accept(Accept { ballot: b(1, 1), slot, value: value(slot) }));
+        }
+        let out = step(&mut acceptor, 2, Message::Prepare(Prepare { ballot: b(2, 2), first_slot: 0 }));
+        let Message::Promise(promise) = &out.messages[0].msg else { panic!() };
+        assert!(promise.accepted.len() < 5);
+        assert_eq!(promise.more_from, Some(promise.accepted.len() as Slot));
+    }
+
+    #[test]
+    fn truncation_forgets_decided_slots_and_replay_rebuilds_the_same_state() {
+        let mut acceptor = Acceptor::new(1, AcceptorState::default(), 1 << 20);
+        let mut records = Vec::new();
+        for slot in 0..4 {
+            records.extend(
+                step(&mut acceptor, 1, Message::Accept(Accept { ballot: b(1, 1), slot, value: value(slot) })).records,
+            );
+        }
+        let mut out = AcceptorOutbox::default();
+        acceptor.truncate(2, &mut out);
+        records.extend(out.records);
+        assert_eq!(acceptor.state().accepted.keys().copied().collect::<Vec<_>>(), vec![2, 3]);
+        let mut replayed = AcceptorState::default();
+        records.iter().for_each(|r| replayed.apply(r));
+        assert_eq!(&replayed, acceptor.state());
+        let mut compacted = AcceptorState::default();
+        acceptor.state().to_records().iter().for_each(|r| compacted.apply(r));
+        assert_eq!(&compacted, acceptor.state());
+    }
+}

@@ -1,0 +1,186 @@
+//! Paxos vocabulary: one struct per message, one enum over them, carried in an
+//! envelope. The enum decides which role receives a message.
+
+use super::ballot::{Ballot, NodeId, Slot};
+use crate::kv::{Command, KvStore};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    Proposer,
+    Acceptor,
+    Learner,
+}
+
+/// What one log slot holds: a batch of client commands, or a no-op that a new
+/// leader uses to fill a hole.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotValue {
+    Noop,
+    Batch(Vec<Command>),
+}
+
+impl SlotValue {
+    /// Rough encoded size, for budgets; exactness is not needed.
+    pub fn approx_bytes(&self) -> usize {
+        match self {
+            SlotValue::Noop => 1,
+            SlotValue::Batch(commands) => commands.iter().map(|c| 24 + c.op.payload_bytes()).sum(),
+        }
+    }
+
+    /// A short digest for logs and traces.
+    pub fn describe(&self) -> String {
+        match self {
+            SlotValue::Noop => "noop".to_string(),
+            SlotValue::Batch(commands) => format!("batch of {}", commands.len()),
+        }
+    }
+}
+
+/// Phase 1a: asks acceptors to promise `ballot` for every slot from `first_slot` on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub ballot: Ballot,
+    pub first_slot: Slot,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AcceptedEntry {
+    pub slot: Slot,
+    pub ballot: Ballot,
+    pub value: SlotValue,
+}
+
+/// Phase 1b. Reports the accepted entries from `first_slot` on. A promise that
+/// would not fit in a frame is cut: `more_from` then says where the next
+/// `Prepare` (same ballot) must continue. Slots below `log_start` were decided
+/// and compacted away by this acceptor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Promise {
+    pub ballot: Ballot,
+    pub first_slot: Slot,
+    pub log_start: Slot,
+    pub accepted: Vec<AcceptedEntry>,
+    pub more_from: Option<Slot>,
+}
+
+/// Refusal of a Prepare, Accept or Heartbeat whose ballot is below `promised`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Nack {
+    pub ballot: Ballot,
+    pub promised: Ballot,
+}
+
+/// Phase 2a.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accept {
+    pub ballot: Ballot,
+    pub slot: Slot,
+    pub value: SlotValue,
+}
+
+/// Phase 2b, sent to the proposer, which acts as the distinguished learner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub ballot: Ballot,
+    pub slot: Slot,
+}
+
+/// A value is chosen; sent by the leader to every learner.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decide {
+    pub slot: Slot,
+    pub value: SlotValue,
+}
+
+/// Leader to acceptors: measures which acceptors answer while the log is idle.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub ballot: Ballot,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    pub ballot: Ballot,
+}
+
+/// Leader to the other proposers: "I lead with `ballot`; do not start an election".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaderAlive {
+    pub ballot: Ballot,
+}
+
+/// Learner to learner: "send me what was decided from `next_slot` on".
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchupRequest {
+    pub next_slot: Slot,
+}
+
+/// A learner's state after applying every slot below `next_slot`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub next_slot: Slot,
+    pub store: KvStore,
+}
+
+/// Decided entries from the requested slot on, preceded by a snapshot when the
+/// requested slots were already compacted away.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchupReply {
+    pub snapshot: Option<Snapshot>,
+    pub entries: Vec<(Slot, SlotValue)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    Prepare(Prepare),
+    Promise(Promise),
+    Nack(Nack),
+    Accept(Accept),
+    Accepted(Accepted),
+    Decide(Decide),
+    Heartbeat(Heartbeat),
+    HeartbeatAck(HeartbeatAck),
+    LeaderAlive(LeaderAlive),
+    CatchupRequest(CatchupRequest),
+    CatchupReply(CatchupReply),
+}
+
+impl Message {
+    /// The role that handles this message at the receiving replica.
+    pub fn role(&self) -> Role {
+        match self {
+            Message::Prepare(_) | Message::Accept(_) | Message::Heartbeat(_) => Role::Acceptor,
+            Message::Promise(_)
+            | Message::Nack(_)
+            | Message::Accepted(_)
+            | Message::HeartbeatAck(_)
+            | Message::LeaderAlive(_) => Role::Proposer,
+            Message::Decide(_) | Message::CatchupRequest(_) | Message::CatchupReply(_) => Role::Learner,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Prepare(_) => "PREPARE",
+            Message::Promise(_) => "PROMISE",
+            Message::Nack(_) => "NACK",
+            Message::Accept(_) => "ACCEPT",
+            Message::Accepted(_) => "ACCEPTED",
+            Message::Decide(_) => "DECIDE",
+            Message::Heartbeat(_) => "HEARTBEAT",
+            Message::HeartbeatAck(_) => "HEARTBEAT_ACK",
+            Message::LeaderAlive(_) => "LEADER_ALIVE",
+            Message::CatchupRequest(_) => "CATCHUP_REQUEST",
+            Message::CatchupReply(_) => "CATCHUP_REPLY",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub msg: Message,
+}

@@ -1,0 +1,477 @@
+//! The proposer: runs elections (phase 1) and, once it leads, assigns client
+//! commands to log slots and drives them through phase 2. A leader holds every
+//! slot from its first undecided one, so in steady state a batch of commands
+//! costs one round trip, and up to `window_slots` slots are in flight at once.
+//!
+//! The proposer is also the distinguished learner of Paxos Made Simple
+//! (section 2.3): acceptors answer it, and it tells every learner what was
+//! decided.
+
+use super::ballot::{Ballot, NodeId, Slot};
+use super::messages::*;
+use super::quorum::{majority, Votes};
+use crate::kv::{Command, Reply, RequestError, RequestId};
+use log::{debug, info, warn};
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+#[derive(Clone, Debug)]
+pub struct ProposerConfig {
+    pub cluster: Vec<NodeId>,
+    pub heartbeat_ticks: u64,
+    /// A follower waits between this and twice this without news of a leader
+    /// before it runs for election; the spread keeps proposers from dueling.
+    pub election_timeout_ticks: u64,
+    pub retransmit_ticks: u64,
+    /// An acceptor not heard from for this long counts as unreachable.
+    pub liveness_ticks: u64,
+    pub window_slots: usize,
+    pub batch_commands_max: usize,
+    pub batch_bytes_max: usize,
+    pub queue_max: usize,
+}
+
+impl ProposerConfig {
+    pub fn for_cluster(cluster: Vec<NodeId>) -> Self {
+        ProposerConfig {
+            cluster,
+            heartbeat_ticks: 5,
+            election_timeout_ticks: 30,
+            retransmit_ticks: 20,
+            liveness_ticks: 25,
+            window_slots: 32,
+            batch_commands_max: 1024,
+            batch_bytes_max: 512 * 1024,
+            queue_max: 100_000,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ProposerOutbox {
+    /// Must be durable before any of `messages` leaves, so that a restarted
+    /// proposer never reuses a ballot it already used.
+    pub persist_ballot: Option<Ballot>,
+    pub messages: Vec<Envelope>,
+    pub replies: Vec<(RequestId, Reply)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProposerMode {
+    Follower,
+    Preparing,
+    Leading,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProposerStatus {
+    pub mode: ProposerMode,
+    pub ballot: Ballot,
+    pub leader: Option<NodeId>,
+    pub next_slot: Slot,
+    pub slots_in_flight: usize,
+    pub queued_commands: usize,
+    pub reachable_acceptors: usize,
+}
+
+struct Preparing {
+    ballot: Ballot,
+    /// Where this leadership starts: the local learner's next slot.
+    start_slot: Slot,
+    /// Where the current chunk of promises starts (see `Promise::more_from`).
+    chunk_slot: Slot,
+    promises: BTreeMap<NodeId, Promise>,
+    /// Highest-ballot value reported for each slot below `chunk_slot`.
+    constrained: BTreeMap<Slot, (Ballot, SlotValue)>,
+    log_start: Slot,
+}
+
+struct InFlight {
+    value: SlotValue,
+    acks: Votes,
+    sent_at: u64,
+}
+
+struct Leading {
+    ballot: Ballot,
+    next_slot: Slot,
+    in_flight: BTreeMap<Slot, InFlight>,
+    heartbeat_at: u64,
+}
+
+enum State {
+    Follower { leader: Option<NodeId> },
+    Preparing(Preparing),
+    Leading(Leading),
+}
+
+pub struct Proposer {
+    id: NodeId,
+    config: ProposerConfig,
+    /// Injected and seeded: the only source of election jitter.
+    rng: StdRng,
+    now: u64,
+    highest_seen: Ballot,
+    learned_next_slot: Slot,
+    state: State,
+    queue: VecDeque<Command>,
+    acceptor_heard_at: BTreeMap<NodeId, u64>,
+    deadline: u64,
+}
+
+impl Proposer {
+    /// `last_ballot` is the highest ballot this proposer persisted before a
+    /// restart; its next election uses a higher one.
+    pub fn new(id: NodeId, config: ProposerConfig, last_ballot: Ballot, rng: StdRng) -> Self {
+        assert!(config.cluster.contains(&id), "proposer {id} is not in its own cluster");
+        let mut proposer = Proposer {
+            id,
+            config,
+            rng,
+            now: 0,
+            highest_seen: last_ballot,
+            learned_next_slot: 0,
+            state: State::Follower { leader: None },
+            queue: VecDeque::new(),
+            acceptor_heard_at: BTreeMap::new(),
+            deadline: 0,
+        };
+        proposer.reset_deadline();
+        proposer
+    }
+
+    pub fn status(&self) -> ProposerStatus {
+        let (mode, ballot, leader, next_slot, slots_in_flight) = match &self.state {
+            State::Follower { leader } => (ProposerMode::Follower, self.highest_seen, *leader, 0, 0),
+            State::Preparing(p) => (ProposerMode::Preparing, p.ballot, None, 0, 0),
+            State::Leading(l) => (ProposerMode::Leading, l.ballot, Some(self.id), l.next_slot, l.in_flight.len()),
+        };
+        ProposerStatus {
+            mode,
+            ballot,
+            leader,
+            next_slot,
+            slots_in_flight,
+            queued_commands: self.queue.len(),
+            reachable_acceptors: self.reachable_acceptors(),
+        }
+    }
+
+    pub fn is_leading(&self) -> bool {
+        matches!(self.state, State::Leading(_))
+    }
+
+    /// The local learner has applied every slot below `next_slot`.
+    pub fn on_learner_progress(&mut self, next_slot: Slot) {
+        self.learned_next_slot = self.learned_next_slot.max(next_slot);
+    }
+
+    pub fn on_tick(&mut self, out: &mut ProposerOutbox) {
+        self.now += 1;
+        match &mut self.state {
+            State::Follower { .. } => {
+                if self.now >= self.deadline {
+                    self.start_election(out);
+                }
+            }
+            State::Preparing(_) => {
+                if self.now >= self.deadline {
+                    if self.reachable_acceptors() < self.quorum() {
+                        self.reject_queued(RequestError::NoQuorum {
+                            reachable: self.reachable_acceptors(),
+                            needed: self.quorum(),
+                        }, out);
+                    }
+                    self.start_election(out);
+                }
+            }
+            State::Leading(lead) => {
+                if self.now >= lead.heartbeat_at + self.config.heartbeat_ticks {
+                    lead.heartbeat_at = self.now;
+                    let ballot = lead.ballot;
+                    self.broadcast(Message::Heartbeat(Heartbeat { ballot }), out);
+                    for &peer in self.config.cluster.iter().filter(|&&p| p != self.id) {
+                        out.messages.push(Envelope {
+                            from: self.id,
+                            to: peer,
+                            msg: Message::LeaderAlive(LeaderAlive { ballot }),
+                        });
+                    }
+                }
+                let State::Leading(lead) = &mut self.state else { unreachable!() };
+                for (&slot, entry) in lead.in_flight.iter_mut() {
+                    if self.now >= entry.sent_at + self.config.retransmit_ticks {
+                        entry.sent_at = self.now;
+                        for &acceptor in &self.config.cluster {
+                            if !entry.acks.contains(acceptor) {
+                                out.messages.push(Envelope {
+                                    from: self.id,
+                                    to: acceptor,
+                                    msg: Message::Accept(Accept { ballot: lead.ballot, slot, value: entry.value.clone() }),
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Admits a client command. It is proposed by the next `flush`.
+    pub fn on_client_command(&mut self, command: Command, out: &mut ProposerOutbox) {
+        let refusal = match &self.state {
+            State::Leading(_) if self.reachable_acceptors() < self.quorum() => {
+                Some(RequestError::NoQuorum { reachable: self.reachable_acceptors(), needed: self.quorum() })
+            }
+            State::Follower { leader: Some(leader) } => Some(RequestError::NotLeader { leader: Some(*leader) }),
+            _ if self.queue.len() >= self.config.queue_max => Some(RequestError::Overloaded),
+            _ => None,
+        };
+        match refusal {
+            Some(error) => out.replies.push((command.request_id(), Reply::Rejected(error))),
+            None => self.queue.push_back(command),
+        }
+    }
+
+    /// Proposes queued commands in batches while the window has room.
+    pub fn flush(&mut self, out: &mut ProposerOutbox) {
+        let State::Leading(lead) = &mut self.state else { return };
+        while lead.in_flight.len() < self.config.window_slots && !self.queue.is_empty() {
+            let mut batch = Vec::new();
+            let mut bytes = 0;
+            while let Some(command) = self.queue.front() {
+                let size = 24 + command.op.payload_bytes();
+                if !batch.is_empty()
+                    && (batch.len() >= self.config.batch_commands_max || bytes + size > self.config.batch_bytes_max)
+                {
+                    break;
+                }
+                bytes += size;
+                batch.push(self.queue.pop_front().expect("front was Some"));
+            }
+            let slot = lead.next_slot;
+            lead.next_slot += 1;
+            let value = SlotValue::Batch(batch);
+            debug!("ACCEPT ballot={} slot={} value={}", lead.ballot, slot, value.describe());
+            for &acceptor in &self.config.cluster {
+                out.messages.push(Envelope {
+                    from: self.id,
+                    to: acceptor,
+                    msg: Message::Accept(Accept { ballot: lead.ballot, slot, value: value.clone() }),
+                });
+            }
+            lead.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: self.now });
+        }
+    }
+
+    pub fn on_message(&mut self, from: NodeId, msg: Message, out: &mut ProposerOutbox) {
+        match msg {
+            Message::Promise(promise) => {
+                self.heard_from(from);
+                self.on_promise(from, promise, out);
+            }
+            Message::Accepted(accepted) => {
+                self.heard_from(from);
+                self.on_accepted(from, accepted, out);
+            }
+            Message::Nack(nack) => {
+                self.heard_from(from);
+                self.highest_seen = self.highest_seen.max(nack.promised);
+                if self.own_ballot() == Some(nack.ballot) && nack.promised > nack.ballot {
+                    info!("NACK ballot={} from={from}: promised {}; stepping down", nack.ballot, nack.promised);
+                    self.step_down(Some(nack.promised.node_id), out);
+                }
+            }
+            Message::HeartbeatAck(_) => self.heard_from(from),
+            Message::LeaderAlive(alive) => self.on_leader_alive(from, alive, out),
+            other => debug!("ignoring {} from {from}: not a proposer message", other.kind()),
+        }
+    }
+
+    fn on_leader_alive(&mut self, from: NodeId, alive: LeaderAlive, out: &mut ProposerOutbox) {
+        if alive.ballot < self.highest_seen || alive.ballot.node_id != from {
+            return;
+        }
+        self.highest_seen = alive.ballot;
+        match &self.state {
+            State::Follower { leader } => {
+                if *leader != Some(from) {
+                    info!("following leader {from} ballot={}", alive.ballot);
+                }
+                self.state = State::Follower { leader: Some(from) };
+                self.reject_queued(RequestError::NotLeader { leader: Some(from) }, out);
+                self.reset_deadline();
+            }
+            _ => {
+                if self.own_ballot().is_some_and(|own| own < alive.ballot) {
+                    info!("replica {from} leads with higher ballot {}; stepping down", alive.ballot);
+                    self.step_down(Some(from), out);
+                }
+            }
+        }
+    }
+
+    fn on_promise(&mut self, from: NodeId, promise: Promise, out: &mut ProposerOutbox) {
+        let quorum = self.quorum();
+        let State::Preparing(prep) = &mut self.state else { return };
+        if promise.ballot != prep.ballot || promise.first_slot != prep.chunk_slot {
+            return;
+        }
+        info!("PROMISE ballot={} from={from} entries={}", promise.ballot, promise.accepted.len());
+        prep.promises.insert(from, promise);
+        if prep.promises.len() < quorum {
+            return;
+        }
+        let horizon = prep.promises.values().filter_map(|p| p.more_from).min();
+        for promise in prep.promises.values() {
+            prep.log_start = prep.log_start.max(promise.log_start);
+            for entry in &promise.accepted {
+                if horizon.is_some_and(|h| entry.slot >= h) {
+                    continue;
+                }
+                let higher = prep.constrained.get(&entry.slot).is_none_or(|(b, _)| entry.ballot > *b);
+                if higher {
+                    prep.constrained.insert(entry.slot, (entry.ballot, entry.value.clone()));
+                }
+            }
+        }
+        if let Some(next_chunk) = horizon {
+            prep.chunk_slot = next_chunk;
+            prep.promises.clear();
+            let prepare = Prepare { ballot: prep.ballot, first_slot: next_chunk };
+            self.broadcast(Message::Prepare(prepare), out);
+            return;
+        }
+        self.become_leader(out);
+    }
+
+    fn become_leader(&mut self, out: &mut ProposerOutbox) {
+        let State::Preparing(prep) = std::mem::replace(&mut self.state, State::Follower { leader: None }) else {
+            unreachable!("become_leader outside of phase 1")
+        };
+        let start = prep.start_slot.max(prep.log_start);
+        let end = prep.constrained.last_key_value().map_or(start, |(slot, _)| (slot + 1).max(start));
+        let mut in_flight = BTreeMap::new();
+        let mut constrained = prep.constrained;
+        for slot in start..end {
+            // Paxos Made Simple 2.2: propose the highest-ballot value reported
+            // by the quorum; a slot nobody accepted is free, so fill it with a no-op.
+            let value = constrained.remove(&slot).map_or(SlotValue::Noop, |(_, value)| value);
+            for &acceptor in &self.config.cluster {
+                out.messages.push(Envelope {
+                    from: self.id,
+                    to: acceptor,
+                    msg: Message::Accept(Accept { ballot: prep.ballot, slot, value: value.clone() }),
+                });
+            }
+            in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: self.now });
+        }
+        info!("LEADER ballot={} from slot {start}; re-proposing {} slot(s)", prep.ballot, end - start);
+        self.state = State::Leading(Leading {
+            ballot: prep.ballot,
+            next_slot: end,
+            in_flight,
+            // Announce at once so that other candidates stand down.
+            heartbeat_at: self.now.saturating_sub(self.config.heartbeat_ticks),
+        });
+    }
+
+    fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut ProposerOutbox) {
+        let quorum_size = self.config.cluster.len();
+        let State::Leading(lead) = &mut self.state else { return };
+        if accepted.ballot != lead.ballot {
+            return;
+        }
+        let Some(entry) = lead.in_flight.get_mut(&accepted.slot) else { return };
+        entry.acks.add(from);
+        if !entry.acks.is_quorum(quorum_size) {
+            return;
+        }
+        let entry = lead.in_flight.remove(&accepted.slot).expect("entry was present");
+        debug!("DECIDE slot={} ballot={} value={}", accepted.slot, lead.ballot, entry.value.describe());
+        let decide = Decide { slot: accepted.slot, value: entry.value };
+        self.broadcast(Message::Decide(decide), out);
+    }
+
+    fn start_election(&mut self, out: &mut ProposerOutbox) {
+        let ballot = Ballot::new(self.highest_seen.round + 1, self.id);
+        self.highest_seen = ballot;
+        out.persist_ballot = Some(ballot);
+        let start_slot = self.learned_next_slot;
+        info!("PREPARE ballot={ballot} first_slot={start_slot}");
+        self.state = State::Preparing(Preparing {
+            ballot,
+            start_slot,
+            chunk_slot: start_slot,
+            promises: BTreeMap::new(),
+            constrained: BTreeMap::new(),
+            log_start: 0,
+        });
+        self.reset_deadline();
+        self.broadcast(Message::Prepare(Prepare { ballot, first_slot: start_slot }), out);
+    }
+
+    fn step_down(&mut self, leader: Option<NodeId>, out: &mut ProposerOutbox) {
+        let abandoned = match std::mem::replace(&mut self.state, State::Follower { leader }) {
+            State::Leading(lead) => lead.in_flight.into_values().collect(),
+            _ => Vec::new(),
+        };
+        // Commands in flight may still be chosen; the client retries with the
+        // same sequence number and the store applies it once.
+        for entry in abandoned {
+            if let SlotValue::Batch(commands) = entry.value {
+                for command in commands {
+                    out.replies.push((command.request_id(), Reply::Rejected(RequestError::NotLeader { leader })));
+                }
+            }
+        }
+        self.reject_queued(RequestError::NotLeader { leader }, out);
+        self.reset_deadline();
+    }
+
+    fn reject_queued(&mut self, error: RequestError, out: &mut ProposerOutbox) {
+        if !self.queue.is_empty() {
+            warn!("refusing {} queued command(s): {error}", self.queue.len());
+        }
+        for command in self.queue.drain(..) {
+            out.replies.push((command.request_id(), Reply::Rejected(error.clone())));
+        }
+    }
+
+    fn own_ballot(&self) -> Option<Ballot> {
+        match &self.state {
+            State::Follower { .. } => None,
+            State::Preparing(p) => Some(p.ballot),
+            State::Leading(l) => Some(l.ballot),
+        }
+    }
+
+    fn reset_deadline(&mut self) {
+        let base = self.config.election_timeout_ticks;
+        self.deadline = self.now + base + self.rng.random_range(0..=base);
+    }
+
+    fn heard_from(&mut self, acceptor: NodeId) {
+        self.acceptor_heard_at.insert(acceptor, self.now);
+    }
+
+    pub fn reachable_acceptors(&self) -> usize {
+        self.acceptor_heard_at
+            .values()
+            .filter(|&&at| at + self.config.liveness_ticks >= self.now)
+            .count()
+    }
+
+    fn quorum(&self) -> usize {
+        majority(self.config.cluster.len())
+    }
+
+    /// To every replica, this one included; `msg` picks the receiving role.
+    fn broadcast(&self, msg: Message, out: &mut ProposerOutbox) {
+        for &node in &self.config.cluster {
+            out.messages.push(Envelope { from: self.id, to: node, msg: msg.clone() });
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! Frames and the codec: the only module that names bincode.
+//!
+//! A frame is a 4-byte big-endian body length, then a bincode body. The length
+//! is checked against a maximum before anything is allocated for the body.
+
+use crate::kv::{Command, Reply};
+use crate::node::NodeStatus;
+use crate::paxos::{Envelope, NodeId};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+
+pub const MAGIC: [u8; 4] = *b"PXKV";
+pub const PROTOCOL_VERSION: u16 = 1;
+pub const FRAME_BYTES_MAX_DEFAULT: usize = 4 << 20;
+/// Hard cap on what the decoder may allocate, whatever a body claims inside.
+const DECODE_BYTES_MAX: usize = 256 << 20;
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<DECODE_BYTES_MAX>()
+}
+
+/// The first frame on every connection says who is speaking.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    pub magic: [u8; 4],
+    pub version: u16,
+    pub speaker: Speaker,
+}
+
+impl Hello {
+    pub fn new(speaker: Speaker) -> Self {
+        Hello { magic: MAGIC, version: PROTOCOL_VERSION, speaker }
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        if self.magic != MAGIC {
+            return Err(format!("bad magic {:?}", self.magic));
+        }
+        if self.version != PROTOCOL_VERSION {
+            return Err(format!("protocol version {} (this server speaks {PROTOCOL_VERSION})", self.version));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Speaker {
+    Client,
+    Replica { node_id: NodeId },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    Execute(Command),
+    Status,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ClientResponse {
+    Reply(Reply),
+    Status(Box<NodeStatus>),
+}
+
+/// Between replicas: every envelope queued for one peer since the last write.
+pub type PeerFrame = Vec<Envelope>;
+
+#[derive(Debug)]
+pub enum FrameError {
+    /// The peer closed the connection between frames.
+    Closed,
+    TooLarge { bytes: usize, limit: usize },
+    Malformed(String),
+    Io(io::Error),
+}
+
+impl std::fmt::Display for FrameError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameError::Closed => write!(f, "connection closed"),
+            FrameError::TooLarge { bytes, limit } => write!(f, "frame of {bytes} bytes exceeds the limit of {limit}"),
+            FrameError::Malformed(why) => write!(f, "malformed frame: {why}"),
+            FrameError::Io(e) => write!(f, "i/o error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for FrameError {}
+
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, config()).expect("encoding into a Vec cannot fail")
+}
+
+/// Decodes a whole buffer; trailing bytes are an error.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    match bincode::serde::decode_from_slice(bytes, config()) {
+        Ok((value, used)) if used == bytes.len() => Ok(value),
+        Ok((_, used)) => Err(FrameError::Malformed(format!("{} trailing bytes", bytes.len() - used))),
+        Err(e) => Err(FrameError::Malformed(e.to_string())),
+    }
+}
+
+/// Encodes `value` as one frame (length prefix included).
+pub fn frame<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut bytes = vec![0u8; 4];
+    bincode::serde::encode_into_std_write(value, &mut bytes, config()).expect("encoding into a Vec cannot fail");
+    let body = u32::try_from(bytes.len() - 4).expect("frame body over 4 GiB");
+    bytes[..4].copy_from_slice(&body.to_be_bytes());
+    bytes
+}
+
+pub fn write_frame<T: Serialize, W: Write>(writer: &mut W, value: &T) -> io::Result<()> {
+    writer.write_all(&frame(value))
+}
+
+pub fn read_frame<T: DeserializeOwned, R: Read>(reader: &mut R, frame_bytes_max: usize) -> Result<T, FrameError> {
+    let mut prefix = [0u8; 4];
+    if let Err(e) = reader.read_exact(&mut prefix) {
+        return Err(if e.kind() == io::ErrorKind::UnexpectedEof { FrameError::Closed } else { FrameError::Io(e) });
+    }
+    let bytes = u32::from_be_bytes(prefix) as usize;
+    if bytes > frame_bytes_max {
+        return Err(FrameError::TooLarge { bytes, limit: frame_bytes_max });
+    }
+    let mut body = vec![0u8; bytes];
+    reader.read_exact(&mut body).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            FrameError::Malformed(format!("connection closed inside a {bytes}-byte frame"))
+        } else {
+            FrameError::Io(e)
+        }
+    })?;
+    decode(&body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::Op;
+
+    #[test]
+    fn frames_round_trip() {
+        let request = ClientRequest::Execute(Command { client_id: 7, seq: 9, op: Op::Get { key: "k".into() } });
+        let bytes = frame(&request);
+        let decoded: ClientRequest = read_frame(&mut &bytes[..], 1024).unwrap();
+        assert_eq!(decoded, request);
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_reading_the_body() {
+        let bytes = u32::MAX.to_be_bytes();
+        let result: Result<ClientRequest, _> = read_frame(&mut &bytes[..], 4 << 20);
+        assert!(matches!(result, Err(FrameError::TooLarge { bytes: 4_294_967_295, .. })));
+    }
+
+    #[test]
+    fn garbage_and_truncated_bodies_are_malformed_not_panics() {
+        let mut garbage = 8u32.to_be_bytes().to_vec();
+        garbage.extend([0xff; 8]);
+        assert!(matches!(read_frame::<ClientRequest, _>(&mut &garbage[..], 1024), Err(FrameError::Malformed(_))));
+        // A body claiming a huge string inside a small frame.
+        let mut huge_claim = 10u32.to_be_bytes().to_vec();
+        huge_claim.extend([0, 0, 0, 0, 252, 255, 255, 255, 127, 0]);
+        assert!(read_frame::<ClientRequest, _>(&mut &huge_claim[..], 1024).is_err());
+        let truncated = frame(&ClientRequest::Status);
+        let mut cut = truncated.clone();
+        cut[3] += 5;
+        assert!(matches!(read_frame::<ClientRequest, _>(&mut &cut[..], 1024), Err(FrameError::Malformed(_))));
+        assert!(matches!(read_frame::<ClientRequest, _>(&mut &[][..], 1024), Err(FrameError::Closed)));
+    }
+}
