@@ -2,11 +2,19 @@
 //!
 //! The protocol lives in [`paxos`] as sans-IO state machines; [`node`] runs
 //! them on threads over TCP ([`transport`], [`wire`]) with durable acceptors
-//! ([`storage`]); [`sim`] runs them in a seeded deterministic simulation.
+//! ([`storage`]) and random acceptor failures ([`fault`]); [`sim`] runs them
+//! in a seeded deterministic simulation; [`client`] is the remote stub.
 
+pub mod bench;
+pub mod client;
+pub mod config;
+pub mod fault;
 pub mod kv;
+pub mod logging;
 pub mod node;
 pub mod paxos;
+pub mod prompt;
 pub mod sim;
 pub mod storage;
+pub mod transport;
 pub mod wire;

@@ -1,1 +1,247 @@
-fn main(){}
+//! The paxos-kv client: an interactive prompt, a pipe reader, one-shot
+//! commands, a demo and a benchmark, all over the remote stub.
+
+use clap::{Parser, Subcommand};
+use paxos_kv::bench::{self, BenchOptions};
+use paxos_kv::client::{self, Client, ClientOptions};
+use paxos_kv::prompt::{self, Outcome, PromptCommand};
+use std::io::{BufRead, IsTerminal};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "Talk to a paxos-kv cluster: prompt, pipe, one-shot commands, demo, bench")]
+struct Args {
+    /// Replica addresses, comma-separated, in id order.
+    #[arg(long, value_delimiter = ',', env = "PAXOS_KV_SERVERS",
+          default_value = "127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003,127.0.0.1:5004,127.0.0.1:5005")]
+    servers: Vec<SocketAddr>,
+    /// How long one attempt at one replica may take before the next replica is tried.
+    #[arg(long, default_value_t = 2_000)]
+    timeout_ms: u64,
+    /// How long one command may take in all, across replicas and retries.
+    #[arg(long, default_value_t = 10_000)]
+    deadline_ms: u64,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Interactive prompt (the default); reads commands from stdin when it is not a terminal.
+    Prompt,
+    /// Store a value; prints OK.
+    Put { key: String, value: String },
+    /// Print the value alone; exit 1 if the key is missing.
+    Get { key: String },
+    /// Remove a key; exit 1 if it was missing.
+    Delete { key: String },
+    /// One line per replica.
+    Status,
+    /// Pre-populate the store, then run five PUTs, five GETs and five DELETEs.
+    Demo,
+    /// Closed-loop load: throughput and latency percentiles.
+    Bench {
+        #[arg(long, default_value_t = 64)]
+        clients: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 10)]
+        duration: u64,
+        #[arg(long, default_value_t = 100)]
+        value_size: usize,
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        /// Fraction of PUTs (the rest are GETs).
+        #[arg(long, default_value_t = 1.0)]
+        put_ratio: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+}
+
+/// Exit codes for scripts: 0 done, 1 key not found, 2 error.
+const EXIT_NOT_FOUND: u8 = 1;
+const EXIT_ERROR: u8 = 2;
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let options = ClientOptions {
+        timeout: Duration::from_millis(args.timeout_ms),
+        deadline: Duration::from_millis(args.deadline_ms),
+        ..ClientOptions::default()
+    };
+    let mut client = match Client::with_options(&args.servers, options.clone()) {
+        Ok(client) => client,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match args.command.unwrap_or(Command::Prompt) {
+        Command::Prompt if std::io::stdin().is_terminal() => interactive(&mut client, &options),
+        Command::Prompt => piped(&mut client, &options),
+        Command::Put { key, value } => one_shot(&mut client, PromptCommand::Put { key, value }),
+        Command::Get { key } => one_shot(&mut client, PromptCommand::Get { key }),
+        Command::Delete { key } => one_shot(&mut client, PromptCommand::Delete { key }),
+        Command::Status => {
+            prompt::status_lines(&client::status_all(&args.servers, options.timeout)).iter().for_each(|l| println!("{l}"));
+            ExitCode::SUCCESS
+        }
+        Command::Demo => demo(&mut client),
+        Command::Bench { clients, duration, value_size, keys, put_ratio, seed } => {
+            let bench_options = BenchOptions {
+                clients,
+                duration: Duration::from_secs(duration),
+                value_bytes: value_size,
+                keys,
+                put_ratio,
+                seed,
+            };
+            println!(
+                "bench: {clients} closed-loop clients, {duration} s, {value_size}-byte values, {keys} keys, put ratio {put_ratio}, {} replicas",
+                args.servers.len()
+            );
+            let report = bench::run(&args.servers, &bench_options, &options);
+            println!("{}", report.summary());
+            if let Some(error) = &report.first_error {
+                println!("first error: {error}");
+            }
+            if report.succeeded == 0 {
+                return ExitCode::from(EXIT_ERROR);
+            }
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn one_shot(client: &mut Client, command: PromptCommand) -> ExitCode {
+    match prompt::execute(client, &command) {
+        Outcome::Done(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Outcome::NotFound(_) => {
+            let key = match &command {
+                PromptCommand::Get { key } | PromptCommand::Delete { key } => key.as_str(),
+                _ => "",
+            };
+            eprintln!("not found: {key}");
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        Outcome::Failed(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Runs one parsed line; returns false on QUIT. Prints exactly one line per
+/// command (STATUS prints one per replica) so scripts can pair them up.
+fn run_line(client: &mut Client, options: &ClientOptions, line: &str, interactive: bool) -> bool {
+    match prompt::parse(line) {
+        Ok(None) => {}
+        Ok(Some(PromptCommand::Quit)) => return false,
+        Ok(Some(PromptCommand::Help)) => {
+            if interactive {
+                println!("{}", prompt::HELP);
+            } else {
+                println!("{}", prompt::USAGE);
+            }
+        }
+        Ok(Some(PromptCommand::Status)) => {
+            let lines = prompt::status_lines(&client::status_all(client.replicas(), options.timeout));
+            if interactive {
+                lines.iter().for_each(|l| println!("{l}"));
+            } else {
+                println!("{}", lines[1..].iter().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join(" | "));
+            }
+        }
+        Ok(Some(command)) => match prompt::execute(client, &command) {
+            Outcome::Done(line) | Outcome::NotFound(line) => println!("{line}"),
+            Outcome::Failed(e) => println!("ERROR: {e}"),
+        },
+        Err(usage) => println!("ERROR: {usage}"),
+    }
+    true
+}
+
+fn piped(client: &mut Client, options: &ClientOptions) -> ExitCode {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if !run_line(client, options, &line, false) {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn interactive(client: &mut Client, options: &ClientOptions) -> ExitCode {
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(editor) => editor,
+        Err(e) => {
+            eprintln!("error: cannot open the line editor: {e}");
+            return piped(client, options);
+        }
+    };
+    let history = std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".paxos_kv_history"));
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    println!("paxos-kv: connected to {} replicas. Type HELP for commands, QUIT to leave.", client.replicas().len());
+    loop {
+        match editor.readline("paxos-kv> ") {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if !run_line(client, options, &line, true) {
+                    break;
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(path) = &history {
+        let _ = editor.save_history(path);
+    }
+    ExitCode::SUCCESS
+}
+
+fn demo(client: &mut Client) -> ExitCode {
+    let mut failures = 0;
+    let mut show = |label: String, result: Result<String, String>| match result {
+        Ok(text) => println!("{label:<28} -> {text}"),
+        Err(e) => {
+            failures += 1;
+            println!("{label:<28} -> ERROR: {e}");
+        }
+    };
+    println!("-- pre-populating 10 keys");
+    for i in 0..10 {
+        show(format!("PUT seed-{i} value-{i}"), client.put(&format!("seed-{i}"), &format!("value-{i}")).map(|()| "OK".into()).map_err(|e| e.to_string()));
+    }
+    let pairs = [("apple", "red"), ("banana", "yellow"), ("cherry", "dark red"), ("grape", "green"), ("kiwi", "brown")];
+    println!("-- five PUTs");
+    for (key, value) in pairs {
+        show(format!("PUT {key} {value}"), client.put(key, value).map(|()| "OK".into()).map_err(|e| e.to_string()));
+    }
+    println!("-- five GETs");
+    for (key, _) in pairs {
+        show(format!("GET {key}"), client.get(key).map(|v| v.unwrap_or_else(|| prompt::NOT_FOUND.into())).map_err(|e| e.to_string()));
+    }
+    println!("-- five DELETEs");
+    for (key, _) in pairs {
+        show(format!("DELETE {key}"), client.delete(key).map(|existed| if existed { "DELETED".into() } else { prompt::NOT_FOUND.into() }).map_err(|e| e.to_string()));
+    }
+    println!("-- GETs after DELETE");
+    for (key, _) in pairs.iter().take(2) {
+        show(format!("GET {key}"), client.get(key).map(|v| v.unwrap_or_else(|| prompt::NOT_FOUND.into())).map_err(|e| e.to_string()));
+    }
+    if failures > 0 {
+        ExitCode::from(EXIT_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,1 +1,88 @@
-fn main(){}
+//! A paxos-kv replica: flags in, then `paxos_kv::node::serve`.
+
+use anyhow::Result;
+use clap::Parser;
+use paxos_kv::config::{FailMode, FailureConfig, ServerConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(version, about = "A paxos-kv replica: proposer, acceptor and learner threads behind one TCP port")]
+struct Args {
+    /// This replica's id, 1-based: its address is the id-th of --replicas.
+    #[arg(long)]
+    id: u32,
+    /// Every replica's address, comma-separated, in id order.
+    #[arg(long, value_delimiter = ',', required = true)]
+    replicas: Vec<SocketAddr>,
+    /// Where the acceptor log, the proposer's ballot and snapshots live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    tick_ms: u64,
+    /// How long a replica waits for a request to be decided before answering "timeout".
+    #[arg(long, default_value_t = 3_000)]
+    request_timeout_ms: u64,
+    /// Largest frame accepted from a client; larger length prefixes close the connection.
+    #[arg(long, default_value_t = 4 << 20)]
+    frame_bytes_max: usize,
+    /// Largest frame accepted from another replica (snapshots travel in one frame).
+    #[arg(long, default_value_t = 256 << 20)]
+    peer_frame_bytes_max: usize,
+    #[arg(long, default_value_t = 1_024)]
+    key_bytes_max: usize,
+    #[arg(long, default_value_t = 1 << 20)]
+    value_bytes_max: usize,
+    /// Write a snapshot, and let the acceptor forget older slots, every this many slots.
+    #[arg(long, default_value_t = 10_000)]
+    snapshot_interval_slots: u64,
+    /// How many slots the leader keeps in flight at once.
+    #[arg(long, default_value_t = 32)]
+    window_slots: usize,
+    /// Seed of the election jitter.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Mean time between random acceptor failures; unset means no failures.
+    #[arg(long)]
+    fail_mtbf_ms: Option<u64>,
+    /// Mean time an acceptor stays offline after a failure.
+    #[arg(long, default_value_t = 2_000)]
+    fail_downtime_ms: u64,
+    #[arg(long, default_value_t = 1)]
+    fail_seed: u64,
+    /// durable: restart from disk (safe). amnesia: restart empty (UNSAFE, for demonstration).
+    #[arg(long, value_enum, default_value_t = FailMode::Durable)]
+    fail_mode: FailMode,
+    /// The failure thread stops after this many failures.
+    #[arg(long, default_value_t = 10_000)]
+    fail_max: u64,
+    #[arg(long, default_value = "info")]
+    log_level: log::LevelFilter,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    paxos_kv::logging::init(args.log_level);
+    let config = ServerConfig {
+        id: args.id,
+        replicas: args.replicas,
+        data_dir: args.data_dir,
+        tick_ms: args.tick_ms,
+        request_timeout_ms: args.request_timeout_ms,
+        frame_bytes_max: args.frame_bytes_max,
+        peer_frame_bytes_max: args.peer_frame_bytes_max,
+        key_bytes_max: args.key_bytes_max,
+        value_bytes_max: args.value_bytes_max,
+        snapshot_interval_slots: args.snapshot_interval_slots,
+        window_slots: args.window_slots,
+        seed: args.seed,
+        failure: FailureConfig {
+            mtbf_ms: args.fail_mtbf_ms,
+            downtime_ms: args.fail_downtime_ms,
+            seed: args.fail_seed,
+            mode: args.fail_mode,
+            failures_max: args.fail_max,
+        },
+    };
+    paxos_kv::node::serve(config)
+}

@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# Start, stop or list the replicas of this checkout.
+#
+#   ./run_servers.sh [N] [--failures] [-- SERVER_FLAGS...]   start N replicas (default 5);
+#                                                          replicas already running are left alone
+#   ./run_servers.sh stop [ID...]                           stop those replicas (default: all)
+#   ./run_servers.sh status                                 list replicas and whether they run
+#
+# Environment: BASE_PORT (default 5001; replica i listens on BASE_PORT+i-1),
+# LOG_LEVEL (default info; debug shows every ACCEPT/ACCEPTED/DECIDE),
+# with --failures: FAIL_MTBF_MS (default 10000), FAIL_DOWNTIME_MS (default 2000),
+# FAIL_SEED (default 1), FAIL_MODE (durable or amnesia; default durable).
+# Data lives in data/<id>, logs in logs/server-<id>.log, pids in data/<id>/server.pid.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+BASE_PORT=${BASE_PORT:-5001}
+LOG_LEVEL=${LOG_LEVEL:-info}
+SERVER=target/release/server
+mkdir -p data logs
+
+pid_of() { cat "data/$1/server.pid" 2>/dev/null || true; }
+
+# True if the pid recorded for replica $1 is a live server process of ours.
+running() {
+  local pid
+  pid=$(pid_of "$1")
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o args= | grep -q "$SERVER"
+}
+
+known_ids() {
+  for f in data/*/server.pid; do
+    [ -e "$f" ] || continue
+    basename "$(dirname "$f")"
+  done | sort -n
+}
+
+stop() {
+  local ids=("$@")
+  [ ${#ids[@]} -gt 0 ] || mapfile -t ids < <(known_ids)
+  for id in "${ids[@]}"; do
+    if running "$id"; then
+      local pid
+      pid=$(pid_of "$id")
+      kill "$pid"
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      echo "stopped replica $id (pid $pid)"
+    else
+      echo "replica $id is not running"
+    fi
+    rm -f "data/$id/server.pid"
+  done
+}
+
+status() {
+  local any=0
+  for id in $(known_ids); do
+    any=1
+    if running "$id"; then echo "replica $id: running (pid $(pid_of "$id"))"; else echo "replica $id: not running"; fi
+  done
+  [ $any = 1 ] || echo "no replicas started from this checkout"
+  [ -f data/servers ] && echo "addresses: $(cat data/servers)"
+  return 0
+}
+
+start() {
+  local n=5 failures=0 extra=()
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --failures) failures=1 ;;
+      --) shift; extra=("$@"); break ;;
+      [0-9]*) n=$1 ;;
+      *) echo "unknown argument '$1'; see the top of $0" >&2; exit 2 ;;
+    esac
+    shift
+  done
+  if [ -f data/servers ] && [ "$(tr ',' '\n' < data/servers | wc -l)" != "$n" ] && [ -n "$(known_ids)" ]; then
+    echo "data/ holds a cluster of $(tr ',' '\n' < data/servers | wc -l) replicas; stop it and remove data/ to start $n" >&2
+    exit 2
+  fi
+  echo "building release binaries (cargo build --release) ..."
+  cargo build --release --quiet --bins
+  local addrs=""
+  for id in $(seq "$n"); do addrs+="${addrs:+,}127.0.0.1:$((BASE_PORT + id - 1))"; done
+  echo "$addrs" > data/servers
+  local fail_flags=()
+  if [ $failures = 1 ]; then
+    fail_flags=(--fail-mtbf-ms "${FAIL_MTBF_MS:-10000}" --fail-downtime-ms "${FAIL_DOWNTIME_MS:-2000}"
+                --fail-seed "${FAIL_SEED:-1}" --fail-mode "${FAIL_MODE:-durable}")
+  fi
+  for id in $(seq "$n"); do
+    if running "$id"; then
+      echo "replica $id already running (pid $(pid_of "$id"))"
+      continue
+    fi
+    mkdir -p "data/$id"
+    nohup "$SERVER" --id "$id" --replicas "$addrs" --data-dir "data/$id" --log-level "$LOG_LEVEL" \
+      ${fail_flags[@]+"${fail_flags[@]}"} ${extra[@]+"${extra[@]}"} >> "logs/server-$id.log" 2>&1 &
+    echo $! > "data/$id/server.pid"
+    echo "started replica $id on 127.0.0.1:$((BASE_PORT + id - 1)) (pid $!), log logs/server-$id.log"
+  done
+  for id in $(seq "$n"); do
+    local port=$((BASE_PORT + id - 1))
+    for _ in $(seq 100); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+      running "$id" || { echo "replica $id exited; see logs/server-$id.log:" >&2; tail -5 "logs/server-$id.log" >&2; exit 1; }
+      sleep 0.1
+    done
+  done
+  echo "cluster of $n replicas up at $addrs${failures:+$( [ $failures = 1 ] && echo ' (random acceptor failures on)')}"
+}
+
+case "${1:-}" in
+  stop) shift; stop "$@" ;;
+  status) status ;;
+  *) start "$@" ;;
+esac

@@ -1,0 +1,267 @@
+//! The remote stub: `put`, `get` and `delete` look like local calls and hide
+//! leader discovery, redirects, timeouts and retries. Each call carries
+//! `(client_id, seq)`; a retry reuses them, so the store applies it once.
+
+use crate::kv::{Command, Op, Reply, RequestError};
+use crate::node::NodeStatus;
+use crate::wire::{self, ClientRequest, ClientResponse, FrameError, Hello, Speaker};
+use std::fmt;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientError {
+    /// No replica answered in time; the request may or may not have been applied.
+    Timeout,
+    /// The replicas that answered cannot reach a majority; nothing was applied.
+    NoQuorum { reachable: usize, needed: usize },
+    TooLarge { what: String, bytes: usize, limit: usize },
+    Invalid(String),
+    /// No replica could be reached at all.
+    Unreachable(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Timeout => write!(f, "{}", RequestError::Timeout),
+            ClientError::NoQuorum { reachable, needed } => {
+                write!(f, "{}", RequestError::NoQuorum { reachable: *reachable, needed: *needed })
+            }
+            ClientError::TooLarge { what, bytes, limit } => {
+                write!(f, "{}", RequestError::TooLarge { what: what.clone(), bytes: *bytes, limit: *limit })
+            }
+            ClientError::Invalid(why) => write!(f, "invalid request: {why}"),
+            ClientError::Unreachable(why) => write!(f, "no replica reachable: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// How long one attempt at one replica may take before trying another.
+    pub timeout: Duration,
+    /// How long one call may take in all, across retries.
+    pub deadline: Duration,
+    pub frame_bytes_max: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions { timeout: Duration::from_millis(2_000), deadline: Duration::from_millis(10_000), frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT }
+    }
+}
+
+struct Connection {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
+}
+
+impl Connection {
+    fn open(addr: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
+        let stream = TcpStream::connect_timeout(&addr, timeout)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        let mut writer = BufWriter::new(stream.try_clone()?);
+        wire::write_frame(&mut writer, &Hello::new(Speaker::Client))?;
+        Ok(Connection { reader: BufReader::new(stream), writer })
+    }
+
+    fn call(&mut self, request: &ClientRequest, frame_bytes_max: usize) -> Result<ClientResponse, FrameError> {
+        wire::write_frame(&mut self.writer, request).and_then(|()| self.writer.flush()).map_err(FrameError::Io)?;
+        wire::read_frame(&mut self.reader, frame_bytes_max)
+    }
+}
+
+pub struct Client {
+    replicas: Vec<SocketAddr>,
+    options: ClientOptions,
+    client_id: u64,
+    seq: u64,
+    target: usize,
+    connection: Option<(usize, Connection)>,
+}
+
+impl Client {
+    /// A stub for the cluster at `replicas`; connections open lazily, so this
+    /// succeeds while replicas are down.
+    pub fn connect(replicas: &[SocketAddr]) -> Result<Self, ClientError> {
+        Self::with_options(replicas, ClientOptions::default())
+    }
+
+    pub fn with_options(replicas: &[SocketAddr], options: ClientOptions) -> Result<Self, ClientError> {
+        if replicas.is_empty() {
+            return Err(ClientError::Invalid("no replica addresses given".into()));
+        }
+        let client_id = rand::random::<u64>() | 1;
+        Ok(Client {
+            target: (client_id % replicas.len() as u64) as usize,
+            replicas: replicas.to_vec(),
+            options,
+            client_id,
+            seq: 0,
+            connection: None,
+        })
+    }
+
+    pub fn put(&mut self, key: &str, value: &str) -> Result<(), ClientError> {
+        match self.execute(Op::Put { key: key.into(), value: value.into() })? {
+            Reply::Stored => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub fn get(&mut self, key: &str) -> Result<Option<String>, ClientError> {
+        match self.execute(Op::Get { key: key.into() })? {
+            Reply::Value(value) => Ok(value),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Returns whether the key existed.
+    pub fn delete(&mut self, key: &str) -> Result<bool, ClientError> {
+        match self.execute(Op::Delete { key: key.into() })? {
+            Reply::Deleted { existed } => Ok(existed),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Runs one command through the log, retrying across replicas until the
+    /// deadline. Every retry carries the same sequence number.
+    pub fn execute(&mut self, op: Op) -> Result<Reply, ClientError> {
+        self.seq += 1;
+        let request = ClientRequest::Execute(Command { client_id: self.client_id, seq: self.seq, op });
+        let deadline = Instant::now() + self.options.deadline;
+        let mut last_error = ClientError::Unreachable("no attempt made".into());
+        // Replicas that, since the last other answer, said "no quorum" or were unreachable.
+        let mut hopeless = vec![false; self.replicas.len()];
+        let mut no_quorum = None;
+        while Instant::now() < deadline {
+            let target = self.target;
+            let response = self.call_target(&request);
+            let reply = match response {
+                Ok(ClientResponse::Reply(reply)) => reply,
+                Ok(ClientResponse::Status(_)) => {
+                    last_error = ClientError::Invalid("server answered a request with a status".into());
+                    self.next_target();
+                    continue;
+                }
+                Err(e) => {
+                    last_error = match e {
+                        FrameError::Io(ref io) if is_timeout(io) => ClientError::Timeout,
+                        _ => ClientError::Unreachable(format!("{}: {e}", self.replicas[target])),
+                    };
+                    hopeless[target] = true;
+                    self.next_target();
+                    if let (true, Some((reachable, needed))) = (hopeless.iter().all(|h| *h), no_quorum) {
+                        return Err(ClientError::NoQuorum { reachable, needed });
+                    }
+                    self.pause(Duration::from_millis(20), deadline);
+                    continue;
+                }
+            };
+            match reply {
+                Reply::Rejected(RequestError::NotLeader { leader: Some(leader) })
+                    if (leader as usize) >= 1 && (leader as usize) <= self.replicas.len() =>
+                {
+                    let leader_index = leader as usize - 1;
+                    if leader_index == target {
+                        self.pause(Duration::from_millis(20), deadline);
+                    }
+                    self.target = leader_index;
+                }
+                Reply::Rejected(RequestError::NotLeader { .. }) => {
+                    self.next_target();
+                    self.pause(Duration::from_millis(50), deadline);
+                }
+                Reply::Rejected(RequestError::NoQuorum { reachable, needed }) => {
+                    no_quorum = Some((reachable, needed));
+                    hopeless[target] = true;
+                    if hopeless.iter().all(|h| *h) {
+                        return Err(ClientError::NoQuorum { reachable, needed });
+                    }
+                    self.next_target();
+                }
+                Reply::Rejected(RequestError::Timeout) => {
+                    last_error = ClientError::Timeout;
+                    self.next_target();
+                }
+                Reply::Rejected(RequestError::Overloaded) => self.pause(Duration::from_millis(10), deadline),
+                Reply::Rejected(RequestError::TooLarge { what, bytes, limit }) => {
+                    return Err(ClientError::TooLarge { what, bytes, limit })
+                }
+                Reply::Rejected(RequestError::Invalid(why)) => return Err(ClientError::Invalid(why)),
+                Reply::Rejected(RequestError::StaleRequest) => {
+                    return Err(ClientError::Invalid("stale request".into()))
+                }
+                reply => return Ok(reply),
+            }
+        }
+        match no_quorum {
+            Some((reachable, needed)) => Err(ClientError::NoQuorum { reachable, needed }),
+            None => Err(last_error),
+        }
+    }
+
+    fn call_target(&mut self, request: &ClientRequest) -> Result<ClientResponse, FrameError> {
+        let target = self.target;
+        if self.connection.as_ref().is_none_or(|(index, _)| *index != target) {
+            self.connection = None;
+            let connection = Connection::open(self.replicas[target], self.options.timeout).map_err(FrameError::Io)?;
+            self.connection = Some((target, connection));
+        }
+        let (_, connection) = self.connection.as_mut().expect("opened above");
+        let result = connection.call(request, self.options.frame_bytes_max);
+        if result.is_err() {
+            self.connection = None;
+        }
+        result
+    }
+
+    fn next_target(&mut self) {
+        self.target = (self.target + 1) % self.replicas.len();
+    }
+
+    fn pause(&self, pause: Duration, deadline: Instant) {
+        thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+    }
+
+    pub fn replicas(&self) -> &[SocketAddr] {
+        &self.replicas
+    }
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
+}
+
+fn unexpected(reply: Reply) -> ClientError {
+    ClientError::Invalid(format!("unexpected reply {reply:?}"))
+}
+
+/// Asks one replica for its status.
+pub fn status(addr: SocketAddr, timeout: Duration) -> Result<NodeStatus, String> {
+    let mut connection = Connection::open(addr, timeout).map_err(|e| e.to_string())?;
+    match connection.call(&ClientRequest::Status, wire::FRAME_BYTES_MAX_DEFAULT) {
+        Ok(ClientResponse::Status(status)) => Ok(*status),
+        Ok(other) => Err(format!("unexpected response {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Asks every replica at once; a down replica gives an `Err`.
+pub fn status_all(replicas: &[SocketAddr], timeout: Duration) -> Vec<(SocketAddr, Result<NodeStatus, String>)> {
+    let handles: Vec<_> = replicas
+        .iter()
+        .map(|&addr| (addr, thread::spawn(move || status(addr, timeout))))
+        .collect();
+    handles
+        .into_iter()
+        .map(|(addr, h)| (addr, h.join().unwrap_or_else(|_| Err("status thread panicked".into()))))
+        .collect()
+}

@@ -1,0 +1,89 @@
+//! Server configuration, validated once at start. Names carry their units.
+
+use crate::paxos::NodeId;
+use anyhow::{bail, ensure, Result};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum FailMode {
+    /// A restarted acceptor reloads its promises and votes from disk (safe).
+    Durable,
+    /// A restarted acceptor forgets everything. UNSAFE: it can break agreement;
+    /// it exists to show why Paxos Made Simple requires acceptors to remember.
+    Amnesia,
+}
+
+#[derive(Clone, Debug)]
+pub struct FailureConfig {
+    /// Mean time between an acceptor's failures; `None` disables failures.
+    pub mtbf_ms: Option<u64>,
+    pub downtime_ms: u64,
+    pub seed: u64,
+    pub mode: FailMode,
+    /// The failure thread stops after this many failures.
+    pub failures_max: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub id: NodeId,
+    /// Every replica's address, replica `i` at index `i - 1`.
+    pub replicas: Vec<SocketAddr>,
+    pub data_dir: PathBuf,
+    pub tick_ms: u64,
+    pub request_timeout_ms: u64,
+    /// Largest frame accepted from a client (and before a handshake).
+    pub frame_bytes_max: usize,
+    /// Largest frame accepted from a replica that completed the handshake
+    /// (a catch-up snapshot travels in one frame).
+    pub peer_frame_bytes_max: usize,
+    pub key_bytes_max: usize,
+    pub value_bytes_max: usize,
+    pub snapshot_interval_slots: u64,
+    pub window_slots: usize,
+    pub seed: u64,
+    pub failure: FailureConfig,
+}
+
+impl ServerConfig {
+    pub fn validate(&self) -> Result<()> {
+        ensure!(!self.replicas.is_empty(), "at least one replica address is needed");
+        ensure!(
+            self.id >= 1 && self.id as usize <= self.replicas.len(),
+            "--id {} is not in 1..={}",
+            self.id,
+            self.replicas.len()
+        );
+        for (i, a) in self.replicas.iter().enumerate() {
+            if self.replicas[..i].contains(a) {
+                bail!("replica address {a} is listed twice");
+            }
+        }
+        ensure!(self.tick_ms >= 1, "--tick-ms must be at least 1");
+        ensure!(self.request_timeout_ms >= self.tick_ms, "--request-timeout-ms must be at least one tick");
+        ensure!(self.frame_bytes_max >= 1024, "--frame-bytes-max must be at least 1024");
+        ensure!(self.peer_frame_bytes_max >= self.frame_bytes_max, "--peer-frame-bytes-max must be at least --frame-bytes-max");
+        ensure!(self.key_bytes_max >= 1, "--key-bytes-max must be at least 1");
+        ensure!(
+            self.key_bytes_max + self.value_bytes_max + 1024 <= self.frame_bytes_max,
+            "--key-bytes-max plus --value-bytes-max must fit in --frame-bytes-max with 1 KiB to spare"
+        );
+        ensure!(self.snapshot_interval_slots >= 1, "--snapshot-interval-slots must be at least 1");
+        ensure!(self.window_slots >= 1, "--window-slots must be at least 1");
+        if let Some(mtbf) = self.failure.mtbf_ms {
+            ensure!(mtbf >= 1, "--fail-mtbf-ms must be at least 1");
+            ensure!(self.failure.downtime_ms >= 1, "--fail-downtime-ms must be at least 1");
+        }
+        Ok(())
+    }
+
+    pub fn cluster(&self) -> Vec<NodeId> {
+        (1..=self.replicas.len() as NodeId).collect()
+    }
+
+    pub fn address_of(&self, id: NodeId) -> SocketAddr {
+        self.replicas[id as usize - 1]
+    }
+}

@@ -1,0 +1,141 @@
+//! The client's line protocol: parsing a line into a command and rendering a
+//! result as one line. Shared by the interactive prompt, pipes and one-shot use.
+
+use crate::client::{Client, ClientError};
+use crate::node::NodeStatus;
+use crate::paxos::proposer::ProposerMode;
+use std::net::SocketAddr;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PromptCommand {
+    Put { key: String, value: String },
+    Get { key: String },
+    Delete { key: String },
+    Status,
+    Help,
+    Quit,
+}
+
+pub const USAGE: &str = "usage: PUT <key> <value> | GET <key> | DELETE <key> | STATUS | HELP | QUIT";
+
+pub const HELP: &str = "\
+PUT <key> <value>   store value (the rest of the line, spaces included) under key
+GET <key>           print the value (linearizable: read through the Paxos log)
+DELETE <key>        remove key
+STATUS              show every replica: up/down, acceptor online, role, ballot, leader, slots
+HELP                this text
+QUIT                leave (also EXIT or Ctrl-D)
+Verbs may be in any case.";
+
+/// `Ok(None)` for a blank line or a `#` comment.
+pub fn parse(line: &str) -> Result<Option<PromptCommand>, String> {
+    let line = line.trim();
+    if line.is_empty() || line.starts_with('#') {
+        return Ok(None);
+    }
+    let (verb, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim_start();
+    let one_key = |verb: &str| -> Result<String, String> {
+        match rest.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [key] => Ok(key.to_string()),
+            _ => Err(format!("{verb} takes exactly one key; {USAGE}")),
+        }
+    };
+    let command = match verb.to_ascii_uppercase().as_str() {
+        "PUT" | "SET" => {
+            let (key, value) = rest.split_once(char::is_whitespace).ok_or(format!("PUT needs a key and a value; {USAGE}"))?;
+            PromptCommand::Put { key: key.to_string(), value: value.trim_start().to_string() }
+        }
+        "GET" => PromptCommand::Get { key: one_key("GET")? },
+        "DELETE" | "DEL" => PromptCommand::Delete { key: one_key("DELETE")? },
+        "STATUS" => PromptCommand::Status,
+        "HELP" | "?" => PromptCommand::Help,
+        "QUIT" | "EXIT" => PromptCommand::Quit,
+        other => return Err(format!("unknown command '{other}'; {USAGE}")),
+    };
+    Ok(Some(command))
+}
+
+/// The outcome of one command: its line, and how a script should see it.
+pub enum Outcome {
+    Done(String),
+    NotFound(String),
+    Failed(ClientError),
+}
+
+pub const NOT_FOUND: &str = "(not found)";
+
+pub fn execute(client: &mut Client, command: &PromptCommand) -> Outcome {
+    let result = match command {
+        PromptCommand::Put { key, value } => client.put(key, value).map(|()| Outcome::Done("OK".into())),
+        PromptCommand::Get { key } => client.get(key).map(|v| match v {
+            Some(value) => Outcome::Done(value),
+            None => Outcome::NotFound(NOT_FOUND.into()),
+        }),
+        PromptCommand::Delete { key } => client.delete(key).map(|existed| match existed {
+            true => Outcome::Done("DELETED".into()),
+            false => Outcome::NotFound(NOT_FOUND.into()),
+        }),
+        PromptCommand::Status | PromptCommand::Help | PromptCommand::Quit => {
+            unreachable!("handled by the caller")
+        }
+    };
+    result.unwrap_or_else(Outcome::Failed)
+}
+
+/// One line per replica.
+pub fn status_lines(statuses: &[(SocketAddr, Result<NodeStatus, String>)]) -> Vec<String> {
+    let mut lines = vec![format!(
+        "{:<8} {:<16} {:<5} {:<9} {:<10} {:<7} {:<6} {:<8} {:>8} {:>8} {:>6}",
+        "replica", "address", "up", "acceptor", "role", "ballot", "leader", "promised", "decided", "applied", "keys"
+    )];
+    for (index, (addr, status)) in statuses.iter().enumerate() {
+        let name = format!("s{}", index + 1);
+        lines.push(match status {
+            Err(e) => format!("{name:<8} {addr:<16} {:<5} ({e})", "DOWN"),
+            Ok(s) => format!(
+                "{name:<8} {addr:<16} {:<5} {:<9} {:<10} {:<7} {:<6} {:<8} {:>8} {:>8} {:>6}",
+                "up",
+                if s.acceptor_online { "online" } else { "OFFLINE" },
+                match s.proposer.mode {
+                    ProposerMode::Leading => "LEADER",
+                    ProposerMode::Preparing => "candidate",
+                    ProposerMode::Follower => "follower",
+                },
+                s.proposer.ballot.to_string(),
+                s.proposer.leader.map_or("?".to_string(), |l| format!("s{l}")),
+                s.promised.to_string(),
+                s.decided_through.map_or("-".to_string(), |d| d.to_string()),
+                s.learner_next_slot.checked_sub(1).map_or("-".to_string(), |a| a.to_string()),
+                s.keys,
+            ),
+        });
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verbs_in_any_case_and_values_with_spaces() {
+        assert_eq!(
+            parse("put greeting hello  world").unwrap(),
+            Some(PromptCommand::Put { key: "greeting".into(), value: "hello  world".into() })
+        );
+        assert_eq!(parse("  GeT a ").unwrap(), Some(PromptCommand::Get { key: "a".into() }));
+        assert_eq!(parse("delete a").unwrap(), Some(PromptCommand::Delete { key: "a".into() }));
+        assert_eq!(parse("status").unwrap(), Some(PromptCommand::Status));
+        assert_eq!(parse("# comment").unwrap(), None);
+        assert_eq!(parse("").unwrap(), None);
+    }
+
+    #[test]
+    fn bad_commands_get_a_usage_line() {
+        for line in ["FROB a", "PUT a", "GET", "GET a b", "DELETE"] {
+            let error = parse(line).unwrap_err();
+            assert!(error.contains("usage:"), "{line}: {error}");
+        }
+    }
+}
