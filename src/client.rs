@@ -16,8 +16,15 @@ pub enum ClientError {
     /// No replica answered in time; the request may or may not have been applied.
     Timeout,
     /// The replicas that answered cannot reach a majority; nothing was applied.
-    NoQuorum { reachable: usize, needed: usize },
-    TooLarge { what: String, bytes: usize, limit: usize },
+    NoQuorum {
+        reachable: usize,
+        needed: usize,
+    },
+    TooLarge {
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
     Invalid(String),
     /// No replica could be reached at all.
     Unreachable(String),
@@ -52,7 +59,11 @@ pub struct ClientOptions {
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { timeout: Duration::from_millis(2_000), deadline: Duration::from_millis(10_000), frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT }
+        ClientOptions {
+            timeout: Duration::from_millis(2_000),
+            deadline: Duration::from_millis(10_000),
+            frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT,
+        }
     }
 }
 
@@ -73,8 +84,19 @@ impl Connection {
     }
 
     fn call(&mut self, request: &ClientRequest, frame_bytes_max: usize) -> Result<ClientResponse, FrameError> {
-        wire::write_frame(&mut self.writer, request).and_then(|()| self.writer.flush()).map_err(FrameError::Io)?;
-        wire::read_frame(&mut self.reader, frame_bytes_max)
+        self.call_tracking_send(request, frame_bytes_max).map_err(|(e, _)| e)
+    }
+
+    /// On error, also says whether the request had been sent in full.
+    fn call_tracking_send(
+        &mut self,
+        request: &ClientRequest,
+        frame_bytes_max: usize,
+    ) -> Result<ClientResponse, (FrameError, bool)> {
+        wire::write_frame(&mut self.writer, request)
+            .and_then(|()| self.writer.flush())
+            .map_err(|e| (FrameError::Io(e), false))?;
+        wire::read_frame(&mut self.reader, frame_bytes_max).map_err(|e| (e, true))
     }
 }
 
@@ -141,6 +163,15 @@ impl Client {
         // Replicas that, since the last other answer, said "no quorum" or were unreachable.
         let mut hopeless = vec![false; self.replicas.len()];
         let mut no_quorum = None;
+        // Once an attempt may have reached the log, "not applied" can no longer be promised.
+        let mut maybe_applied = false;
+        let no_quorum_error = |maybe_applied: bool, reachable, needed| {
+            if maybe_applied {
+                ClientError::Timeout
+            } else {
+                ClientError::NoQuorum { reachable, needed }
+            }
+        };
         while Instant::now() < deadline {
             let target = self.target;
             let response = self.call_target(&request);
@@ -151,7 +182,9 @@ impl Client {
                     self.next_target();
                     continue;
                 }
-                Err(e) => {
+                Err((e, sent)) => {
+                    // A replica that received the request may have proposed it.
+                    maybe_applied |= sent;
                     last_error = match e {
                         FrameError::Io(ref io) if is_timeout(io) => ClientError::Timeout,
                         _ => ClientError::Unreachable(format!("{}: {e}", self.replicas[target])),
@@ -159,7 +192,7 @@ impl Client {
                     hopeless[target] = true;
                     self.next_target();
                     if let (true, Some((reachable, needed))) = (hopeless.iter().all(|h| *h), no_quorum) {
-                        return Err(ClientError::NoQuorum { reachable, needed });
+                        return Err(no_quorum_error(maybe_applied, reachable, needed));
                     }
                     self.pause(Duration::from_millis(20), deadline);
                     continue;
@@ -170,10 +203,28 @@ impl Client {
                     if (leader as usize) >= 1 && (leader as usize) <= self.replicas.len() =>
                 {
                     let leader_index = leader as usize - 1;
+                    if hopeless[leader_index] {
+                        // It defers to a leader that cannot reach a quorum either.
+                        hopeless[target] = true;
+                        if let (true, Some((reachable, needed))) = (hopeless.iter().all(|h| *h), no_quorum) {
+                            return Err(no_quorum_error(maybe_applied, reachable, needed));
+                        }
+                        self.next_target();
+                        continue;
+                    }
                     if leader_index == target {
                         self.pause(Duration::from_millis(20), deadline);
                     }
                     self.target = leader_index;
+                }
+                Reply::Rejected(RequestError::Abandoned { leader }) => {
+                    maybe_applied = true;
+                    match leader {
+                        Some(leader) if (leader as usize) >= 1 && (leader as usize) <= self.replicas.len() => {
+                            self.target = leader as usize - 1
+                        }
+                        _ => self.next_target(),
+                    }
                 }
                 Reply::Rejected(RequestError::NotLeader { .. }) => {
                     self.next_target();
@@ -183,11 +234,12 @@ impl Client {
                     no_quorum = Some((reachable, needed));
                     hopeless[target] = true;
                     if hopeless.iter().all(|h| *h) {
-                        return Err(ClientError::NoQuorum { reachable, needed });
+                        return Err(no_quorum_error(maybe_applied, reachable, needed));
                     }
                     self.next_target();
                 }
                 Reply::Rejected(RequestError::Timeout) => {
+                    maybe_applied = true;
                     last_error = ClientError::Timeout;
                     self.next_target();
                 }
@@ -203,20 +255,21 @@ impl Client {
             }
         }
         match no_quorum {
-            Some((reachable, needed)) => Err(ClientError::NoQuorum { reachable, needed }),
+            Some((reachable, needed)) => Err(no_quorum_error(maybe_applied, reachable, needed)),
             None => Err(last_error),
         }
     }
 
-    fn call_target(&mut self, request: &ClientRequest) -> Result<ClientResponse, FrameError> {
+    fn call_target(&mut self, request: &ClientRequest) -> Result<ClientResponse, (FrameError, bool)> {
         let target = self.target;
         if self.connection.as_ref().is_none_or(|(index, _)| *index != target) {
             self.connection = None;
-            let connection = Connection::open(self.replicas[target], self.options.timeout).map_err(FrameError::Io)?;
+            let connection = Connection::open(self.replicas[target], self.options.timeout)
+                .map_err(|e| (FrameError::Io(e), false))?;
             self.connection = Some((target, connection));
         }
         let (_, connection) = self.connection.as_mut().expect("opened above");
-        let result = connection.call(request, self.options.frame_bytes_max);
+        let result = connection.call_tracking_send(request, self.options.frame_bytes_max);
         if result.is_err() {
             self.connection = None;
         }
@@ -256,10 +309,7 @@ pub fn status(addr: SocketAddr, timeout: Duration) -> Result<NodeStatus, String>
 
 /// Asks every replica at once; a down replica gives an `Err`.
 pub fn status_all(replicas: &[SocketAddr], timeout: Duration) -> Vec<(SocketAddr, Result<NodeStatus, String>)> {
-    let handles: Vec<_> = replicas
-        .iter()
-        .map(|&addr| (addr, thread::spawn(move || status(addr, timeout))))
-        .collect();
+    let handles: Vec<_> = replicas.iter().map(|&addr| (addr, thread::spawn(move || status(addr, timeout)))).collect();
     handles
         .into_iter()
         .map(|(addr, h)| (addr, h.join().unwrap_or_else(|_| Err("status thread panicked".into()))))

@@ -64,7 +64,10 @@ impl ServerConfig {
         ensure!(self.tick_ms >= 1, "--tick-ms must be at least 1");
         ensure!(self.request_timeout_ms >= self.tick_ms, "--request-timeout-ms must be at least one tick");
         ensure!(self.frame_bytes_max >= 1024, "--frame-bytes-max must be at least 1024");
-        ensure!(self.peer_frame_bytes_max >= self.frame_bytes_max, "--peer-frame-bytes-max must be at least --frame-bytes-max");
+        ensure!(
+            self.peer_frame_bytes_max >= self.frame_bytes_max,
+            "--peer-frame-bytes-max must be at least --frame-bytes-max"
+        );
         ensure!(self.key_bytes_max >= 1, "--key-bytes-max must be at least 1");
         ensure!(
             self.key_bytes_max + self.value_bytes_max + 1024 <= self.frame_bytes_max,

@@ -54,7 +54,13 @@ mod tests {
 
     #[test]
     fn the_same_seed_gives_the_same_schedule_and_replicas_differ() {
-        let config = FailureConfig { mtbf_ms: Some(1_000), downtime_ms: 200, seed: 42, mode: FailMode::Durable, failures_max: 50 };
+        let config = FailureConfig {
+            mtbf_ms: Some(1_000),
+            downtime_ms: 200,
+            seed: 42,
+            mode: FailMode::Durable,
+            failures_max: 50,
+        };
         let a: Vec<_> = schedule(1, &config).collect();
         assert_eq!(a, schedule(1, &config).collect::<Vec<_>>());
         assert_ne!(a, schedule(2, &config).collect::<Vec<_>>());

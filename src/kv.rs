@@ -50,15 +50,29 @@ impl Command {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestError {
     /// This replica does not lead; retry at `leader` (unknown while an election runs).
-    NotLeader { leader: Option<NodeId> },
+    NotLeader {
+        leader: Option<NodeId>,
+    },
     /// Fewer than a majority of acceptors answer; the request was not proposed.
-    NoQuorum { reachable: usize, needed: usize },
+    NoQuorum {
+        reachable: usize,
+        needed: usize,
+    },
+    /// The leader lost its leadership while the request was in flight: it may
+    /// still be chosen. Retry at `leader` with the same sequence number.
+    Abandoned {
+        leader: Option<NodeId>,
+    },
     /// No answer in time; the request may still take effect. Retrying with the
     /// same sequence number is safe (it is applied at most once).
     Timeout,
     /// The replica's queue is full; retry later.
     Overloaded,
-    TooLarge { what: String, bytes: usize, limit: usize },
+    TooLarge {
+        what: String,
+        bytes: usize,
+        limit: usize,
+    },
     /// The client already received the reply of a later request.
     StaleRequest,
     Invalid(String),
@@ -69,16 +83,20 @@ impl fmt::Display for RequestError {
         match self {
             RequestError::NotLeader { leader: Some(id) } => write!(f, "not the leader; replica {id} leads"),
             RequestError::NotLeader { leader: None } => write!(f, "not the leader; an election is in progress"),
-            RequestError::NoQuorum { reachable, needed } => write!(
-                f,
-                "no quorum: {reachable} acceptor(s) reachable, {needed} needed; the request was not applied"
-            ),
+            RequestError::NoQuorum { reachable, needed } => {
+                write!(f, "no quorum: {reachable} acceptor(s) reachable, {needed} needed; the request was not applied")
+            }
+            RequestError::Abandoned { .. } => {
+                write!(f, "leadership changed while the request was in flight; it may or may not have been applied")
+            }
             RequestError::Timeout => write!(f, "timed out; the request may or may not have been applied"),
             RequestError::Overloaded => write!(f, "replica overloaded; try again"),
             RequestError::TooLarge { what, bytes, limit } => {
                 write!(f, "{what} too large: {bytes} bytes, limit {limit}")
             }
-            RequestError::StaleRequest => write!(f, "stale request: a later request of this client was already answered"),
+            RequestError::StaleRequest => {
+                write!(f, "stale request: a later request of this client was already answered")
+            }
             RequestError::Invalid(why) => write!(f, "invalid request: {why}"),
         }
     }
@@ -136,10 +154,7 @@ impl KvStore {
         if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&command.client_id) {
             self.evict_idlest_session();
         }
-        self.sessions.insert(
-            command.client_id,
-            Session { seq: command.seq, reply: reply.clone(), last_used: now },
-        );
+        self.sessions.insert(command.client_id, Session { seq: command.seq, reply: reply.clone(), last_used: now });
         reply
     }
 

@@ -519,7 +519,11 @@ fn serve_replica(shared: &Shared, peer: NodeId, reader: &mut BufReader<TcpStream
     }
 }
 
-fn serve_client(shared: &Shared, mut reader: BufReader<TcpStream>, mut writer: BufWriter<TcpStream>) -> Result<(), FrameError> {
+fn serve_client(
+    shared: &Shared,
+    mut reader: BufReader<TcpStream>,
+    mut writer: BufWriter<TcpStream>,
+) -> Result<(), FrameError> {
     loop {
         let request: ClientRequest = match wire::read_frame(&mut reader, shared.config.frame_bytes_max) {
             Err(FrameError::Closed) => return Ok(()),
@@ -543,7 +547,11 @@ fn validate(config: &ServerConfig, command: &Command) -> Result<(), RequestError
     }
     if let crate::kv::Op::Put { value, .. } = &command.op {
         if value.len() > config.value_bytes_max {
-            return Err(RequestError::TooLarge { what: "value".into(), bytes: value.len(), limit: config.value_bytes_max });
+            return Err(RequestError::TooLarge {
+                what: "value".into(),
+                bytes: value.len(),
+                limit: config.value_bytes_max,
+            });
         }
     }
     Ok(())

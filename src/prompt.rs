@@ -43,7 +43,8 @@ pub fn parse(line: &str) -> Result<Option<PromptCommand>, String> {
     };
     let command = match verb.to_ascii_uppercase().as_str() {
         "PUT" | "SET" => {
-            let (key, value) = rest.split_once(char::is_whitespace).ok_or(format!("PUT needs a key and a value; {USAGE}"))?;
+            let (key, value) =
+                rest.split_once(char::is_whitespace).ok_or(format!("PUT needs a key and a value; {USAGE}"))?;
             PromptCommand::Put { key: key.to_string(), value: value.trim_start().to_string() }
         }
         "GET" => PromptCommand::Get { key: one_key("GET")? },

@@ -131,7 +131,13 @@ impl Checker {
 
     /// Learners apply only chosen values, only commands that a client
     /// proposed, and strictly in slot order.
-    fn check_applied(&self, node: NodeId, last: &mut Option<Slot>, slot: Slot, value: &SlotValue) -> Result<(), String> {
+    fn check_applied(
+        &self,
+        node: NodeId,
+        last: &mut Option<Slot>,
+        slot: Slot,
+        value: &SlotValue,
+    ) -> Result<(), String> {
         if let Some(previous) = *last {
             if slot <= previous {
                 return Err(format!("replica {node} applied slot {slot} after slot {previous}"));
@@ -140,7 +146,11 @@ impl Checker {
         *last = Some(slot);
         match self.chosen.get(&slot) {
             Some(chosen) if chosen != value => {
-                return Err(format!("replica {node} applied {} at slot {slot}, but {} was chosen", value.describe(), chosen.describe()))
+                return Err(format!(
+                    "replica {node} applied {} at slot {slot}, but {} was chosen",
+                    value.describe(),
+                    chosen.describe()
+                ))
             }
             None => return Err(format!("replica {node} applied slot {slot}, which no majority accepted")),
             _ => {}
@@ -201,7 +211,12 @@ impl World {
         let nodes = cluster
             .iter()
             .map(|&id| SimNode {
-                proposer: Proposer::new(id, proposer_config.clone(), Ballot::ZERO, StdRng::seed_from_u64(root.random())),
+                proposer: Proposer::new(
+                    id,
+                    proposer_config.clone(),
+                    Ballot::ZERO,
+                    StdRng::seed_from_u64(root.random()),
+                ),
                 acceptor: Acceptor::new(id, Default::default(), 2_000),
                 storage: MemoryStorage::default(),
                 acceptor_down_until: None,
@@ -247,7 +262,8 @@ impl World {
                 return Ok(());
             }
         }
-        let pending: Vec<_> = self.clients.iter().filter_map(|c| c.outstanding.as_ref().map(|o| o.request_id())).collect();
+        let pending: Vec<_> =
+            self.clients.iter().filter_map(|c| c.outstanding.as_ref().map(|o| o.request_id())).collect();
         let applied: Vec<_> = self.nodes.iter().map(|n| n.learner.next_slot()).collect();
         Err(format!(
             "no progress after healing for {} ticks: requests still pending {pending:?}, applied prefixes {applied:?}",
@@ -323,7 +339,8 @@ impl World {
         if !local && !self.healing && self.net_rng.random_range(0..100) < self.config.loss_percent {
             return;
         }
-        let copies = if !self.healing && self.net_rng.random_range(0..100) < self.config.duplicate_percent { 2 } else { 1 };
+        let copies =
+            if !self.healing && self.net_rng.random_range(0..100) < self.config.duplicate_percent { 2 } else { 1 };
         for _ in 0..copies {
             let delay = self.net_rng.random_range(1..=self.config.delay_ticks_max);
             self.sequence += 1;
@@ -414,7 +431,7 @@ impl World {
                 continue;
             }
             match reply {
-                Reply::Rejected(RequestError::NotLeader { leader }) => {
+                Reply::Rejected(RequestError::NotLeader { leader } | RequestError::Abandoned { leader }) => {
                     if let Some(leader) = leader {
                         client.target = leader;
                     }

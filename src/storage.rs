@@ -106,7 +106,11 @@ impl AcceptorStorage for DiskLog {
             at += 8 + len;
         }
         if at < contents.len() {
-            warn!("{}: cutting a torn tail of {} bytes after {records} records", self.path.display(), contents.len() - at);
+            warn!(
+                "{}: cutting a torn tail of {} bytes after {records} records",
+                self.path.display(),
+                contents.len() - at
+            );
             self.file.set_len(at as u64)?;
             self.file.sync_data()?;
         }

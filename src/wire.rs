@@ -69,7 +69,10 @@ pub type PeerFrame = Vec<Envelope>;
 pub enum FrameError {
     /// The peer closed the connection between frames.
     Closed,
-    TooLarge { bytes: usize, limit: usize },
+    TooLarge {
+        bytes: usize,
+        limit: usize,
+    },
     Malformed(String),
     Io(io::Error),
 }

@@ -14,8 +14,12 @@ use std::time::Duration;
 #[command(version, about = "Talk to a paxos-kv cluster: prompt, pipe, one-shot commands, demo, bench")]
 struct Args {
     /// Replica addresses, comma-separated, in id order.
-    #[arg(long, value_delimiter = ',', env = "PAXOS_KV_SERVERS",
-          default_value = "127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003,127.0.0.1:5004,127.0.0.1:5005")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        env = "PAXOS_KV_SERVERS",
+        default_value = "127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003,127.0.0.1:5004,127.0.0.1:5005"
+    )]
     servers: Vec<SocketAddr>,
     /// How long one attempt at one replica may take before the next replica is tried.
     #[arg(long, default_value_t = 2_000)]
@@ -85,7 +89,9 @@ fn main() -> ExitCode {
         Command::Get { key } => one_shot(&mut client, PromptCommand::Get { key }),
         Command::Delete { key } => one_shot(&mut client, PromptCommand::Delete { key }),
         Command::Status => {
-            prompt::status_lines(&client::status_all(&args.servers, options.timeout)).iter().for_each(|l| println!("{l}"));
+            prompt::status_lines(&client::status_all(&args.servers, options.timeout))
+                .iter()
+                .for_each(|l| println!("{l}"));
             ExitCode::SUCCESS
         }
         Command::Demo => demo(&mut client),
@@ -154,7 +160,14 @@ fn run_line(client: &mut Client, options: &ClientOptions, line: &str, interactiv
             if interactive {
                 lines.iter().for_each(|l| println!("{l}"));
             } else {
-                println!("{}", lines[1..].iter().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join(" | "));
+                println!(
+                    "{}",
+                    lines[1..]
+                        .iter()
+                        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
             }
         }
         Ok(Some(command)) => match prompt::execute(client, &command) {
@@ -220,7 +233,10 @@ fn demo(client: &mut Client) -> ExitCode {
     };
     println!("-- pre-populating 10 keys");
     for i in 0..10 {
-        show(format!("PUT seed-{i} value-{i}"), client.put(&format!("seed-{i}"), &format!("value-{i}")).map(|()| "OK".into()).map_err(|e| e.to_string()));
+        show(
+            format!("PUT seed-{i} value-{i}"),
+            client.put(&format!("seed-{i}"), &format!("value-{i}")).map(|()| "OK".into()).map_err(|e| e.to_string()),
+        );
     }
     let pairs = [("apple", "red"), ("banana", "yellow"), ("cherry", "dark red"), ("grape", "green"), ("kiwi", "brown")];
     println!("-- five PUTs");
@@ -229,15 +245,27 @@ fn demo(client: &mut Client) -> ExitCode {
     }
     println!("-- five GETs");
     for (key, _) in pairs {
-        show(format!("GET {key}"), client.get(key).map(|v| v.unwrap_or_else(|| prompt::NOT_FOUND.into())).map_err(|e| e.to_string()));
+        show(
+            format!("GET {key}"),
+            client.get(key).map(|v| v.unwrap_or_else(|| prompt::NOT_FOUND.into())).map_err(|e| e.to_string()),
+        );
     }
     println!("-- five DELETEs");
     for (key, _) in pairs {
-        show(format!("DELETE {key}"), client.delete(key).map(|existed| if existed { "DELETED".into() } else { prompt::NOT_FOUND.into() }).map_err(|e| e.to_string()));
+        show(
+            format!("DELETE {key}"),
+            client
+                .delete(key)
+                .map(|existed| if existed { "DELETED".into() } else { prompt::NOT_FOUND.into() })
+                .map_err(|e| e.to_string()),
+        );
     }
     println!("-- GETs after DELETE");
     for (key, _) in pairs.iter().take(2) {
-        show(format!("GET {key}"), client.get(key).map(|v| v.unwrap_or_else(|| prompt::NOT_FOUND.into())).map_err(|e| e.to_string()));
+        show(
+            format!("GET {key}"),
+            client.get(key).map(|v| v.unwrap_or_else(|| prompt::NOT_FOUND.into())).map_err(|e| e.to_string()),
+        );
     }
     if failures > 0 {
         ExitCode::from(EXIT_ERROR)

@@ -12,9 +12,15 @@ use std::collections::BTreeMap;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AcceptorRecord {
     Promised(Ballot),
-    Accepted { slot: Slot, ballot: Ballot, value: SlotValue },
+    Accepted {
+        slot: Slot,
+        ballot: Ballot,
+        value: SlotValue,
+    },
     /// Slots below `log_start` are decided and held in a learner snapshot.
-    Truncated { log_start: Slot },
+    Truncated {
+        log_start: Slot,
+    },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,10 +52,8 @@ impl AcceptorState {
 
     /// The records that rebuild exactly this state (used to compact a log file).
     pub fn to_records(&self) -> Vec<AcceptorRecord> {
-        let mut records = vec![
-            AcceptorRecord::Promised(self.promised),
-            AcceptorRecord::Truncated { log_start: self.log_start },
-        ];
+        let mut records =
+            vec![AcceptorRecord::Promised(self.promised), AcceptorRecord::Truncated { log_start: self.log_start }];
         records.extend(self.accepted.iter().map(|(slot, (ballot, value))| AcceptorRecord::Accepted {
             slot: *slot,
             ballot: *ballot,

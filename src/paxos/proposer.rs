@@ -179,10 +179,10 @@ impl Proposer {
             State::Preparing(_) => {
                 if self.now >= self.deadline {
                     if self.reachable_acceptors() < self.quorum() {
-                        self.reject_queued(RequestError::NoQuorum {
-                            reachable: self.reachable_acceptors(),
-                            needed: self.quorum(),
-                        }, out);
+                        self.reject_queued(
+                            RequestError::NoQuorum { reachable: self.reachable_acceptors(), needed: self.quorum() },
+                            out,
+                        );
                     }
                     self.start_election(out);
                 }
@@ -209,7 +209,11 @@ impl Proposer {
                                 out.messages.push(Envelope {
                                     from: self.id,
                                     to: acceptor,
-                                    msg: Message::Accept(Accept { ballot: lead.ballot, slot, value: entry.value.clone() }),
+                                    msg: Message::Accept(Accept {
+                                        ballot: lead.ballot,
+                                        slot,
+                                        value: entry.value.clone(),
+                                    }),
                                 });
                             }
                         }
@@ -423,7 +427,7 @@ impl Proposer {
         for entry in abandoned {
             if let SlotValue::Batch(commands) = entry.value {
                 for command in commands {
-                    out.replies.push((command.request_id(), Reply::Rejected(RequestError::NotLeader { leader })));
+                    out.replies.push((command.request_id(), Reply::Rejected(RequestError::Abandoned { leader })));
                 }
             }
         }
@@ -458,10 +462,7 @@ impl Proposer {
     }
 
     pub fn reachable_acceptors(&self) -> usize {
-        self.acceptor_heard_at
-            .values()
-            .filter(|&&at| at + self.config.liveness_ticks >= self.now)
-            .count()
+        self.acceptor_heard_at.values().filter(|&&at| at + self.config.liveness_ticks >= self.now).count()
     }
 
     fn quorum(&self) -> usize {

@@ -1,0 +1,195 @@
+//! The real binaries over loopback: five replicas, kill -9, restarts, no
+//! quorum, random acceptor failures, bad input.
+
+mod support;
+
+use paxos_kv::client::ClientError;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use support::{wait_until, Cluster};
+
+#[test]
+fn demo_then_kill_two_keep_serving_and_restarted_replicas_catch_up() {
+    let mut cluster = Cluster::start("kill-two", 5, &[]);
+    let (code, stdout, stderr) = cluster.run_client(&["demo"], None);
+    assert_eq!(code, 0, "demo failed:\n{stdout}\n{stderr}");
+    assert_eq!(stdout.matches("-> OK").count(), 15, "{stdout}");
+    assert_eq!(stdout.matches("-> DELETED").count(), 5, "{stdout}");
+    assert!(stdout.contains("GET cherry                   -> dark red"), "{stdout}");
+
+    // Kill the leader and one follower.
+    let leader = cluster.wait_for_leader();
+    let follower = if leader == 1 { 2 } else { 1 };
+    cluster.kill(leader);
+    cluster.kill(follower);
+    let mut client = cluster.client();
+    for i in 0..20 {
+        client.put(&format!("k{i}"), &format!("v{i}")).expect("a majority is up: writes must succeed");
+    }
+    for i in 0..20 {
+        assert_eq!(client.get(&format!("k{i}")).unwrap(), Some(format!("v{i}")));
+    }
+    assert!(client.delete("k0").unwrap());
+
+    // Restart them: they recover from disk and catch up with what they missed.
+    cluster.start_replica(leader);
+    cluster.start_replica(follower);
+    let target = cluster.status(cluster.wait_for_leader()).unwrap().learner_next_slot;
+    for id in [leader, follower] {
+        wait_until(&format!("replica {id} to catch up"), Duration::from_secs(15), || {
+            cluster.status(id).is_ok_and(|s| s.learner_next_slot >= target)
+        });
+    }
+    // Now the restarted pair is needed for a quorum: the state must be all there.
+    let others: Vec<usize> = (1..=5).filter(|id| *id != leader && *id != follower).take(2).collect();
+    for id in others {
+        cluster.kill(id);
+    }
+    let mut client = cluster.client();
+    assert_eq!(client.get("k0").unwrap(), None);
+    for i in 1..20 {
+        assert_eq!(client.get(&format!("k{i}")).unwrap(), Some(format!("v{i}")));
+    }
+    assert_eq!(client.get("seed-9").unwrap().as_deref(), Some("value-9"));
+}
+
+#[test]
+fn three_down_refuses_with_no_quorum_and_nothing_half_applied() {
+    let mut cluster = Cluster::start("no-quorum", 5, &[]);
+    let mut client = cluster.client();
+    client.put("before", "1").unwrap();
+    for id in [3, 4, 5] {
+        cluster.kill(id);
+    }
+    // The first attempts may race with failure detection and report a
+    // timeout (outcome unknown); "no quorum" must follow, and must mean "not applied".
+    let mut refused = Vec::new();
+    for attempt in 0..20 {
+        let key = format!("during-{attempt}");
+        match client.put(&key, "x") {
+            Err(ClientError::NoQuorum { reachable, needed }) => {
+                assert!(reachable < needed);
+                refused.push(key);
+                if refused.len() == 3 {
+                    break;
+                }
+            }
+            Err(ClientError::Timeout) => {}
+            other => panic!("with three of five down, put returned {other:?}"),
+        }
+    }
+    assert_eq!(refused.len(), 3, "never got a no-quorum error");
+    let (code, _, stderr) = cluster.run_client(&["put", "cli", "x"], None);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no quorum") || stderr.contains("timed out"), "{stderr}");
+
+    for id in [3, 4, 5] {
+        cluster.start_replica(id);
+    }
+    let mut client = cluster.client();
+    assert_eq!(client.get("before").unwrap().as_deref(), Some("1"));
+    for key in &refused {
+        assert_eq!(client.get(key).unwrap(), None, "{key} was refused with no quorum, yet applied");
+    }
+    client.put("after", "2").unwrap();
+    let applied = cluster.status(cluster.wait_for_leader()).unwrap().learner_next_slot;
+    wait_until("every replica to apply the same prefix", Duration::from_secs(15), || {
+        (1..=5).all(|id| cluster.status(id).is_ok_and(|s| s.learner_next_slot >= applied))
+    });
+    let keys: Vec<usize> = (1..=5).map(|id| cluster.status(id).unwrap().keys).collect();
+    assert!(keys.windows(2).all(|w| w[0] == w[1]), "replicas disagree on the number of keys: {keys:?}");
+}
+
+#[test]
+fn no_acknowledged_write_is_lost_when_every_replica_is_killed_and_restarted() {
+    // A small snapshot interval makes recovery use snapshots and truncated logs too.
+    let mut cluster = Cluster::start("kill-all", 3, &["--snapshot-interval-slots", "7"]);
+    let mut client = cluster.client();
+    for i in 0..40 {
+        client.put(&format!("k{i}"), &format!("v{i}")).unwrap();
+    }
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.start_replica(id);
+    }
+    cluster.wait_for_leader();
+    let mut client = cluster.client();
+    for i in 0..40 {
+        assert_eq!(client.get(&format!("k{i}")).unwrap(), Some(format!("v{i}")), "acknowledged write k{i} lost");
+    }
+}
+
+#[test]
+fn random_acceptor_failures_do_not_stop_or_corrupt_the_store() {
+    let mut cluster = Cluster::start(
+        "failures",
+        5,
+        &["--fail-mtbf-ms", "400", "--fail-downtime-ms", "300", "--fail-seed", "7", "--fail-max", "20"],
+    );
+    let mut client = cluster.client();
+    for i in 0..150 {
+        let key = format!("k{}", i % 10);
+        client.put(&key, &i.to_string()).unwrap_or_else(|e| panic!("put {i} failed under random failures: {e}"));
+        assert_eq!(client.get(&key).unwrap(), Some(i.to_string()), "read did not see the acknowledged write {i}");
+    }
+    let failures: u64 = (1..=5).filter_map(|id| cluster.status(id).ok()).map(|s| s.acceptor_failures).sum();
+    assert!(failures > 0, "the failure threads never took an acceptor offline");
+    let log = std::fs::read_to_string(cluster.log_path(1)).unwrap();
+    assert!(log.contains("FAILURE") && log.contains("RESTART acceptor from durable state"), "failures not logged");
+    cluster.kill(1);
+}
+
+fn assert_closed_by_server(mut stream: TcpStream, what: &str) {
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    match stream.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+        other => panic!("after {what} the server should close the connection, got {other:?}"),
+    }
+}
+
+#[test]
+fn bad_input_gets_a_closed_connection_or_a_clear_error_and_the_server_keeps_serving() {
+    let cluster = Cluster::start("bad-input", 3, &["--key-bytes-max", "64"]);
+    let addr = cluster.addrs[0];
+
+    let mut garbage = TcpStream::connect(addr).unwrap();
+    garbage.write_all(b"\x00\x00\x00\x08GARBAGE!").unwrap();
+    assert_closed_by_server(garbage, "a garbage hello");
+
+    let mut oversized = TcpStream::connect(addr).unwrap();
+    oversized.write_all(&paxos_kv::wire::frame(&paxos_kv::wire::Hello::new(paxos_kv::wire::Speaker::Client))).unwrap();
+    oversized.write_all(&u32::MAX.to_be_bytes()).unwrap();
+    assert_closed_by_server(oversized, "an oversized length prefix");
+
+    let mut bad_body = TcpStream::connect(addr).unwrap();
+    bad_body.write_all(&paxos_kv::wire::frame(&paxos_kv::wire::Hello::new(paxos_kv::wire::Speaker::Client))).unwrap();
+    bad_body.write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]).unwrap();
+    assert_closed_by_server(bad_body, "an undecodable body");
+
+    let mut client = cluster.client();
+    client.put("still", "serving").unwrap();
+    assert_eq!(client.get("still").unwrap().as_deref(), Some("serving"));
+    let huge_key = "k".repeat(65);
+    assert!(matches!(client.put(&huge_key, "v"), Err(ClientError::TooLarge { .. })));
+    assert!(matches!(client.put("", "v"), Err(ClientError::Invalid(_))));
+
+    // One-shot output is made for scripts.
+    let (code, stdout, _) = cluster.run_client(&["get", "still"], None);
+    assert_eq!((code, stdout.as_str()), (0, "serving\n"));
+    let (code, stdout, stderr) = cluster.run_client(&["get", "missing"], None);
+    assert_eq!((code, stdout.as_str()), (1, ""));
+    assert!(stderr.contains("not found"), "{stderr}");
+    // Piped commands: one line per command, in order, errors included.
+    let (code, stdout, _) = cluster.run_client(&[], Some("put a 1\nFROB\nget a\ndelete a\nGET a\n"));
+    assert_eq!(code, 0);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 5, "{stdout}");
+    assert_eq!(lines[0], "OK");
+    assert!(lines[1].starts_with("ERROR: unknown command 'FROB'; usage:"), "{}", lines[1]);
+    assert_eq!(&lines[2..], ["1", "DELETED", "(not found)"]);
+}

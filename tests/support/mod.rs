@@ -1,0 +1,153 @@
+//! A cluster of real server processes on loopback for end-to-end tests.
+//! Ports are free ones picked by the OS; every process is killed on drop,
+//! also when a test panics.
+
+#![allow(dead_code)]
+
+use paxos_kv::client::{self, Client, ClientOptions};
+use paxos_kv::node::NodeStatus;
+use paxos_kv::paxos::proposer::ProposerMode;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Cluster {
+    pub addrs: Vec<SocketAddr>,
+    pub dir: PathBuf,
+    children: Vec<Option<Child>>,
+    extra_args: Vec<String>,
+}
+
+fn free_ports(n: usize) -> Vec<SocketAddr> {
+    // Hold every listener until all are chosen so the ports differ.
+    let listeners: Vec<_> = (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+impl Cluster {
+    pub fn start(name: &str, n: usize, extra_args: &[&str]) -> Cluster {
+        let dir = std::env::temp_dir().join(format!("paxos-kv-e2e-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut cluster = Cluster {
+            addrs: free_ports(n),
+            dir,
+            children: (0..n).map(|_| None).collect(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+        };
+        for id in 1..=n {
+            cluster.start_replica(id);
+        }
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    pub fn log_path(&self, id: usize) -> PathBuf {
+        self.dir.join(format!("server-{id}.log"))
+    }
+
+    pub fn start_replica(&mut self, id: usize) {
+        assert!(self.children[id - 1].is_none(), "replica {id} already runs");
+        let replicas = self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id)).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .args(["--id", &id.to_string(), "--replicas", &replicas])
+            .arg("--data-dir")
+            .arg(self.dir.join(id.to_string()))
+            .args(&self.extra_args)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn server");
+        self.children[id - 1] = Some(child);
+        let addr = self.addrs[id - 1];
+        wait_until(&format!("replica {id} to listen"), Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.children[id - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        let options = ClientOptions {
+            timeout: Duration::from_millis(1_000),
+            deadline: Duration::from_millis(8_000),
+            ..ClientOptions::default()
+        };
+        Client::with_options(&self.addrs, options).unwrap()
+    }
+
+    pub fn status(&self, id: usize) -> Result<NodeStatus, String> {
+        client::status(self.addrs[id - 1], Duration::from_millis(500))
+    }
+
+    pub fn leader(&self) -> Option<usize> {
+        (1..=self.addrs.len()).find(|&id| self.status(id).is_ok_and(|s| s.proposer.mode == ProposerMode::Leading))
+    }
+
+    pub fn wait_for_leader(&self) -> usize {
+        let mut leader = None;
+        wait_until("a leader", Duration::from_secs(15), || {
+            leader = self.leader();
+            leader.is_some()
+        });
+        leader.unwrap()
+    }
+
+    pub fn servers_arg(&self) -> String {
+        self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// Runs the client binary; returns (exit code, stdout, stderr).
+    pub fn run_client(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
+            .args(["--servers", &self.servers_arg(), "--timeout-ms", "1000", "--deadline-ms", "8000"])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn client");
+        let mut input = child.stdin.take().unwrap();
+        if let Some(text) = stdin {
+            input.write_all(text.as_bytes()).unwrap();
+        }
+        drop(input);
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 1..=self.children.len() {
+            self.kill(id);
+        }
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("server logs kept in {}", self.dir.display());
+        }
+    }
+}
