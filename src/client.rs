@@ -61,7 +61,7 @@ impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
             timeout: Duration::from_millis(2_000),
-            deadline: Duration::from_millis(10_000),
+            deadline: Duration::from_millis(5_000),
             frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT,
         }
     }
@@ -165,14 +165,13 @@ impl Client {
         let mut no_quorum = None;
         // Once an attempt may have reached the log, "not applied" can no longer be promised.
         let mut maybe_applied = false;
-        let no_quorum_error = |maybe_applied: bool, reachable, needed| {
-            if maybe_applied {
-                ClientError::Timeout
-            } else {
-                ClientError::NoQuorum { reachable, needed }
-            }
-        };
         while Instant::now() < deadline {
+            if hopeless.iter().all(|h| *h) {
+                // Every replica refused or is down: rest, then sweep again until the deadline.
+                hopeless.fill(false);
+                self.pause(Duration::from_millis(100), deadline);
+                continue;
+            }
             let target = self.target;
             let response = self.call_target(&request);
             let reply = match response {
@@ -191,10 +190,6 @@ impl Client {
                     };
                     hopeless[target] = true;
                     self.next_target();
-                    if let (true, Some((reachable, needed))) = (hopeless.iter().all(|h| *h), no_quorum) {
-                        return Err(no_quorum_error(maybe_applied, reachable, needed));
-                    }
-                    self.pause(Duration::from_millis(20), deadline);
                     continue;
                 }
             };
@@ -206,9 +201,6 @@ impl Client {
                     if hopeless[leader_index] {
                         // It defers to a leader that cannot reach a quorum either.
                         hopeless[target] = true;
-                        if let (true, Some((reachable, needed))) = (hopeless.iter().all(|h| *h), no_quorum) {
-                            return Err(no_quorum_error(maybe_applied, reachable, needed));
-                        }
                         self.next_target();
                         continue;
                     }
@@ -233,9 +225,6 @@ impl Client {
                 Reply::Rejected(RequestError::NoQuorum { reachable, needed }) => {
                     no_quorum = Some((reachable, needed));
                     hopeless[target] = true;
-                    if hopeless.iter().all(|h| *h) {
-                        return Err(no_quorum_error(maybe_applied, reachable, needed));
-                    }
                     self.next_target();
                 }
                 Reply::Rejected(RequestError::Timeout) => {
@@ -255,7 +244,8 @@ impl Client {
             }
         }
         match no_quorum {
-            Some((reachable, needed)) => Err(no_quorum_error(maybe_applied, reachable, needed)),
+            Some((reachable, needed)) if !maybe_applied => Err(ClientError::NoQuorum { reachable, needed }),
+            Some(_) => Err(ClientError::Timeout),
             None => Err(last_error),
         }
     }

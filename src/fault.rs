@@ -4,9 +4,9 @@
 //! `downtime_ms`. One seed (mixed with the replica id) decides the schedule.
 
 use crate::config::FailureConfig;
+use crate::mailbox::{Full, Mailbox};
 use crate::node::AcceptorInput;
 use crate::paxos::NodeId;
-use crossbeam_channel::Sender;
 use log::info;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -28,7 +28,7 @@ pub fn schedule(id: NodeId, config: &FailureConfig) -> impl Iterator<Item = (u64
     (0..config.failures_max).map(move |_| (exponential_ms(&mut rng, mtbf), exponential_ms(&mut rng, downtime)))
 }
 
-pub fn run(id: NodeId, config: FailureConfig, acceptor: Sender<AcceptorInput>) {
+pub fn run(id: NodeId, config: FailureConfig, acceptor: &Mailbox<AcceptorInput>) {
     info!(
         "failure thread on: mtbf {:?} ms, mean downtime {} ms, seed {}, mode {:?}, at most {} failures",
         config.mtbf_ms, config.downtime_ms, config.seed, config.mode, config.failures_max
@@ -36,15 +36,23 @@ pub fn run(id: NodeId, config: FailureConfig, acceptor: Sender<AcceptorInput>) {
     for (up_ms, down_ms) in schedule(id, &config) {
         thread::sleep(Duration::from_millis(up_ms));
         info!("FAILURE injected: acceptor down for {down_ms} ms");
-        if acceptor.send(AcceptorInput::Crash).is_err() {
-            return;
-        }
+        send_control(acceptor, AcceptorInput::Crash);
         thread::sleep(Duration::from_millis(down_ms));
-        if acceptor.send(AcceptorInput::Recover).is_err() {
-            return;
-        }
+        send_control(acceptor, AcceptorInput::Recover);
     }
     info!("failure thread done after {} failures", config.failures_max);
+}
+
+/// Control inputs must not be lost to a momentarily full queue.
+fn send_control(acceptor: &Mailbox<AcceptorInput>, mut input: AcceptorInput) {
+    for _ in 0..1_000 {
+        match acceptor.push(input) {
+            Ok(()) => return,
+            Err(Full(back)) => input = back,
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    log::error!("acceptor queue stayed full for a second; a failure toggle was skipped");
 }
 
 #[cfg(test)]

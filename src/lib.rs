@@ -11,6 +11,7 @@ pub mod config;
 pub mod fault;
 pub mod kv;
 pub mod logging;
+pub mod mailbox;
 pub mod node;
 pub mod paxos;
 pub mod prompt;

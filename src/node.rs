@@ -10,6 +10,7 @@
 use crate::config::{FailMode, ServerConfig};
 use crate::fault;
 use crate::kv::{Command, Reply, RequestError, RequestId};
+use crate::mailbox::{Mailbox, ReplyCell};
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus};
@@ -18,12 +19,11 @@ use crate::storage::{self, AcceptorStorage, DiskLog};
 use crate::transport::{self, Connected, PeerLink};
 use crate::wire::{self, ClientRequest, ClientResponse, FrameError, Hello, PeerFrame, Speaker};
 use anyhow::{Context, Result};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use log::{debug, error, info, warn};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -48,7 +48,6 @@ pub struct NodeStatus {
 }
 
 const ROLE_QUEUE_MAX: usize = 200_000;
-const INPUTS_PER_BATCH_MAX: usize = 8_192;
 const HELLO_BYTES_MAX: usize = 1_024;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -69,26 +68,29 @@ pub enum AcceptorInput {
     Recover,
 }
 
-/// Clients waiting for the reply of one request, sharded to keep the lock short.
+/// Requests waiting for their reply, sharded to keep each lock short. The
+/// connection thread that submitted a request waits on its cell.
 struct Pending {
-    shards: Vec<Mutex<HashMap<RequestId, Sender<Reply>>>>,
+    shards: Vec<Mutex<HashMap<RequestId, Arc<ReplyCell<Reply>>>>>,
 }
 
 impl Pending {
     fn new() -> Self {
         Pending { shards: (0..32).map(|_| Mutex::new(HashMap::new())).collect() }
     }
-    fn shard(&self, id: RequestId) -> &Mutex<HashMap<RequestId, Sender<Reply>>> {
+    fn shard(&self, id: RequestId) -> &Mutex<HashMap<RequestId, Arc<ReplyCell<Reply>>>> {
         &self.shards[(id.0 ^ id.1) as usize % self.shards.len()]
     }
-    fn register(&self, id: RequestId) -> Receiver<Reply> {
-        let (tx, rx) = crossbeam_channel::bounded(1);
-        self.shard(id).lock().unwrap().insert(id, tx);
-        rx
+    fn register(&self, id: RequestId) -> Arc<ReplyCell<Reply>> {
+        let cell = Arc::new(ReplyCell::default());
+        self.shard(id).lock().unwrap().insert(id, cell.clone());
+        cell
     }
+    /// Hands the reply to the connection waiting for `id`, if one waits here.
     fn complete(&self, id: RequestId, reply: Reply) {
-        if let Some(tx) = self.shard(id).lock().unwrap().remove(&id) {
-            let _ = tx.try_send(reply);
+        let cell = self.shard(id).lock().unwrap().remove(&id);
+        if let Some(cell) = cell {
+            cell.set(reply);
         }
     }
     fn cancel(&self, id: RequestId) {
@@ -98,9 +100,9 @@ impl Pending {
 
 struct Shared {
     config: ServerConfig,
-    proposer_tx: Sender<ProposerInput>,
-    acceptor_tx: Sender<AcceptorInput>,
-    learner_tx: Sender<Envelope>,
+    proposer_inbox: Arc<Mailbox<ProposerInput>>,
+    acceptor_inbox: Arc<Mailbox<AcceptorInput>>,
+    learner_inbox: Arc<Mailbox<Envelope>>,
     links: BTreeMap<NodeId, PeerLink>,
     pending: Pending,
     status: Mutex<NodeStatus>,
@@ -122,9 +124,9 @@ impl Shared {
         }
         let kind = envelope.msg.kind();
         let delivered = match envelope.msg.role() {
-            Role::Proposer => self.proposer_tx.try_send(ProposerInput::Message(envelope)).is_ok(),
-            Role::Acceptor => self.acceptor_tx.try_send(AcceptorInput::Message(envelope)).is_ok(),
-            Role::Learner => self.learner_tx.try_send(envelope).is_ok(),
+            Role::Proposer => self.proposer_inbox.push(ProposerInput::Message(envelope)).is_ok(),
+            Role::Acceptor => self.acceptor_inbox.push(AcceptorInput::Message(envelope)).is_ok(),
+            Role::Learner => self.learner_inbox.push(envelope).is_ok(),
         };
         if !delivered {
             warn!("local role queue full; dropped {kind}");
@@ -147,20 +149,14 @@ trait RoleThread {
     fn finish_batch(&mut self);
 }
 
-fn run_role<R: RoleThread>(mut role: R, rx: Receiver<R::Input>, tick: Duration) {
+fn run_role<R: RoleThread>(mut role: R, inbox: Arc<Mailbox<R::Input>>, tick: Duration) -> ! {
     let mut next_tick = Instant::now() + tick;
+    let mut inputs = VecDeque::new();
     loop {
-        let wait = next_tick.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(wait) {
-            Ok(input) => {
-                role.handle(input);
-                // Drain what else is waiting: one sync and one batch for all of it.
-                for input in rx.try_iter().take(INPUTS_PER_BATCH_MAX) {
-                    role.handle(input);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+        // Everything waiting is handled as one batch: one sync, one write per peer.
+        inbox.take_all(&mut inputs, next_tick);
+        for input in inputs.drain(..) {
+            role.handle(input);
         }
         let now = Instant::now();
         if now >= next_tick {
@@ -334,7 +330,12 @@ impl RoleThread for LearnerThread {
             match storage::save_snapshot(&self.shared.config.data_dir, &snapshot) {
                 Ok(()) => {
                     info!("snapshot written at slot {} ({} keys)", snapshot.next_slot, snapshot.store.len());
-                    let _ = self.shared.acceptor_tx.send(AcceptorInput::Truncate(snapshot.next_slot));
+                    if self.shared.acceptor_inbox.push(AcceptorInput::Truncate(snapshot.next_slot)).is_err() {
+                        warn!(
+                            "acceptor queue full; it keeps slots below {} until the next snapshot",
+                            snapshot.next_slot
+                        );
+                    }
                 }
                 Err(e) => error!("cannot write snapshot: {e:#}"),
             }
@@ -343,7 +344,7 @@ impl RoleThread for LearnerThread {
         let next_slot = self.core.next_slot();
         if next_slot != self.reported_next_slot {
             self.reported_next_slot = next_slot;
-            let _ = self.shared.proposer_tx.try_send(ProposerInput::LearnerProgress(next_slot));
+            let _ = self.shared.proposer_inbox.push(ProposerInput::LearnerProgress(next_slot));
         }
         let mut status = self.shared.status.lock().unwrap();
         status.learner_next_slot = next_slot;
@@ -378,9 +379,9 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         snapshot.next_slot
     );
 
-    let (proposer_tx, proposer_rx) = crossbeam_channel::bounded(ROLE_QUEUE_MAX);
-    let (acceptor_tx, acceptor_rx) = crossbeam_channel::bounded(ROLE_QUEUE_MAX);
-    let (learner_tx, learner_rx) = crossbeam_channel::bounded(ROLE_QUEUE_MAX);
+    let proposer_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
+    let acceptor_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
+    let learner_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
     let connected: Connected = Default::default();
     let links = config
         .cluster()
@@ -419,9 +420,9 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         acceptor_failures: 0,
     };
     let shared = Arc::new(Shared {
-        proposer_tx,
-        acceptor_tx,
-        learner_tx,
+        proposer_inbox: proposer_inbox.clone(),
+        acceptor_inbox: acceptor_inbox.clone(),
+        learner_inbox: learner_inbox.clone(),
         links,
         pending: Pending::new(),
         status: Mutex::new(initial_status),
@@ -435,7 +436,7 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         out: Default::default(),
         shared: shared.clone(),
     };
-    spawn_named(format!("s{id}/proposer"), move || run_role(proposer, proposer_rx, tick))?;
+    spawn_named(format!("s{id}/proposer"), move || run_role(proposer, proposer_inbox, tick))?;
     let acceptor = AcceptorThread {
         core: Acceptor::new(id, acceptor_state, config.frame_bytes_max / 2),
         storage: acceptor_log,
@@ -445,18 +446,18 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         truncated: false,
         shared: shared.clone(),
     };
-    spawn_named(format!("s{id}/acceptor"), move || run_role(acceptor, acceptor_rx, tick))?;
+    spawn_named(format!("s{id}/acceptor"), move || run_role(acceptor, acceptor_inbox, tick))?;
     let learner = LearnerThread {
         reported_next_slot: snapshot.next_slot,
         core: Learner::new(id, learner_config, snapshot),
         out: Default::default(),
         shared: shared.clone(),
     };
-    spawn_named(format!("s{id}/learner"), move || run_role(learner, learner_rx, tick))?;
+    spawn_named(format!("s{id}/learner"), move || run_role(learner, learner_inbox, tick))?;
     if config.failure.mtbf_ms.is_some() {
         let failure = config.failure.clone();
-        let acceptor_tx = shared.acceptor_tx.clone();
-        spawn_named(format!("s{id}/failure"), move || fault::run(id, failure, acceptor_tx))?;
+        let acceptor_inbox = shared.acceptor_inbox.clone();
+        spawn_named(format!("s{id}/failure"), move || fault::run(id, failure, &acceptor_inbox))?;
     }
 
     for stream in listener.incoming() {
@@ -495,7 +496,7 @@ fn serve_connection(shared: &Shared, stream: TcpStream) -> Result<(), FrameError
         }
         Speaker::Client => {
             stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT)).map_err(FrameError::Io)?;
-            serve_client(shared, reader, BufWriter::new(stream))
+            serve_client(shared, reader, stream)
         }
     }
 }
@@ -519,11 +520,10 @@ fn serve_replica(shared: &Shared, peer: NodeId, reader: &mut BufReader<TcpStream
     }
 }
 
-fn serve_client(
-    shared: &Shared,
-    mut reader: BufReader<TcpStream>,
-    mut writer: BufWriter<TcpStream>,
-) -> Result<(), FrameError> {
+fn serve_client(shared: &Shared, mut reader: BufReader<TcpStream>, stream: TcpStream) -> Result<(), FrameError> {
+    // Replies are written by this thread: waking it costs less than writing
+    // every client's socket from the learner thread.
+    let mut writer = BufWriter::new(stream);
     loop {
         let request: ClientRequest = match wire::read_frame(&mut reader, shared.config.frame_bytes_max) {
             Err(FrameError::Closed) => return Ok(()),
@@ -564,13 +564,13 @@ fn execute(shared: &Shared, command: Command) -> Reply {
         return Reply::Rejected(error);
     }
     debug!("CLIENT request {id:?} {:?}", command.op);
-    let reply_rx = shared.pending.register(id);
-    if shared.proposer_tx.try_send(ProposerInput::Client(command)).is_err() {
+    let reply_cell = shared.pending.register(id);
+    if shared.proposer_inbox.push(ProposerInput::Client(command)).is_err() {
         shared.pending.cancel(id);
         return Reply::Rejected(RequestError::Overloaded);
     }
-    let reply = reply_rx
-        .recv_timeout(Duration::from_millis(shared.config.request_timeout_ms))
+    let reply = reply_cell
+        .wait(Duration::from_millis(shared.config.request_timeout_ms))
         .unwrap_or(Reply::Rejected(RequestError::Timeout));
     shared.pending.cancel(id);
     debug!("CLIENT reply {id:?} {reply:?}");

@@ -3,16 +3,16 @@
 //! never interprets a message, and a dead peer never blocks a role: sends go
 //! to a bounded queue and are dropped when it is full (Paxos tolerates loss).
 
+use crate::mailbox::{Full, Mailbox};
 use crate::paxos::{Envelope, NodeId};
 use crate::wire::{self, Hello, Speaker};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use log::{debug, info, warn};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const LINK_QUEUE_MAX: usize = 100_000;
 const BATCH_ENVELOPES_MAX: usize = 4_096;
@@ -22,19 +22,18 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Clone)]
 pub struct PeerLink {
-    tx: Sender<Envelope>,
+    queue: Arc<Mailbox<Envelope>>,
 }
 
 impl PeerLink {
     /// Queues an envelope; returns false if it was dropped.
     pub fn send(&self, envelope: Envelope) -> bool {
-        match self.tx.try_send(envelope) {
+        match self.queue.push(envelope) {
             Ok(()) => true,
-            Err(TrySendError::Full(e)) => {
+            Err(Full(e)) => {
                 debug!("queue to replica {} full; dropping {}", e.to, e.msg.kind());
                 false
             }
-            Err(TrySendError::Disconnected(_)) => false,
         }
     }
 }
@@ -43,12 +42,13 @@ impl PeerLink {
 pub type Connected = Arc<Mutex<BTreeSet<NodeId>>>;
 
 pub fn spawn_link(self_id: NodeId, peer: NodeId, addr: SocketAddr, connected: Connected) -> PeerLink {
-    let (tx, rx) = crossbeam_channel::bounded(LINK_QUEUE_MAX);
+    let queue = Arc::new(Mailbox::new(LINK_QUEUE_MAX));
+    let link_queue = queue.clone();
     thread::Builder::new()
         .name(format!("s{self_id}/link-{peer}"))
-        .spawn(move || run_link(self_id, peer, addr, rx, connected))
+        .spawn(move || run_link(self_id, peer, addr, &link_queue, connected))
         .expect("spawning a link thread");
-    PeerLink { tx }
+    PeerLink { queue }
 }
 
 fn connect(self_id: NodeId, addr: SocketAddr) -> std::io::Result<BufWriter<TcpStream>> {
@@ -61,10 +61,11 @@ fn connect(self_id: NodeId, addr: SocketAddr) -> std::io::Result<BufWriter<TcpSt
     Ok(writer)
 }
 
-fn run_link(self_id: NodeId, peer: NodeId, addr: SocketAddr, rx: Receiver<Envelope>, connected: Connected) {
+fn run_link(self_id: NodeId, peer: NodeId, addr: SocketAddr, queue: &Mailbox<Envelope>, connected: Connected) -> ! {
     let mut writer: Option<BufWriter<TcpStream>> = None;
     let mut backoff_ms = BACKOFF_MS_MIN;
     let mut failures = 0u64;
+    let mut batch = VecDeque::new();
     loop {
         if writer.is_none() {
             match connect(self_id, addr) {
@@ -82,29 +83,24 @@ fn run_link(self_id: NodeId, peer: NodeId, addr: SocketAddr, rx: Receiver<Envelo
                     }
                     // Wait out the backoff while dropping what queues up:
                     // stale protocol messages are useless after a reconnect.
-                    match rx.recv_timeout(Duration::from_millis(backoff_ms)) {
-                        Err(RecvTimeoutError::Disconnected) => return,
-                        _ => while rx.try_recv().is_ok() {},
-                    }
+                    queue.take_all(&mut batch, Instant::now() + Duration::from_millis(backoff_ms));
+                    batch.clear();
                     backoff_ms = (backoff_ms * 2).min(BACKOFF_MS_MAX);
                     continue;
                 }
             }
         }
-        let first = match rx.recv_timeout(Duration::from_millis(500)) {
-            Ok(envelope) => envelope,
-            Err(RecvTimeoutError::Timeout) => continue,
-            Err(RecvTimeoutError::Disconnected) => return,
-        };
-        let mut batch = vec![first];
-        while batch.len() < BATCH_ENVELOPES_MAX {
-            match rx.try_recv() {
-                Ok(envelope) => batch.push(envelope),
-                Err(_) => break,
-            }
+        if queue.take_all(&mut batch, Instant::now() + Duration::from_millis(500)) == 0 {
+            continue;
         }
         let w = writer.as_mut().expect("connected above");
-        if let Err(e) = wire::write_frame(w, &batch).and_then(|()| w.flush()) {
+        let mut result = Ok(());
+        while !batch.is_empty() && result.is_ok() {
+            let frame: Vec<Envelope> = batch.drain(..batch.len().min(BATCH_ENVELOPES_MAX)).collect();
+            result = wire::write_frame(w, &frame);
+        }
+        batch.clear();
+        if let Err(e) = result.and_then(|()| w.flush()) {
             warn!("lost connection to replica {peer}: {e}");
             connected.lock().unwrap().remove(&peer);
             writer = None;

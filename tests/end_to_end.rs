@@ -64,6 +64,7 @@ fn three_down_refuses_with_no_quorum_and_nothing_half_applied() {
     }
     // The first attempts may race with failure detection and report a
     // timeout (outcome unknown); "no quorum" must follow, and must mean "not applied".
+    let mut client = cluster.client_with_deadline(Duration::from_millis(1_500));
     let mut refused = Vec::new();
     for attempt in 0..20 {
         let key = format!("during-{attempt}");
@@ -80,7 +81,7 @@ fn three_down_refuses_with_no_quorum_and_nothing_half_applied() {
         }
     }
     assert_eq!(refused.len(), 3, "never got a no-quorum error");
-    let (code, _, stderr) = cluster.run_client(&["put", "cli", "x"], None);
+    let (code, _, stderr) = cluster.run_client(&["--deadline-ms", "1500", "put", "cli", "x"], None);
     assert_eq!(code, 2);
     assert!(stderr.contains("no quorum") || stderr.contains("timed out"), "{stderr}");
 

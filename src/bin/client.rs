@@ -25,7 +25,7 @@ struct Args {
     #[arg(long, default_value_t = 2_000)]
     timeout_ms: u64,
     /// How long one command may take in all, across replicas and retries.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 5_000)]
     deadline_ms: u64,
     #[command(subcommand)]
     command: Option<Command>,

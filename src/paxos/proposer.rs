@@ -41,7 +41,7 @@ impl ProposerConfig {
             election_timeout_ticks: 30,
             retransmit_ticks: 20,
             liveness_ticks: 25,
-            window_slots: 32,
+            window_slots: 4,
             batch_commands_max: 1024,
             batch_bytes_max: 512 * 1024,
             queue_max: 100_000,

@@ -85,11 +85,11 @@ impl Cluster {
     }
 
     pub fn client(&self) -> Client {
-        let options = ClientOptions {
-            timeout: Duration::from_millis(1_000),
-            deadline: Duration::from_millis(8_000),
-            ..ClientOptions::default()
-        };
+        self.client_with_deadline(Duration::from_millis(10_000))
+    }
+
+    pub fn client_with_deadline(&self, deadline: Duration) -> Client {
+        let options = ClientOptions { timeout: Duration::from_millis(1_000), deadline, ..ClientOptions::default() };
         Client::with_options(&self.addrs, options).unwrap()
     }
 
@@ -118,7 +118,7 @@ impl Cluster {
     pub fn run_client(&self, args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
-            .args(["--servers", &self.servers_arg(), "--timeout-ms", "1000", "--deadline-ms", "8000"])
+            .args(["--servers", &self.servers_arg(), "--timeout-ms", "1000"])
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
