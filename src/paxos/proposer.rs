@@ -476,3 +476,151 @@ impl Proposer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::Op;
+    use rand::SeedableRng;
+
+    fn proposer(id: NodeId) -> Proposer {
+        let mut config = ProposerConfig::for_cluster(vec![1, 2, 3]);
+        config.election_timeout_ticks = 10;
+        Proposer::new(id, config, Ballot::ZERO, StdRng::seed_from_u64(1))
+    }
+    fn command(client_id: u64) -> Command {
+        Command { client_id, seq: 1, op: Op::Put { key: "k".into(), value: client_id.to_string() } }
+    }
+    fn batch(ids: &[u64]) -> SlotValue {
+        SlotValue::Batch(ids.iter().map(|&id| command(id)).collect())
+    }
+    fn tick_until_prepare(p: &mut Proposer) -> ProposerOutbox {
+        for _ in 0..100 {
+            let mut out = ProposerOutbox::default();
+            p.on_tick(&mut out);
+            if out.persist_ballot.is_some() {
+                return out;
+            }
+        }
+        panic!("no election within 100 ticks");
+    }
+    fn promise(ballot: Ballot, accepted: Vec<AcceptedEntry>) -> Message {
+        Message::Promise(Promise { ballot, first_slot: 0, log_start: 0, accepted, more_from: None })
+    }
+    fn accepts(out: &ProposerOutbox) -> Vec<(NodeId, Slot, SlotValue)> {
+        out.messages
+            .iter()
+            .filter_map(|e| match &e.msg {
+                Message::Accept(a) => Some((e.to, a.slot, a.value.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+    fn lead(p: &mut Proposer) -> Ballot {
+        let out = tick_until_prepare(p);
+        let ballot = out.persist_ballot.unwrap();
+        let mut out = ProposerOutbox::default();
+        p.on_message(1, promise(ballot, vec![]), &mut out);
+        p.on_message(2, promise(ballot, vec![]), &mut out);
+        assert!(p.is_leading());
+        ballot
+    }
+
+    #[test]
+    fn a_silent_leader_triggers_an_election_that_persists_its_ballot_before_preparing() {
+        let mut p = proposer(2);
+        let out = tick_until_prepare(&mut p);
+        let ballot = Ballot::new(1, 2);
+        assert_eq!(out.persist_ballot, Some(ballot));
+        let expected: Vec<Envelope> = [1, 2, 3]
+            .iter()
+            .map(|&to| Envelope { from: 2, to, msg: Message::Prepare(Prepare { ballot, first_slot: 0 }) })
+            .collect();
+        assert_eq!(out.messages, expected);
+    }
+
+    /// Paxos Made Simple 2.2 (P2c): the new leader proposes, for each slot,
+    /// the value of the highest-numbered proposal among the promises, and
+    /// fills the holes with no-ops.
+    #[test]
+    fn a_new_leader_re_proposes_the_highest_ballot_values_and_fills_holes() {
+        let mut p = proposer(3);
+        let ballot = tick_until_prepare(&mut p).persist_ballot.unwrap();
+        let mut out = ProposerOutbox::default();
+        let old = |slot, round, ids: &[u64]| AcceptedEntry { slot, ballot: Ballot::new(round, 1), value: batch(ids) };
+        p.on_message(1, promise(ballot, vec![old(0, 1, &[10]), old(2, 1, &[20])]), &mut out);
+        assert!(!p.is_leading(), "one promise is not a quorum");
+        p.on_message(2, promise(ballot, vec![old(0, 2, &[11])]), &mut out);
+        assert!(p.is_leading());
+        let to_acceptor_1: Vec<_> = accepts(&out).into_iter().filter(|(to, _, _)| *to == 1).collect();
+        assert_eq!(to_acceptor_1, vec![(1, 0, batch(&[11])), (1, 1, SlotValue::Noop), (1, 2, batch(&[20]))]);
+    }
+
+    #[test]
+    fn a_cut_promise_makes_the_leader_ask_for_the_rest_with_the_same_ballot() {
+        let mut p = proposer(1);
+        let ballot = tick_until_prepare(&mut p).persist_ballot.unwrap();
+        let mut out = ProposerOutbox::default();
+        let cut = Promise { ballot, first_slot: 0, log_start: 0, accepted: vec![], more_from: Some(5) };
+        p.on_message(2, Message::Promise(cut), &mut out);
+        p.on_message(3, promise(ballot, vec![]), &mut out);
+        assert!(!p.is_leading());
+        assert!(out.messages.iter().all(|e| e.msg == Message::Prepare(Prepare { ballot, first_slot: 5 })));
+        assert_eq!(out.messages.len(), 3);
+    }
+
+    #[test]
+    fn queued_commands_go_out_as_one_batch_and_a_quorum_of_accepted_decides_it() {
+        let mut p = proposer(1);
+        let ballot = lead(&mut p);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(7), &mut out);
+        p.on_client_command(command(8), &mut out);
+        p.flush(&mut out);
+        assert_eq!(accepts(&out), vec![(1, 0, batch(&[7, 8])), (2, 0, batch(&[7, 8])), (3, 0, batch(&[7, 8]))]);
+        let mut out = ProposerOutbox::default();
+        p.on_message(2, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
+        p.on_message(2, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
+        assert!(out.messages.is_empty(), "a duplicate vote must not make a quorum");
+        p.on_message(3, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
+        let decided: Vec<_> = out.messages.iter().map(|e| (e.to, e.msg.clone())).collect();
+        let decide = Message::Decide(Decide { slot: 0, value: batch(&[7, 8]) });
+        assert_eq!(decided, vec![(1, decide.clone()), (2, decide.clone()), (3, decide)]);
+    }
+
+    #[test]
+    fn a_higher_promise_deposes_the_leader_and_hands_requests_back() {
+        let mut p = proposer(1);
+        let ballot = lead(&mut p);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(7), &mut out);
+        p.flush(&mut out);
+        // Not flushed yet: 8 stays queued.
+        p.on_client_command(command(8), &mut out);
+        let mut out = ProposerOutbox::default();
+        p.on_message(3, Message::Nack(Nack { ballot, promised: Ballot::new(5, 3) }), &mut out);
+        assert!(!p.is_leading());
+        assert_eq!(p.status().leader, Some(3));
+        let replies: BTreeMap<u64, Reply> = out.replies.into_iter().map(|((c, _), r)| (c, r)).collect();
+        let abandoned = Reply::Rejected(RequestError::Abandoned { leader: Some(3) });
+        assert_eq!(replies[&7], abandoned, "an in-flight command may still be chosen");
+        assert_eq!(replies[&8], Reply::Rejected(RequestError::NotLeader { leader: Some(3) }));
+        assert_eq!(replies.len(), 2);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(10), &mut out);
+        assert_eq!(out.replies[0].1, Reply::Rejected(RequestError::NotLeader { leader: Some(3) }));
+    }
+
+    #[test]
+    fn a_leader_that_hears_from_too_few_acceptors_refuses_with_no_quorum() {
+        let mut p = proposer(1);
+        lead(&mut p);
+        let mut out = ProposerOutbox::default();
+        for _ in 0..100 {
+            p.on_tick(&mut out);
+        }
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(7), &mut out);
+        assert_eq!(out.replies, vec![((7, 1), Reply::Rejected(RequestError::NoQuorum { reachable: 0, needed: 2 }))]);
+    }
+}
