@@ -52,7 +52,7 @@ pub fn parse(line: &str) -> Result<Option<PromptCommand>, String> {
         "STATUS" => PromptCommand::Status,
         "HELP" | "?" => PromptCommand::Help,
         "QUIT" | "EXIT" => PromptCommand::Quit,
-        other => return Err(format!("unknown command '{other}'; {USAGE}")),
+        _ => return Err(format!("unknown command '{verb}'; {USAGE}")),
     };
     Ok(Some(command))
 }
