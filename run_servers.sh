@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Start, stop or list the replicas of this checkout.
 #
-#   ./run_servers.sh [N] [--failures] [-- SERVER_FLAGS...]   start N replicas (default 5);
-#                                                          replicas already running are left alone
+#   ./run_servers.sh [N] [--protocol paxos|2pc] [--failures] [-- SERVER_FLAGS...]
+#                                                          start N replicas (default 5, Paxos);
+#                                                          replicas already running are left alone,
+#                                                          and replicas restarted while others run
+#                                                          get the flags the cluster started with
 #   ./run_servers.sh stop [ID...]                           stop those replicas (default: all)
 #   ./run_servers.sh status                                 list replicas and whether they run
 #
@@ -65,10 +68,12 @@ status() {
 }
 
 start() {
-  local n=5 failures=0 extra=()
+  local n=5 failures=0 protocol=paxos extra=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --failures) failures=1 ;;
+      --protocol) shift; protocol=${1:?--protocol needs paxos or 2pc} ;;
+      --protocol=*) protocol=${1#--protocol=} ;;
       --) shift; extra=("$@"); break ;;
       [0-9]*) n=$1 ;;
       *) echo "unknown argument '$1'; see the top of $0" >&2; exit 2 ;;
@@ -84,11 +89,30 @@ start() {
   local addrs=""
   for id in $(seq "$n"); do addrs+="${addrs:+,}127.0.0.1:$((BASE_PORT + id - 1))"; done
   echo "$addrs" > data/servers
-  local fail_flags=()
+  local flags=(--protocol "$protocol")
   if [ $failures = 1 ]; then
-    fail_flags=(--fail-mtbf-ms "${FAIL_MTBF_MS:-10000}" --fail-downtime-ms "${FAIL_DOWNTIME_MS:-2000}"
-                --fail-seed "${FAIL_SEED:-1}" --fail-mode "${FAIL_MODE:-durable}")
+    flags+=(--fail-mtbf-ms "${FAIL_MTBF_MS:-10000}" --fail-downtime-ms "${FAIL_DOWNTIME_MS:-2000}"
+            --fail-seed "${FAIL_SEED:-1}" --fail-mode "${FAIL_MODE:-durable}")
   fi
+  flags+=(${extra[@]+"${extra[@]}"})
+  local some_running=0
+  for id in $(known_ids); do running "$id" && some_running=1; done
+  if [ $some_running = 1 ] && [ -f data/server.flags ]; then
+    # A replica that rejoins must speak the cluster's protocol with the cluster's settings.
+    mapfile -t flags < data/server.flags
+    echo "cluster already running; restarting missing replicas with its flags: ${flags[*]}"
+  else
+    printf '%s\n' "${flags[@]}" > data/server.flags
+  fi
+  local recorded_protocol
+  recorded_protocol=$(cat data/protocol 2>/dev/null || true)
+  local flag_protocol
+  flag_protocol=$(awk 'prev == "--protocol" { print; exit } { prev = $0 }' data/server.flags)
+  if [ -n "$recorded_protocol" ] && [ "$recorded_protocol" != "$flag_protocol" ]; then
+    echo "data/ holds a $recorded_protocol cluster; run './run_servers.sh stop' and remove data/ to start $flag_protocol" >&2
+    exit 2
+  fi
+  echo "$flag_protocol" > data/protocol
   for id in $(seq "$n"); do
     if running "$id"; then
       echo "replica $id already running (pid $(pid_of "$id"))"
@@ -96,7 +120,7 @@ start() {
     fi
     mkdir -p "data/$id"
     nohup "$SERVER" --id "$id" --replicas "$addrs" --data-dir "data/$id" --log-level "$LOG_LEVEL" \
-      ${fail_flags[@]+"${fail_flags[@]}"} ${extra[@]+"${extra[@]}"} >> "logs/server-$id.log" 2>&1 &
+      "${flags[@]}" >> "logs/server-$id.log" 2>&1 &
     echo $! > "data/$id/server.pid"
     echo "started replica $id on 127.0.0.1:$((BASE_PORT + id - 1)) (pid $!), log logs/server-$id.log"
   done
@@ -108,7 +132,7 @@ start() {
       sleep 0.1
     done
   done
-  echo "cluster of $n replicas up at $addrs${failures:+$( [ $failures = 1 ] && echo ' (random acceptor failures on)')}"
+  echo "cluster of $n $flag_protocol replicas up at $addrs ($(tr '\n' ' ' < data/server.flags| sed 's/ $//'))"
 }
 
 case "${1:-}" in

@@ -28,6 +28,10 @@ pub enum ClientError {
     Invalid(String),
     /// No replica could be reached at all.
     Unreachable(String),
+    /// 2PC refused the write at every replica; nothing was applied.
+    Aborted(String),
+    /// 2PC: an undecided transaction kept the key locked until the deadline.
+    Blocked(String),
 }
 
 impl fmt::Display for ClientError {
@@ -42,6 +46,11 @@ impl fmt::Display for ClientError {
             }
             ClientError::Invalid(why) => write!(f, "invalid request: {why}"),
             ClientError::Unreachable(why) => write!(f, "no replica reachable: {why}"),
+            ClientError::Aborted(reason) => write!(f, "aborted, nothing applied: {reason}"),
+            ClientError::Blocked(txn) => write!(
+                f,
+                "blocked: the key is locked by undecided transaction {txn}; its coordinator must come back and decide"
+            ),
         }
     }
 }
@@ -233,6 +242,13 @@ impl Client {
                     self.next_target();
                 }
                 Reply::Rejected(RequestError::Overloaded) => self.pause(Duration::from_millis(10), deadline),
+                Reply::Rejected(RequestError::Offline) => self.next_target(),
+                Reply::Rejected(RequestError::Aborted { reason }) => return Err(ClientError::Aborted(reason)),
+                Reply::Rejected(RequestError::Locked { txn }) => {
+                    // Wait for the decision rather than read a value that may be rolled back.
+                    last_error = ClientError::Blocked(txn);
+                    self.pause(Duration::from_millis(50), deadline);
+                }
                 Reply::Rejected(RequestError::TooLarge { what, bytes, limit }) => {
                     return Err(ClientError::TooLarge { what, bytes, limit })
                 }

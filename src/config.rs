@@ -15,6 +15,25 @@ pub enum FailMode {
     Amnesia,
 }
 
+/// How the replicas keep their copies of the store in step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Protocol {
+    /// Multi-Paxos: needs a majority, survives minority failures.
+    Paxos,
+    /// Two-phase commit, the baseline: needs every replica, blocks on coordinator loss.
+    #[value(name = "2pc")]
+    TwoPc,
+}
+
+impl std::fmt::Display for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Protocol::Paxos => "paxos",
+            Protocol::TwoPc => "2pc",
+        })
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct FailureConfig {
     /// Mean time between an acceptor's failures; `None` disables failures.
@@ -29,6 +48,7 @@ pub struct FailureConfig {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub id: NodeId,
+    pub protocol: Protocol,
     /// Every replica's address, replica `i` at index `i - 1`.
     pub replicas: Vec<SocketAddr>,
     pub data_dir: PathBuf,
@@ -45,6 +65,9 @@ pub struct ServerConfig {
     pub window_slots: usize,
     pub seed: u64,
     pub failure: FailureConfig,
+    /// 2PC only, for demonstrations and tests: the coordinator acts as if it
+    /// crashed at this point of every transaction.
+    pub stall_coordinator: Option<crate::twopc::coordinator::StallPoint>,
 }
 
 impl ServerConfig {

@@ -1,11 +1,10 @@
-//! The acceptor's random-failure thread. It only sends Crash and Recover to
-//! the acceptor thread; it never touches role state. Gaps between failures are
+//! The random-failure thread of an acceptor (or, under 2PC, a participant).
+//! It only sends offline and restart commands to that role's thread; it never
+//! touches role state. Gaps between failures are
 //! exponential with mean `mtbf_ms`; downtimes are exponential with mean
 //! `downtime_ms`. One seed (mixed with the replica id) decides the schedule.
 
 use crate::config::FailureConfig;
-use crate::mailbox::{Full, Mailbox};
-use crate::node::AcceptorInput;
 use crate::paxos::NodeId;
 use log::info;
 use rand::rngs::StdRng;
@@ -28,7 +27,8 @@ pub fn schedule(id: NodeId, config: &FailureConfig) -> impl Iterator<Item = (u64
     (0..config.failures_max).map(move |_| (exponential_ms(&mut rng, mtbf), exponential_ms(&mut rng, downtime)))
 }
 
-pub fn run(id: NodeId, config: FailureConfig, acceptor: &Mailbox<AcceptorInput>) {
+/// `set_offline(true)` takes the role offline, `set_offline(false)` restarts it.
+pub fn run(id: NodeId, config: FailureConfig, set_offline: impl Fn(bool)) {
     info!(
         "failure thread on: mtbf {:?} ms, mean downtime {} ms, seed {}, mode {:?}, at most {} failures",
         config.mtbf_ms, config.downtime_ms, config.seed, config.mode, config.failures_max
@@ -36,23 +36,11 @@ pub fn run(id: NodeId, config: FailureConfig, acceptor: &Mailbox<AcceptorInput>)
     for (up_ms, down_ms) in schedule(id, &config) {
         thread::sleep(Duration::from_millis(up_ms));
         info!("FAILURE injected: acceptor down for {down_ms} ms");
-        send_control(acceptor, AcceptorInput::Crash);
+        set_offline(true);
         thread::sleep(Duration::from_millis(down_ms));
-        send_control(acceptor, AcceptorInput::Recover);
+        set_offline(false);
     }
     info!("failure thread done after {} failures", config.failures_max);
-}
-
-/// Control inputs must not be lost to a momentarily full queue.
-fn send_control(acceptor: &Mailbox<AcceptorInput>, mut input: AcceptorInput) {
-    for _ in 0..1_000 {
-        match acceptor.push(input) {
-            Ok(()) => return,
-            Err(Full(back)) => input = back,
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    log::error!("acceptor queue stayed full for a second; a failure toggle was skipped");
 }
 
 #[cfg(test)]

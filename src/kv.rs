@@ -66,6 +66,17 @@ pub enum RequestError {
     /// No answer in time; the request may still take effect. Retrying with the
     /// same sequence number is safe (it is applied at most once).
     Timeout,
+    /// Two-phase commit refused the write everywhere; nothing was applied.
+    Aborted {
+        reason: String,
+    },
+    /// A two-phase-commit transaction that has not been decided holds the
+    /// key; its value may still be rolled back.
+    Locked {
+        txn: String,
+    },
+    /// This replica's participant is offline; another replica may answer.
+    Offline,
     /// The replica's queue is full; retry later.
     Overloaded,
     TooLarge {
@@ -90,6 +101,11 @@ impl fmt::Display for RequestError {
                 write!(f, "leadership changed while the request was in flight; it may or may not have been applied")
             }
             RequestError::Timeout => write!(f, "timed out; the request may or may not have been applied"),
+            RequestError::Aborted { reason } => write!(f, "aborted, nothing applied: {reason}"),
+            RequestError::Locked { txn } => {
+                write!(f, "blocked: the key is locked by undecided transaction {txn} (its coordinator must decide)")
+            }
+            RequestError::Offline => write!(f, "this replica is offline; try another"),
             RequestError::Overloaded => write!(f, "replica overloaded; try again"),
             RequestError::TooLarge { what, bytes, limit } => {
                 write!(f, "{what} too large: {bytes} bytes, limit {limit}")

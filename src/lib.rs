@@ -18,4 +18,5 @@ pub mod prompt;
 pub mod sim;
 pub mod storage;
 pub mod transport;
+pub mod twopc;
 pub mod wire;

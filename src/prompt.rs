@@ -84,17 +84,35 @@ pub fn execute(client: &mut Client, command: &PromptCommand) -> Outcome {
     result.unwrap_or_else(Outcome::Failed)
 }
 
-/// One line per replica.
+/// A header, then one line per replica, for either protocol.
 pub fn status_lines(statuses: &[(SocketAddr, Result<NodeStatus, String>)]) -> Vec<String> {
-    let mut lines = vec![format!(
-        "{:<8} {:<16} {:<5} {:<9} {:<10} {:<7} {:<6} {:<8} {:>8} {:>8} {:>6}",
-        "replica", "address", "up", "acceptor", "role", "ballot", "leader", "promised", "decided", "applied", "keys"
-    )];
+    let twopc = statuses.iter().any(|(_, s)| matches!(s, Ok(NodeStatus::TwoPc(_))));
+    let mut lines = vec![if twopc {
+        format!(
+            "{:<8} {:<16} {:<5} {:<12} {:>11} {:>6}  {}",
+            "replica", "address", "up", "participant", "coordinating", "keys", "blocked (voted YES, no decision)"
+        )
+    } else {
+        format!(
+            "{:<8} {:<16} {:<5} {:<9} {:<10} {:<7} {:<6} {:<8} {:>8} {:>8} {:>6}",
+            "replica",
+            "address",
+            "up",
+            "acceptor",
+            "role",
+            "ballot",
+            "leader",
+            "promised",
+            "decided",
+            "applied",
+            "keys"
+        )
+    }];
     for (index, (addr, status)) in statuses.iter().enumerate() {
         let name = format!("s{}", index + 1);
         lines.push(match status {
             Err(e) => format!("{name:<8} {addr:<16} {:<5} ({e})", "DOWN"),
-            Ok(s) => format!(
+            Ok(NodeStatus::Paxos(s)) => format!(
                 "{name:<8} {addr:<16} {:<5} {:<9} {:<10} {:<7} {:<6} {:<8} {:>8} {:>8} {:>6}",
                 "up",
                 if s.acceptor_online { "online" } else { "OFFLINE" },
@@ -110,6 +128,21 @@ pub fn status_lines(statuses: &[(SocketAddr, Result<NodeStatus, String>)]) -> Ve
                 s.learner_next_slot.checked_sub(1).map_or("-".to_string(), |a| a.to_string()),
                 s.keys,
             ),
+            Ok(NodeStatus::TwoPc(s)) => {
+                let blocked = if s.prepared_count == 0 {
+                    "-".to_string()
+                } else {
+                    let shown: Vec<String> = s.prepared.iter().map(|(txn, key)| format!("{key}@{txn}")).collect();
+                    format!("{} locked: {}", s.prepared_count, shown.join(" "))
+                };
+                format!(
+                    "{name:<8} {addr:<16} {:<5} {:<12} {:>11} {:>6}  {blocked}",
+                    "up",
+                    if s.participant_online { "online" } else { "OFFLINE" },
+                    s.coordinating,
+                    s.keys,
+                )
+            }
         });
     }
     lines

@@ -7,8 +7,11 @@ use crate::paxos::Ballot;
 use crate::wire;
 use anyhow::{Context, Result};
 use log::{info, warn};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
+use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 /// Where an acceptor's records go before its replies leave.
@@ -51,46 +54,42 @@ impl AcceptorStorage for MemoryStorage {
 
 /// An append-only file of records, each `[len u32 BE][crc32 u32 BE][body]`.
 /// A torn or corrupt tail (a crash in mid-write) is cut off at load.
-pub struct DiskLog {
+pub struct RecordLog<R> {
     path: PathBuf,
+    name: &'static str,
     file: File,
     bytes: u64,
+    _records: PhantomData<R>,
 }
+
+/// The acceptor's log.
+pub type DiskLog = RecordLog<AcceptorRecord>;
 
 const ACCEPTOR_LOG: &str = "acceptor.log";
 const PROPOSER_BALLOT: &str = "proposer.ballot";
 const SNAPSHOT: &str = "snapshot.bin";
 
-impl DiskLog {
-    pub fn open(dir: &Path) -> Result<Self> {
+impl<R: Serialize + DeserializeOwned> RecordLog<R> {
+    pub fn open_named(dir: &Path, name: &'static str) -> Result<Self> {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join(ACCEPTOR_LOG);
+        let path = dir.join(name);
         let file = OpenOptions::new()
             .create(true)
             .read(true)
             .append(true)
             .open(&path)
             .with_context(|| format!("opening {}", path.display()))?;
-        Ok(DiskLog { path, file, bytes: 0 })
+        Ok(RecordLog { path, name, file, bytes: 0, _records: PhantomData })
     }
 
     pub fn bytes(&self) -> u64 {
         self.bytes
     }
 
-    fn encode_record(record: &AcceptorRecord, buf: &mut Vec<u8>) {
-        let body = wire::encode(record);
-        buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
-        buf.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
-        buf.extend_from_slice(&body);
-    }
-}
-
-impl AcceptorStorage for DiskLog {
-    fn load(&mut self) -> Result<AcceptorState> {
+    /// Feeds every intact record to `apply`, cuts a torn tail, returns the count.
+    pub fn replay(&mut self, mut apply: impl FnMut(R)) -> Result<usize> {
         let mut contents = Vec::new();
         File::open(&self.path)?.read_to_end(&mut contents)?;
-        let mut state = AcceptorState::default();
         let mut at = 0usize;
         let mut records = 0usize;
         while at + 8 <= contents.len() {
@@ -100,8 +99,8 @@ impl AcceptorStorage for DiskLog {
             if crc32fast::hash(body) != crc {
                 break;
             }
-            let Ok(record) = wire::decode::<AcceptorRecord>(body) else { break };
-            state.apply(&record);
+            let Ok(record) = wire::decode::<R>(body) else { break };
+            apply(record);
             records += 1;
             at += 8 + len;
         }
@@ -115,6 +114,60 @@ impl AcceptorStorage for DiskLog {
             self.file.sync_data()?;
         }
         self.bytes = at as u64;
+        Ok(records)
+    }
+
+    fn encode_records(records: &[R]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        for record in records {
+            let body = wire::encode(record);
+            buf.extend_from_slice(&(body.len() as u32).to_be_bytes());
+            buf.extend_from_slice(&crc32fast::hash(&body).to_be_bytes());
+            buf.extend_from_slice(&body);
+        }
+        buf
+    }
+
+    /// Appends the records and makes them durable with one sync.
+    pub fn append(&mut self, records: &[R]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let buf = Self::encode_records(records);
+        self.file.write_all(&buf)?;
+        self.file.sync_data()?;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Replaces the whole log, atomically, with `records`.
+    pub fn rewrite(&mut self, records: &[R]) -> Result<()> {
+        let buf = Self::encode_records(records);
+        let dir = self.path.parent().expect("a log lives in a directory").to_path_buf();
+        write_atomically(&dir, self.name, &buf)?;
+        self.file = OpenOptions::new().read(true).append(true).open(&self.path)?;
+        self.bytes = buf.len() as u64;
+        Ok(())
+    }
+
+    pub fn wipe(&mut self) -> Result<()> {
+        self.file.set_len(0)?;
+        self.file.sync_data()?;
+        self.bytes = 0;
+        Ok(())
+    }
+}
+
+impl DiskLog {
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_named(dir, ACCEPTOR_LOG)
+    }
+}
+
+impl AcceptorStorage for DiskLog {
+    fn load(&mut self) -> Result<AcceptorState> {
+        let mut state = AcceptorState::default();
+        let records = self.replay(|record| state.apply(&record))?;
         info!(
             "recovered acceptor: promised={} log_start={} accepted slots={} ({records} records)",
             state.promised,
@@ -125,36 +178,15 @@ impl AcceptorStorage for DiskLog {
     }
 
     fn append(&mut self, records: &[AcceptorRecord]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        for record in records {
-            Self::encode_record(record, &mut buf);
-        }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()?;
-        self.bytes += buf.len() as u64;
-        Ok(())
+        RecordLog::append(self, records)
     }
 
     fn compact(&mut self, state: &AcceptorState) -> Result<()> {
-        let mut buf = Vec::new();
-        for record in state.to_records() {
-            Self::encode_record(&record, &mut buf);
-        }
-        let dir = self.path.parent().expect("log lives in a directory").to_path_buf();
-        write_atomically(&dir, ACCEPTOR_LOG, &buf)?;
-        self.file = OpenOptions::new().read(true).append(true).open(&self.path)?;
-        self.bytes = buf.len() as u64;
-        Ok(())
+        self.rewrite(&state.to_records())
     }
 
     fn wipe(&mut self) -> Result<()> {
-        self.file.set_len(0)?;
-        self.file.sync_data()?;
-        self.bytes = 0;
-        Ok(())
+        RecordLog::wipe(self)
     }
 }
 

@@ -3,10 +3,12 @@
 //! never interprets a message, and a dead peer never blocks a role: sends go
 //! to a bounded queue and are dropped when it is full (Paxos tolerates loss).
 
+use crate::config::Protocol;
 use crate::mailbox::{Full, Mailbox};
-use crate::paxos::{Envelope, NodeId};
+use crate::paxos::NodeId;
 use crate::wire::{self, Hello, Speaker};
 use log::{debug, info, warn};
+use serde::Serialize;
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -20,18 +22,18 @@ const BACKOFF_MS_MIN: u64 = 20;
 const BACKOFF_MS_MAX: u64 = 1_000;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-#[derive(Clone)]
-pub struct PeerLink {
-    queue: Arc<Mailbox<Envelope>>,
+pub struct PeerLink<T> {
+    peer: NodeId,
+    queue: Arc<Mailbox<T>>,
 }
 
-impl PeerLink {
+impl<T> PeerLink<T> {
     /// Queues an envelope; returns false if it was dropped.
-    pub fn send(&self, envelope: Envelope) -> bool {
+    pub fn send(&self, envelope: T) -> bool {
         match self.queue.push(envelope) {
             Ok(()) => true,
-            Err(Full(e)) => {
-                debug!("queue to replica {} full; dropping {}", e.to, e.msg.kind());
+            Err(Full(_)) => {
+                debug!("queue to replica {} full; dropping a message", self.peer);
                 false
             }
         }
@@ -41,34 +43,48 @@ impl PeerLink {
 /// Peers this replica currently holds an open outbound connection to.
 pub type Connected = Arc<Mutex<BTreeSet<NodeId>>>;
 
-pub fn spawn_link(self_id: NodeId, peer: NodeId, addr: SocketAddr, connected: Connected) -> PeerLink {
+/// Starts the writer thread of the link from `self_id` to `peer`.
+pub fn spawn_link<T: Serialize + Send + 'static>(
+    self_id: NodeId,
+    protocol: Protocol,
+    peer: NodeId,
+    addr: SocketAddr,
+    connected: Connected,
+) -> PeerLink<T> {
     let queue = Arc::new(Mailbox::new(LINK_QUEUE_MAX));
     let link_queue = queue.clone();
     thread::Builder::new()
         .name(format!("s{self_id}/link-{peer}"))
-        .spawn(move || run_link(self_id, peer, addr, &link_queue, connected))
+        .spawn(move || run_link(self_id, protocol, peer, addr, &link_queue, connected))
         .expect("spawning a link thread");
-    PeerLink { queue }
+    PeerLink { peer, queue }
 }
 
-fn connect(self_id: NodeId, addr: SocketAddr) -> std::io::Result<BufWriter<TcpStream>> {
+fn connect(self_id: NodeId, protocol: Protocol, addr: SocketAddr) -> std::io::Result<BufWriter<TcpStream>> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
     let mut writer = BufWriter::with_capacity(256 * 1024, stream);
-    wire::write_frame(&mut writer, &Hello::new(Speaker::Replica { node_id: self_id }))?;
+    wire::write_frame(&mut writer, &Hello::new(Speaker::Replica { node_id: self_id, protocol }))?;
     writer.flush()?;
     Ok(writer)
 }
 
-fn run_link(self_id: NodeId, peer: NodeId, addr: SocketAddr, queue: &Mailbox<Envelope>, connected: Connected) -> ! {
+fn run_link<T: Serialize>(
+    self_id: NodeId,
+    protocol: Protocol,
+    peer: NodeId,
+    addr: SocketAddr,
+    queue: &Mailbox<T>,
+    connected: Connected,
+) -> ! {
     let mut writer: Option<BufWriter<TcpStream>> = None;
     let mut backoff_ms = BACKOFF_MS_MIN;
     let mut failures = 0u64;
     let mut batch = VecDeque::new();
     loop {
         if writer.is_none() {
-            match connect(self_id, addr) {
+            match connect(self_id, protocol, addr) {
                 Ok(w) => {
                     info!("connected to replica {peer} at {addr}");
                     connected.lock().unwrap().insert(peer);
@@ -96,7 +112,7 @@ fn run_link(self_id: NodeId, peer: NodeId, addr: SocketAddr, queue: &Mailbox<Env
         let w = writer.as_mut().expect("connected above");
         let mut result = Ok(());
         while !batch.is_empty() && result.is_ok() {
-            let frame: Vec<Envelope> = batch.drain(..batch.len().min(BATCH_ENVELOPES_MAX)).collect();
+            let frame: Vec<T> = batch.drain(..batch.len().min(BATCH_ENVELOPES_MAX)).collect();
             result = wire::write_frame(w, &frame);
         }
         batch.clear();

@@ -3,9 +3,10 @@
 //! A frame is a 4-byte big-endian body length, then a bincode body. The length
 //! is checked against a maximum before anything is allocated for the body.
 
+use crate::config::Protocol;
 use crate::kv::{Command, Reply};
 use crate::node::NodeStatus;
-use crate::paxos::{Envelope, NodeId};
+use crate::paxos::NodeId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
@@ -47,7 +48,11 @@ impl Hello {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Speaker {
     Client,
-    Replica { node_id: NodeId },
+    /// A replica of a cluster running `protocol`; one of another protocol is refused.
+    Replica {
+        node_id: NodeId,
+        protocol: Protocol,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,7 +68,7 @@ pub enum ClientResponse {
 }
 
 /// Between replicas: every envelope queued for one peer since the last write.
-pub type PeerFrame = Vec<Envelope>;
+pub type PeerFrame<T> = Vec<T>;
 
 #[derive(Debug)]
 pub enum FrameError {

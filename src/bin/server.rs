@@ -2,16 +2,23 @@
 
 use anyhow::Result;
 use clap::Parser;
-use paxos_kv::config::{FailMode, FailureConfig, ServerConfig};
+use paxos_kv::config::{FailMode, FailureConfig, Protocol, ServerConfig};
+use paxos_kv::twopc::coordinator::StallPoint;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "A paxos-kv replica: proposer, acceptor and learner threads behind one TCP port")]
+#[command(
+    version,
+    about = "A paxos-kv replica: Paxos (proposer, acceptor, learner threads) or 2PC (coordinator, participant)"
+)]
 struct Args {
     /// This replica's id, 1-based: its address is the id-th of --replicas.
     #[arg(long)]
     id: u32,
+    /// paxos (majority, fault-tolerant) or 2pc (every replica, the baseline).
+    #[arg(long, value_enum, default_value_t = Protocol::Paxos)]
+    protocol: Protocol,
     /// Every replica's address, comma-separated, in id order.
     #[arg(long, value_delimiter = ',', required = true)]
     replicas: Vec<SocketAddr>,
@@ -57,6 +64,10 @@ struct Args {
     /// The failure thread stops after this many failures.
     #[arg(long, default_value_t = 10_000)]
     fail_max: u64,
+    /// 2PC demonstration and test hook: this replica's coordinator acts as if it
+    /// crashed at this point of every transaction (kill and restart it to recover).
+    #[arg(long, value_enum)]
+    stall_coordinator: Option<StallPoint>,
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
 }
@@ -66,6 +77,8 @@ fn main() -> Result<()> {
     paxos_kv::logging::init(args.log_level);
     let config = ServerConfig {
         id: args.id,
+        protocol: args.protocol,
+        stall_coordinator: args.stall_coordinator,
         replicas: args.replicas,
         data_dir: args.data_dir,
         tick_ms: args.tick_ms,

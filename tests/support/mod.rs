@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use paxos_kv::client::{self, Client, ClientOptions};
-use paxos_kv::node::NodeStatus;
+use paxos_kv::node::PaxosStatus;
 use paxos_kv::paxos::proposer::ProposerMode;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -93,8 +93,9 @@ impl Cluster {
         Client::with_options(&self.addrs, options).unwrap()
     }
 
-    pub fn status(&self, id: usize) -> Result<NodeStatus, String> {
-        client::status(self.addrs[id - 1], Duration::from_millis(500))
+    pub fn status(&self, id: usize) -> Result<PaxosStatus, String> {
+        let status = client::status(self.addrs[id - 1], Duration::from_millis(500))?;
+        status.paxos().cloned().ok_or_else(|| "not a Paxos replica".to_string())
     }
 
     pub fn leader(&self) -> Option<usize> {

@@ -1,38 +1,31 @@
-//! The runtime of one replica: where the sans-IO roles meet threads, TCP,
-//! disks and clocks.
-//!
-//! Threads: one per role (proposer, acceptor, learner), each owning its state
-//! machine and draining a channel; a listener; one reader per inbound
-//! connection; one writer per outbound peer link; and, when enabled, the
-//! acceptor's failure thread. Roles never share state: they talk over
-//! channels, whether the other role is local or on another replica.
+//! The Paxos replica: proposer, acceptor and learner threads around the
+//! sans-IO cores of `crate::paxos`, with the acceptor's durable log.
 
+use super::{
+    log_restart, push_control, run_role, spawn_named, NodeStatus, Pending, Replica, RoleThread, ROLE_QUEUE_MAX,
+};
 use crate::config::{FailMode, ServerConfig};
 use crate::fault;
-use crate::kv::{Command, Reply, RequestError, RequestId};
-use crate::mailbox::{Mailbox, ReplyCell};
+use crate::kv::{Command, Reply};
+use crate::mailbox::Mailbox;
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus};
 use crate::paxos::{Ballot, Envelope, NodeId, Role, Slot};
 use crate::storage::{self, AcceptorStorage, DiskLog};
 use crate::transport::{self, Connected, PeerLink};
-use crate::wire::{self, ClientRequest, ClientResponse, FrameError, Hello, PeerFrame, Speaker};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use log::{debug, error, info, warn};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufReader, BufWriter, Write};
-use std::net::{TcpListener, TcpStream};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-/// What `STATUS` shows for one replica; answered even while its acceptor is offline.
+/// A Paxos replica's roles, as `STATUS` shows them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
+pub struct PaxosStatus {
     pub node_id: NodeId,
     pub acceptor_online: bool,
     pub promised: Ballot,
@@ -46,11 +39,6 @@ pub struct NodeStatus {
     pub peers_connected: Vec<NodeId>,
     pub acceptor_failures: u64,
 }
-
-const ROLE_QUEUE_MAX: usize = 200_000;
-const HELLO_BYTES_MAX: usize = 1_024;
-const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub enum ProposerInput {
     Message(Envelope),
@@ -68,48 +56,18 @@ pub enum AcceptorInput {
     Recover,
 }
 
-/// Requests waiting for their reply, sharded to keep each lock short. The
-/// connection thread that submitted a request waits on its cell.
-struct Pending {
-    shards: Vec<Mutex<HashMap<RequestId, Arc<ReplyCell<Reply>>>>>,
-}
-
-impl Pending {
-    fn new() -> Self {
-        Pending { shards: (0..32).map(|_| Mutex::new(HashMap::new())).collect() }
-    }
-    fn shard(&self, id: RequestId) -> &Mutex<HashMap<RequestId, Arc<ReplyCell<Reply>>>> {
-        &self.shards[(id.0 ^ id.1) as usize % self.shards.len()]
-    }
-    fn register(&self, id: RequestId) -> Arc<ReplyCell<Reply>> {
-        let cell = Arc::new(ReplyCell::default());
-        self.shard(id).lock().unwrap().insert(id, cell.clone());
-        cell
-    }
-    /// Hands the reply to the connection waiting for `id`, if one waits here.
-    fn complete(&self, id: RequestId, reply: Reply) {
-        let cell = self.shard(id).lock().unwrap().remove(&id);
-        if let Some(cell) = cell {
-            cell.set(reply);
-        }
-    }
-    fn cancel(&self, id: RequestId) {
-        self.shard(id).lock().unwrap().remove(&id);
-    }
-}
-
-struct Shared {
+pub(crate) struct PaxosReplica {
     config: ServerConfig,
     proposer_inbox: Arc<Mailbox<ProposerInput>>,
     acceptor_inbox: Arc<Mailbox<AcceptorInput>>,
     learner_inbox: Arc<Mailbox<Envelope>>,
-    links: BTreeMap<NodeId, PeerLink>,
+    links: BTreeMap<NodeId, PeerLink<Envelope>>,
     pending: Pending,
-    status: Mutex<NodeStatus>,
+    status: Mutex<PaxosStatus>,
     connected: Connected,
 }
 
-impl Shared {
+impl PaxosReplica {
     fn id(&self) -> NodeId {
         self.config.id
     }
@@ -132,48 +90,40 @@ impl Shared {
             warn!("local role queue full; dropped {kind}");
         }
     }
+}
 
-    fn node_status(&self) -> NodeStatus {
+impl Replica for PaxosReplica {
+    type Envelope = Envelope;
+
+    fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    fn deliver(&self, peer: NodeId, envelope: Envelope) -> Result<(), String> {
+        if envelope.from != peer || envelope.to != self.id() {
+            return Err(format!("replica {peer} sent an envelope from {} to {}", envelope.from, envelope.to));
+        }
+        self.route(envelope);
+        Ok(())
+    }
+
+    fn execute(&self, command: Command) -> Reply {
+        let timeout = Duration::from_millis(self.config.request_timeout_ms);
+        self.pending
+            .call(command.request_id(), timeout, || self.proposer_inbox.push(ProposerInput::Client(command)).is_ok())
+    }
+
+    fn status(&self) -> NodeStatus {
         let mut status = self.status.lock().unwrap().clone();
         status.peers_connected = self.connected.lock().unwrap().iter().copied().collect();
-        status
-    }
-}
-
-/// A role thread: feed it inputs and ticks; after each batch of inputs it
-/// persists, then sends.
-trait RoleThread {
-    type Input;
-    fn handle(&mut self, input: Self::Input);
-    fn tick(&mut self);
-    fn finish_batch(&mut self);
-}
-
-fn run_role<R: RoleThread>(mut role: R, inbox: Arc<Mailbox<R::Input>>, tick: Duration) -> ! {
-    let mut next_tick = Instant::now() + tick;
-    let mut inputs = VecDeque::new();
-    loop {
-        // Everything waiting is handled as one batch: one sync, one write per peer.
-        inbox.take_all(&mut inputs, next_tick);
-        for input in inputs.drain(..) {
-            role.handle(input);
-        }
-        let now = Instant::now();
-        if now >= next_tick {
-            role.tick();
-            next_tick += tick;
-            if next_tick < now {
-                next_tick = now + tick;
-            }
-        }
-        role.finish_batch();
+        NodeStatus::Paxos(status)
     }
 }
 
 struct ProposerThread {
     core: Proposer,
     out: ProposerOutbox,
-    shared: Arc<Shared>,
+    shared: Arc<PaxosReplica>,
 }
 
 impl RoleThread for ProposerThread {
@@ -219,7 +169,7 @@ struct AcceptorThread {
     failures: u64,
     out: AcceptorOutbox,
     truncated: bool,
-    shared: Arc<Shared>,
+    shared: Arc<PaxosReplica>,
 }
 
 /// Compact the acceptor log once it is this much larger than its live state.
@@ -262,13 +212,11 @@ impl RoleThread for AcceptorThread {
             }
             AcceptorInput::Recover => {
                 if !self.online {
+                    log_restart(self.shared.config.failure.mode, "acceptor");
                     if self.shared.config.failure.mode == FailMode::Amnesia {
-                        warn!("RESTART acceptor with EMPTY state (amnesia mode: unsafe by design)");
                         if let Err(e) = self.storage.wipe() {
                             error!("cannot wipe acceptor log: {e:#}");
                         }
-                    } else {
-                        info!("RESTART acceptor from durable state");
                     }
                     self.online = true;
                     self.reload();
@@ -307,7 +255,7 @@ struct LearnerThread {
     core: Learner,
     out: LearnerOutbox,
     reported_next_slot: Slot,
-    shared: Arc<Shared>,
+    shared: Arc<PaxosReplica>,
 }
 
 impl RoleThread for LearnerThread {
@@ -353,31 +301,16 @@ impl RoleThread for LearnerThread {
     }
 }
 
-fn spawn_named(name: String, body: impl FnOnce() + Send + 'static) -> Result<()> {
-    thread::Builder::new().name(name.clone()).spawn(body).with_context(|| format!("spawning {name}"))?;
-    Ok(())
-}
-
-/// Starts every thread of the replica and serves connections on the calling
-/// thread; returns only if the listener fails.
-pub fn serve(config: ServerConfig) -> Result<()> {
-    config.validate()?;
+/// Recovers durable state and starts the role, link and failure threads.
+pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     let id = config.id;
-    let listen = config.address_of(id);
-    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     let data_dir = config.data_dir.clone();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
 
     let mut acceptor_log = DiskLog::open(&data_dir)?;
     let acceptor_state = acceptor_log.load()?;
     let last_ballot = storage::load_ballot(&data_dir)?;
     let snapshot = storage::load_snapshot(&data_dir)?;
-    info!(
-        "replica {id} of {} listening on {listen}; data in {}; last ballot {last_ballot}; snapshot at slot {}",
-        config.replicas.len(),
-        data_dir.display(),
-        snapshot.next_slot
-    );
+    info!("last ballot {last_ballot}; snapshot at slot {}", snapshot.next_slot);
 
     let proposer_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
     let acceptor_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
@@ -387,7 +320,9 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         .cluster()
         .into_iter()
         .filter(|&peer| peer != id)
-        .map(|peer| (peer, transport::spawn_link(id, peer, config.address_of(peer), connected.clone())))
+        .map(|peer| {
+            (peer, transport::spawn_link(id, config.protocol, peer, config.address_of(peer), connected.clone()))
+        })
         .collect();
     let cluster = config.cluster();
     let mut proposer_config = ProposerConfig::for_cluster(cluster.clone());
@@ -398,7 +333,7 @@ pub fn serve(config: ServerConfig) -> Result<()> {
     learner_config.retain_slots = config.snapshot_interval_slots;
     learner_config.catchup_bytes_max = config.frame_bytes_max / 2;
 
-    let initial_status = NodeStatus {
+    let initial_status = PaxosStatus {
         node_id: id,
         acceptor_online: true,
         promised: acceptor_state.promised,
@@ -419,7 +354,7 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         peers_connected: Vec::new(),
         acceptor_failures: 0,
     };
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(PaxosReplica {
         proposer_inbox: proposer_inbox.clone(),
         acceptor_inbox: acceptor_inbox.clone(),
         learner_inbox: learner_inbox.clone(),
@@ -457,122 +392,11 @@ pub fn serve(config: ServerConfig) -> Result<()> {
     if config.failure.mtbf_ms.is_some() {
         let failure = config.failure.clone();
         let acceptor_inbox = shared.acceptor_inbox.clone();
-        spawn_named(format!("s{id}/failure"), move || fault::run(id, failure, &acceptor_inbox))?;
+        spawn_named(format!("s{id}/failure"), move || {
+            fault::run(id, failure, |offline| {
+                push_control(&acceptor_inbox, if offline { AcceptorInput::Crash } else { AcceptorInput::Recover })
+            })
+        })?;
     }
-
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => {
-                let shared = shared.clone();
-                let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-                if let Err(e) = spawn_named(format!("s{id}/conn"), move || {
-                    if let Err(e) = serve_connection(&shared, stream) {
-                        warn!("closing connection from {peer}: {e}");
-                    }
-                }) {
-                    error!("{e:#}");
-                }
-            }
-            Err(e) => warn!("accept failed: {e}"),
-        }
-    }
-    Ok(())
-}
-
-fn serve_connection(shared: &Shared, stream: TcpStream) -> Result<(), FrameError> {
-    stream.set_nodelay(true).map_err(FrameError::Io)?;
-    stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(FrameError::Io)?;
-    let mut reader = BufReader::with_capacity(256 * 1024, stream.try_clone().map_err(FrameError::Io)?);
-    let hello: Hello = wire::read_frame(&mut reader, HELLO_BYTES_MAX)?;
-    hello.check().map_err(FrameError::Malformed)?;
-    match hello.speaker {
-        Speaker::Replica { node_id } => {
-            let known = node_id >= 1 && node_id as usize <= shared.config.replicas.len() && node_id != shared.id();
-            if !known {
-                return Err(FrameError::Malformed(format!("hello from unknown replica {node_id}")));
-            }
-            stream.set_read_timeout(None).map_err(FrameError::Io)?;
-            serve_replica(shared, node_id, &mut reader)
-        }
-        Speaker::Client => {
-            stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT)).map_err(FrameError::Io)?;
-            serve_client(shared, reader, stream)
-        }
-    }
-}
-
-fn serve_replica(shared: &Shared, peer: NodeId, reader: &mut BufReader<TcpStream>) -> Result<(), FrameError> {
-    debug!("replica {peer} connected");
-    loop {
-        let frame: PeerFrame = match wire::read_frame(reader, shared.config.peer_frame_bytes_max) {
-            Err(FrameError::Closed) => return Ok(()),
-            other => other?,
-        };
-        for envelope in frame {
-            if envelope.from != peer || envelope.to != shared.id() {
-                return Err(FrameError::Malformed(format!(
-                    "replica {peer} sent an envelope from {} to {}",
-                    envelope.from, envelope.to
-                )));
-            }
-            shared.route(envelope);
-        }
-    }
-}
-
-fn serve_client(shared: &Shared, mut reader: BufReader<TcpStream>, stream: TcpStream) -> Result<(), FrameError> {
-    // Replies are written by this thread: waking it costs less than writing
-    // every client's socket from the learner thread.
-    let mut writer = BufWriter::new(stream);
-    loop {
-        let request: ClientRequest = match wire::read_frame(&mut reader, shared.config.frame_bytes_max) {
-            Err(FrameError::Closed) => return Ok(()),
-            other => other?,
-        };
-        let response = match request {
-            ClientRequest::Status => ClientResponse::Status(Box::new(shared.node_status())),
-            ClientRequest::Execute(command) => ClientResponse::Reply(execute(shared, command)),
-        };
-        wire::write_frame(&mut writer, &response).and_then(|()| writer.flush()).map_err(FrameError::Io)?;
-    }
-}
-
-fn validate(config: &ServerConfig, command: &Command) -> Result<(), RequestError> {
-    let key = command.op.key();
-    if key.is_empty() {
-        return Err(RequestError::Invalid("empty key".into()));
-    }
-    if key.len() > config.key_bytes_max {
-        return Err(RequestError::TooLarge { what: "key".into(), bytes: key.len(), limit: config.key_bytes_max });
-    }
-    if let crate::kv::Op::Put { value, .. } = &command.op {
-        if value.len() > config.value_bytes_max {
-            return Err(RequestError::TooLarge {
-                what: "value".into(),
-                bytes: value.len(),
-                limit: config.value_bytes_max,
-            });
-        }
-    }
-    Ok(())
-}
-
-fn execute(shared: &Shared, command: Command) -> Reply {
-    let id = command.request_id();
-    if let Err(error) = validate(&shared.config, &command) {
-        info!("CLIENT request {id:?} refused: {error}");
-        return Reply::Rejected(error);
-    }
-    debug!("CLIENT request {id:?} {:?}", command.op);
-    let reply_cell = shared.pending.register(id);
-    if shared.proposer_inbox.push(ProposerInput::Client(command)).is_err() {
-        shared.pending.cancel(id);
-        return Reply::Rejected(RequestError::Overloaded);
-    }
-    let reply = reply_cell
-        .wait(Duration::from_millis(shared.config.request_timeout_ms))
-        .unwrap_or(Reply::Rejected(RequestError::Timeout));
-    shared.pending.cancel(id);
-    debug!("CLIENT reply {id:?} {reply:?}");
-    reply
+    Ok(shared)
 }

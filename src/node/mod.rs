@@ -1,0 +1,292 @@
+//! The runtime of one replica: where the sans-IO protocol cores meet threads,
+//! TCP, disks and clocks. This module holds what both protocols share: the
+//! listener, connection handling, role threads and the waiting-request table.
+//! [`paxos`] and [`twopc`] wire their own roles.
+//!
+//! Threads: one per role, each owning its state machine and draining a
+//! mailbox; a listener; one reader per inbound connection; one writer per
+//! outbound peer link; and, when enabled, the failure thread. Roles never
+//! share state: they talk through mailboxes, locally or over a peer link.
+
+pub mod paxos;
+pub mod twopc;
+
+use crate::config::{FailMode, Protocol, ServerConfig};
+use crate::kv::{Command, Op, Reply, RequestError, RequestId};
+use crate::mailbox::{Mailbox, ReplyCell};
+use crate::paxos::NodeId;
+use crate::wire::{self, ClientRequest, ClientResponse, FrameError, Hello, PeerFrame, Speaker};
+use anyhow::{Context, Result};
+use log::{debug, error, info, warn};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, VecDeque};
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+pub use self::paxos::PaxosStatus;
+pub use self::twopc::TwoPcStatus;
+
+/// What `STATUS` shows for one replica; answered even while its acceptor or
+/// participant is offline.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeStatus {
+    Paxos(PaxosStatus),
+    TwoPc(TwoPcStatus),
+}
+
+impl NodeStatus {
+    pub fn paxos(&self) -> Option<&PaxosStatus> {
+        match self {
+            NodeStatus::Paxos(status) => Some(status),
+            NodeStatus::TwoPc(_) => None,
+        }
+    }
+
+    pub fn twopc(&self) -> Option<&TwoPcStatus> {
+        match self {
+            NodeStatus::TwoPc(status) => Some(status),
+            NodeStatus::Paxos(_) => None,
+        }
+    }
+}
+
+pub(crate) const ROLE_QUEUE_MAX: usize = 200_000;
+const HELLO_BYTES_MAX: usize = 1_024;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Starts a replica of the configured protocol and serves connections on the
+/// calling thread; returns only if the listener fails.
+pub fn serve(config: ServerConfig) -> Result<()> {
+    config.validate()?;
+    let listen = config.address_of(config.id);
+    let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    info!(
+        "replica {} of {} ({}) listening on {listen}; data in {}",
+        config.id,
+        config.replicas.len(),
+        config.protocol,
+        config.data_dir.display()
+    );
+    match config.protocol {
+        Protocol::Paxos => accept_loop(listener, paxos::start(config)?),
+        Protocol::TwoPc => accept_loop(listener, twopc::start(config)?),
+    }
+}
+
+/// What the shared connection handling needs from a protocol's runtime.
+pub(crate) trait Replica: Send + Sync + 'static {
+    type Envelope: DeserializeOwned;
+    fn config(&self) -> &ServerConfig;
+    /// Routes an envelope that arrived from `peer`; `Err` closes the connection.
+    fn deliver(&self, peer: NodeId, envelope: Self::Envelope) -> Result<(), String>;
+    /// Runs a validated command and waits for its reply.
+    fn execute(&self, command: Command) -> Reply;
+    fn status(&self) -> NodeStatus;
+}
+
+fn accept_loop<R: Replica>(listener: TcpListener, replica: Arc<R>) -> Result<()> {
+    let id = replica.config().id;
+    for stream in listener.incoming() {
+        match stream {
+            Ok(stream) => {
+                let replica = replica.clone();
+                let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+                let spawned = spawn_named(format!("s{id}/conn"), move || {
+                    if let Err(e) = serve_connection(&*replica, stream) {
+                        warn!("closing connection from {peer}: {e}");
+                    }
+                });
+                if let Err(e) = spawned {
+                    error!("{e:#}");
+                }
+            }
+            Err(e) => warn!("accept failed: {e}"),
+        }
+    }
+    Ok(())
+}
+
+fn serve_connection<R: Replica>(replica: &R, stream: TcpStream) -> Result<(), FrameError> {
+    let config = replica.config();
+    stream.set_nodelay(true).map_err(FrameError::Io)?;
+    stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(FrameError::Io)?;
+    let mut reader = BufReader::with_capacity(256 * 1024, stream.try_clone().map_err(FrameError::Io)?);
+    let hello: Hello = wire::read_frame(&mut reader, HELLO_BYTES_MAX)?;
+    hello.check().map_err(FrameError::Malformed)?;
+    match hello.speaker {
+        Speaker::Replica { node_id, protocol } => {
+            let known = node_id >= 1 && node_id as usize <= config.replicas.len() && node_id != config.id;
+            if !known {
+                return Err(FrameError::Malformed(format!("hello from unknown replica {node_id}")));
+            }
+            if protocol != config.protocol {
+                return Err(FrameError::Malformed(format!(
+                    "replica {node_id} runs {protocol}, this one runs {}",
+                    config.protocol
+                )));
+            }
+            stream.set_read_timeout(None).map_err(FrameError::Io)?;
+            debug!("replica {node_id} connected");
+            loop {
+                let frame: PeerFrame<R::Envelope> = match wire::read_frame(&mut reader, config.peer_frame_bytes_max) {
+                    Err(FrameError::Closed) => return Ok(()),
+                    other => other?,
+                };
+                for envelope in frame {
+                    replica.deliver(node_id, envelope).map_err(FrameError::Malformed)?;
+                }
+            }
+        }
+        Speaker::Client => {
+            stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT)).map_err(FrameError::Io)?;
+            // Replies are written by this thread: waking it costs less than
+            // writing every client's socket from a role thread.
+            let mut writer = BufWriter::new(stream);
+            loop {
+                let request: ClientRequest = match wire::read_frame(&mut reader, config.frame_bytes_max) {
+                    Err(FrameError::Closed) => return Ok(()),
+                    other => other?,
+                };
+                let response = match request {
+                    ClientRequest::Status => ClientResponse::Status(Box::new(replica.status())),
+                    ClientRequest::Execute(command) => {
+                        let id = command.request_id();
+                        let reply = match validate(config, &command) {
+                            Ok(()) => {
+                                debug!("CLIENT request {id:?} {:?}", command.op);
+                                replica.execute(command)
+                            }
+                            Err(error) => {
+                                info!("CLIENT request {id:?} refused: {error}");
+                                Reply::Rejected(error)
+                            }
+                        };
+                        debug!("CLIENT reply {id:?} {reply:?}");
+                        ClientResponse::Reply(reply)
+                    }
+                };
+                wire::write_frame(&mut writer, &response).and_then(|()| writer.flush()).map_err(FrameError::Io)?;
+            }
+        }
+    }
+}
+
+fn validate(config: &ServerConfig, command: &Command) -> Result<(), RequestError> {
+    let key = command.op.key();
+    if key.is_empty() {
+        return Err(RequestError::Invalid("empty key".into()));
+    }
+    if key.len() > config.key_bytes_max {
+        return Err(RequestError::TooLarge { what: "key".into(), bytes: key.len(), limit: config.key_bytes_max });
+    }
+    if let Op::Put { value, .. } = &command.op {
+        if value.len() > config.value_bytes_max {
+            return Err(RequestError::TooLarge {
+                what: "value".into(),
+                bytes: value.len(),
+                limit: config.value_bytes_max,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Requests waiting for their reply, sharded to keep each lock short. The
+/// connection thread that submitted a request waits on its cell.
+pub(crate) struct Pending {
+    shards: Vec<Mutex<HashMap<RequestId, Arc<ReplyCell<Reply>>>>>,
+}
+
+impl Pending {
+    pub(crate) fn new() -> Self {
+        Pending { shards: (0..32).map(|_| Mutex::new(HashMap::new())).collect() }
+    }
+
+    fn shard(&self, id: RequestId) -> &Mutex<HashMap<RequestId, Arc<ReplyCell<Reply>>>> {
+        &self.shards[(id.0 ^ id.1) as usize % self.shards.len()]
+    }
+
+    /// Registers `id`, lets `submit` hand the request to a role, and waits for
+    /// the reply until `timeout`.
+    pub(crate) fn call(&self, id: RequestId, timeout: Duration, submit: impl FnOnce() -> bool) -> Reply {
+        let cell = Arc::new(ReplyCell::default());
+        self.shard(id).lock().unwrap().insert(id, cell.clone());
+        let reply = if submit() {
+            cell.wait(timeout).unwrap_or(Reply::Rejected(RequestError::Timeout))
+        } else {
+            Reply::Rejected(RequestError::Overloaded)
+        };
+        self.shard(id).lock().unwrap().remove(&id);
+        reply
+    }
+
+    /// Hands the reply to the connection waiting for `id`, if one waits here.
+    pub(crate) fn complete(&self, id: RequestId, reply: Reply) {
+        let cell = self.shard(id).lock().unwrap().remove(&id);
+        if let Some(cell) = cell {
+            cell.set(reply);
+        }
+    }
+}
+
+/// A role thread: feed it inputs and ticks; after each batch of inputs it
+/// persists, then sends.
+pub(crate) trait RoleThread {
+    type Input;
+    fn handle(&mut self, input: Self::Input);
+    fn tick(&mut self);
+    fn finish_batch(&mut self);
+}
+
+pub(crate) fn run_role<R: RoleThread>(mut role: R, inbox: Arc<Mailbox<R::Input>>, tick: Duration) -> ! {
+    let mut next_tick = Instant::now() + tick;
+    let mut inputs = VecDeque::new();
+    loop {
+        // Everything waiting is handled as one batch: one sync, one write per peer.
+        inbox.take_all(&mut inputs, next_tick);
+        for input in inputs.drain(..) {
+            role.handle(input);
+        }
+        let now = Instant::now();
+        if now >= next_tick {
+            role.tick();
+            next_tick += tick;
+            if next_tick < now {
+                next_tick = now + tick;
+            }
+        }
+        role.finish_batch();
+    }
+}
+
+pub(crate) fn spawn_named(name: String, body: impl FnOnce() + Send + 'static) -> Result<()> {
+    thread::Builder::new().name(name.clone()).spawn(body).with_context(|| format!("spawning {name}"))?;
+    Ok(())
+}
+
+/// Offline/restart toggles of the failure thread must not be lost to a
+/// momentarily full mailbox.
+pub(crate) fn push_control<T>(mailbox: &Mailbox<T>, mut input: T) {
+    for _ in 0..1_000 {
+        match mailbox.push(input) {
+            Ok(()) => return,
+            Err(crate::mailbox::Full(back)) => input = back,
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    error!("role mailbox stayed full for a second; a failure toggle was skipped");
+}
+
+/// Logs what a restart of the failing role means in the configured mode.
+pub(crate) fn log_restart(mode: FailMode, role: &str) {
+    match mode {
+        FailMode::Amnesia => warn!("RESTART {role} with EMPTY state (amnesia mode: unsafe by design)"),
+        FailMode::Durable => info!("RESTART {role} from durable state"),
+    }
+}
