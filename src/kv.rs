@@ -159,19 +159,26 @@ impl KvStore {
                 return session.reply.clone();
             }
         }
-        let reply = match &command.op {
+        let reply = self.execute(&command.op);
+        if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&command.client_id) {
+            self.evict_idlest_session();
+        }
+        self.sessions.insert(command.client_id, Session { seq: command.seq, reply: reply.clone(), last_used: now });
+        reply
+    }
+
+    /// Runs an operation with no exactly-once bookkeeping: for a protocol
+    /// that applies commands in different orders at different replicas (2PC),
+    /// where a per-client "last sequence number" would diverge.
+    pub fn execute(&mut self, op: &Op) -> Reply {
+        match op {
             Op::Put { key, value } => {
                 self.data.insert(key.clone(), value.clone());
                 Reply::Stored
             }
             Op::Get { key } => Reply::Value(self.data.get(key).cloned()),
             Op::Delete { key } => Reply::Deleted { existed: self.data.remove(key).is_some() },
-        };
-        if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&command.client_id) {
-            self.evict_idlest_session();
         }
-        self.sessions.insert(command.client_id, Session { seq: command.seq, reply: reply.clone(), last_used: now });
-        reply
     }
 
     fn evict_idlest_session(&mut self) {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 const LINK_QUEUE_MAX: usize = 100_000;
 const BATCH_ENVELOPES_MAX: usize = 4_096;
 const BACKOFF_MS_MIN: u64 = 20;
-const BACKOFF_MS_MAX: u64 = 1_000;
+const BACKOFF_MS_MAX: u64 = 500;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 pub struct PeerLink<T> {
@@ -97,16 +97,17 @@ fn run_link<T: Serialize>(
                     if failures == 1 {
                         warn!("cannot reach replica {peer} at {addr}: {e}; retrying with backoff");
                     }
-                    // Wait out the backoff while dropping what queues up:
-                    // stale protocol messages are useless after a reconnect.
-                    queue.take_all(&mut batch, Instant::now() + Duration::from_millis(backoff_ms));
+                    // Drop what could not be sent (the protocols retransmit
+                    // what matters), then wait for the backoff or for new
+                    // messages, which are kept for the next attempt.
                     batch.clear();
+                    queue.take_all(&mut batch, Instant::now() + Duration::from_millis(backoff_ms));
                     backoff_ms = (backoff_ms * 2).min(BACKOFF_MS_MAX);
                     continue;
                 }
             }
         }
-        if queue.take_all(&mut batch, Instant::now() + Duration::from_millis(500)) == 0 {
+        if batch.is_empty() && queue.take_all(&mut batch, Instant::now() + Duration::from_millis(500)) == 0 {
             continue;
         }
         let w = writer.as_mut().expect("connected above");

@@ -1,6 +1,6 @@
 //! Deterministic simulation of sans-IO replicas (see `paxos_kv::sim`).
 
-use paxos_kv::sim::{self, SimConfig};
+use paxos_kv::sim::{self, twopc, SimConfig};
 
 fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
@@ -48,6 +48,32 @@ fn replay_seed() {
     let mut config = SimConfig::new(env_u64("PAXOS_SIM_REPLICAS").unwrap_or(3) as usize);
     config.amnesia = std::env::var("PAXOS_SIM_AMNESIA").is_ok_and(|v| v == "true");
     match sim::run(seed, &config) {
+        Ok(stats) => println!("seed {seed}: ok {stats:?}"),
+        Err(violation) => panic!("{violation}"),
+    }
+}
+
+/// 2PC atomicity: every replica commits the same transactions, and none
+/// applies one that was aborted, through loss, duplication, delay and crashes
+/// of participants and coordinators.
+#[test]
+fn two_phase_commit_stays_atomic_under_loss_and_crashes() {
+    let config = twopc::TwoPcSimConfig::new(3);
+    let mut committed = 0;
+    let mut aborted = 0;
+    for seed in 0..300 {
+        let stats = twopc::run(seed, &config).unwrap_or_else(|violation| panic!("{violation}"));
+        committed += stats.committed;
+        aborted += stats.aborted;
+    }
+    assert!(committed > 0 && aborted > 0, "committed {committed}, aborted {aborted}: the run must exercise both");
+}
+
+/// Replays one 2PC seed (0 by default): PAXOS_SIM_SEED=N.
+#[test]
+fn replay_twopc_seed() {
+    let seed = env_u64("PAXOS_SIM_SEED").unwrap_or(0);
+    match twopc::run(seed, &twopc::TwoPcSimConfig::new(env_u64("PAXOS_SIM_REPLICAS").unwrap_or(3) as usize)) {
         Ok(stats) => println!("seed {seed}: ok {stats:?}"),
         Err(violation) => panic!("{violation}"),
     }

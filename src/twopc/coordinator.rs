@@ -82,6 +82,8 @@ pub struct CoordinatorOutbox {
 }
 
 struct Transaction {
+    /// Kept until decided, to ask silent participants again.
+    command: Option<Command>,
     request: Option<RequestId>,
     key: String,
     votes: BTreeMap<NodeId, bool>,
@@ -113,6 +115,7 @@ impl Coordinator {
             coordinator.transactions.insert(
                 txn,
                 Transaction {
+                    command: None,
                     request: None,
                     key: String::new(),
                     votes: BTreeMap::new(),
@@ -139,6 +142,7 @@ impl Coordinator {
         self.transactions.insert(
             txn,
             Transaction {
+                command: Some(command.clone()),
                 request: Some(command.request_id()),
                 key: command.op.key().to_string(),
                 votes: BTreeMap::new(),
@@ -186,6 +190,16 @@ impl Coordinator {
         for (txn, reason) in timed_out {
             self.decide(txn, false, Some(reason), out);
         }
+        for (txn, t) in self.transactions.iter_mut() {
+            let (Some(command), None) = (&t.command, t.decision) else { continue };
+            if self.now >= t.sent_at + self.config.retry_ticks {
+                t.sent_at = self.now;
+                for &participant in self.config.participants.iter().filter(|p| !t.votes.contains_key(p)) {
+                    let msg = TxMessage::VoteRequest(VoteRequest { txn: *txn, command: command.clone() });
+                    out.messages.push(TxEnvelope { from: self.id, to: participant, msg });
+                }
+            }
+        }
         let resend: Vec<(TxnId, bool)> = self
             .transactions
             .iter_mut()
@@ -216,15 +230,19 @@ impl Coordinator {
             }
             return;
         };
+        if self.config.stall.is_some()
+            && (t.decision.is_some() || self.config.stall == Some(StallPoint::AfterVoteRequest))
+        {
+            // A crashed coordinator answers nothing; record the vote only for STATUS.
+            t.votes.insert(from, vote.yes);
+            return;
+        }
         if let Some(commit) = t.decision {
             let msg = TxMessage::Decision(Decision { txn: vote.txn, commit });
             out.messages.push(TxEnvelope { from: self.id, to: from, msg });
             return;
         }
         t.votes.insert(from, vote.yes);
-        if self.config.stall == Some(StallPoint::AfterVoteRequest) {
-            return;
-        }
         if !vote.yes {
             let reason = format!("replica {from} voted NO: {}", vote.reason.unwrap_or_default());
             self.decide(vote.txn, false, Some(reason), out);
@@ -251,6 +269,7 @@ impl Coordinator {
         let t = self.transactions.get_mut(&txn).expect("deciding a known transaction");
         assert!(t.decision.is_none(), "txn {txn} decided twice");
         t.decision = Some(commit);
+        t.command = None;
         t.sent_at = self.now;
         out.records.push(CoordinatorRecord::Decided { txn, commit });
         match &reason {

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use paxos_kv::client::{self, Client, ClientOptions};
-use paxos_kv::node::PaxosStatus;
+use paxos_kv::node::{PaxosStatus, TwoPcStatus};
 use paxos_kv::paxos::proposer::ProposerMode;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
@@ -17,6 +17,8 @@ pub struct Cluster {
     pub dir: PathBuf,
     children: Vec<Option<Child>>,
     extra_args: Vec<String>,
+    /// Flags for one replica only, replacing none of the shared ones.
+    replica_args: Vec<Vec<String>>,
 }
 
 fn free_ports(n: usize) -> Vec<SocketAddr> {
@@ -36,6 +38,32 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
 
 impl Cluster {
     pub fn start(name: &str, n: usize, extra_args: &[&str]) -> Cluster {
+        let cluster = Self::launch(name, n, extra_args);
+        cluster.wait_for_leader();
+        cluster
+    }
+
+    /// A two-phase-commit cluster; `replica_args[i]` goes to replica i+1 only.
+    pub fn start_2pc(name: &str, n: usize, replica_args: &[&[&str]]) -> Cluster {
+        let mut cluster = Self::launch_stopped(name, n, &["--protocol", "2pc"]);
+        for (i, args) in replica_args.iter().enumerate() {
+            cluster.replica_args[i] = args.iter().map(|s| s.to_string()).collect();
+        }
+        for id in 1..=n {
+            cluster.start_replica(id);
+        }
+        cluster
+    }
+
+    fn launch(name: &str, n: usize, extra_args: &[&str]) -> Cluster {
+        let mut cluster = Self::launch_stopped(name, n, extra_args);
+        for id in 1..=n {
+            cluster.start_replica(id);
+        }
+        cluster
+    }
+
+    fn launch_stopped(name: &str, n: usize, extra_args: &[&str]) -> Cluster {
         let dir = std::env::temp_dir().join(format!("paxos-kv-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -44,12 +72,13 @@ impl Cluster {
             dir,
             children: (0..n).map(|_| None).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            replica_args: vec![Vec::new(); n],
         };
-        for id in 1..=n {
-            cluster.start_replica(id);
-        }
-        cluster.wait_for_leader();
         cluster
+    }
+
+    pub fn set_replica_args(&mut self, id: usize, args: &[&str]) {
+        self.replica_args[id - 1] = args.iter().map(|s| s.to_string()).collect();
     }
 
     pub fn log_path(&self, id: usize) -> PathBuf {
@@ -65,6 +94,7 @@ impl Cluster {
             .arg("--data-dir")
             .arg(self.dir.join(id.to_string()))
             .args(&self.extra_args)
+            .args(&self.replica_args[id - 1])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -96,6 +126,17 @@ impl Cluster {
     pub fn status(&self, id: usize) -> Result<PaxosStatus, String> {
         let status = client::status(self.addrs[id - 1], Duration::from_millis(500))?;
         status.paxos().cloned().ok_or_else(|| "not a Paxos replica".to_string())
+    }
+
+    pub fn status_2pc(&self, id: usize) -> Result<TwoPcStatus, String> {
+        let status = client::status(self.addrs[id - 1], Duration::from_millis(500))?;
+        status.twopc().cloned().ok_or_else(|| "not a 2PC replica".to_string())
+    }
+
+    /// A client that talks to replica `id` only.
+    pub fn client_of(&self, id: usize, deadline: Duration) -> Client {
+        let options = ClientOptions { timeout: Duration::from_millis(1_000), deadline, ..ClientOptions::default() };
+        Client::with_options(&self.addrs[id - 1..id], options).unwrap()
     }
 
     pub fn leader(&self) -> Option<usize> {

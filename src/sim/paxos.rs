@@ -1,4 +1,4 @@
-//! Deterministic simulation of a cluster of sans-IO replicas. One seed decides
+//! Deterministic simulation of a cluster of sans-IO Paxos replicas. One seed decides
 //! the whole run: message loss, duplication, delay and reordering, acceptor
 //! crashes and restarts, and the client workload. After every step the
 //! invariants below are checked; a violation names the seed that replays it.
