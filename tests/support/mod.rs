@@ -67,14 +67,13 @@ impl Cluster {
         let dir = std::env::temp_dir().join(format!("paxos-kv-e2e-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let mut cluster = Cluster {
+        Cluster {
             addrs: free_ports(n),
             dir,
             children: (0..n).map(|_| None).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             replica_args: vec![Vec::new(); n],
-        };
-        cluster
+        }
     }
 
     pub fn set_replica_args(&mut self, id: usize, args: &[&str]) {
