@@ -303,6 +303,17 @@ fn unexpected(reply: Reply) -> ClientError {
     ClientError::Invalid(format!("unexpected reply {reply:?}"))
 }
 
+/// One replica's own copy of `key`, outside the protocol (see `ClientRequest::LocalGet`).
+pub fn local_get(addr: SocketAddr, key: &str, timeout: Duration) -> Result<Reply, String> {
+    let mut connection = Connection::open(addr, timeout).map_err(|e| e.to_string())?;
+    let request = ClientRequest::LocalGet { request_id: (rand::random::<u64>() | 1, 1), key: key.to_string() };
+    match connection.call(&request, wire::FRAME_BYTES_MAX_DEFAULT) {
+        Ok(ClientResponse::Reply(reply)) => Ok(reply),
+        Ok(other) => Err(format!("unexpected response {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Asks one replica for its status.
 pub fn status(addr: SocketAddr, timeout: Duration) -> Result<NodeStatus, String> {
     let mut connection = Connection::open(addr, timeout).map_err(|e| e.to_string())?;

@@ -7,6 +7,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod compare;
 pub mod config;
 pub mod fault;
 pub mod kv;

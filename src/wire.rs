@@ -59,6 +59,12 @@ pub enum Speaker {
 pub enum ClientRequest {
     Execute(Command),
     Status,
+    /// The replica's own copy of a key, outside the protocol: for checking
+    /// that replicas agree, never a linearizable read.
+    LocalGet {
+        request_id: (u64, u64),
+        key: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

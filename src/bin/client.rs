@@ -4,6 +4,8 @@
 use clap::{Parser, Subcommand};
 use paxos_kv::bench::{self, BenchOptions};
 use paxos_kv::client::{self, Client, ClientOptions};
+use paxos_kv::compare;
+use paxos_kv::config::Protocol;
 use paxos_kv::prompt::{self, Outcome, PromptCommand};
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
@@ -45,6 +47,35 @@ enum Command {
     Status,
     /// Pre-populate the store, then run five PUTs, five GETs and five DELETEs.
     Demo,
+    /// Paxos against 2PC under the same seeded failures: a table, a CSV and a chart.
+    Compare {
+        #[arg(long, default_value_t = 5)]
+        replicas: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Seconds of workload per protocol and failure level.
+        #[arg(long, default_value_t = 6)]
+        duration: u64,
+        /// Failure levels: percent of time each replica's acceptor (participant) is down.
+        #[arg(long, value_delimiter = ',', default_value = "0,5,10,20,40")]
+        levels: Vec<u32>,
+        /// Mean length of one failure.
+        #[arg(long, default_value_t = 500)]
+        downtime_ms: u64,
+        /// Seed of the failure schedule (the same for both protocols) and of the workload.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 20)]
+        keys_per_client: u64,
+        #[arg(long, default_value_t = 0.5)]
+        put_ratio: f64,
+        /// Where the CSV and the chart go.
+        #[arg(long, default_value = "reports")]
+        out: std::path::PathBuf,
+        /// The server binary; by default the one beside this client.
+        #[arg(long)]
+        server_binary: Option<std::path::PathBuf>,
+    },
     /// Closed-loop load: throughput and latency percentiles.
     Bench {
         #[arg(long, default_value_t = 64)]
@@ -95,6 +126,37 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Demo => demo(&mut client),
+        Command::Compare {
+            replicas,
+            clients,
+            duration,
+            levels,
+            downtime_ms,
+            seed,
+            keys_per_client,
+            put_ratio,
+            out,
+            server_binary,
+        } => {
+            let server_binary = server_binary.unwrap_or_else(|| {
+                std::env::current_exe().map(|exe| exe.with_file_name("server")).unwrap_or_else(|_| "server".into())
+            });
+            let work_dir = std::env::temp_dir().join(format!("paxos-kv-compare-{}", std::process::id()));
+            let options = compare::CompareOptions {
+                server_binary,
+                replicas,
+                clients,
+                duration_per_level: Duration::from_secs(duration),
+                levels_percent: levels,
+                mean_downtime_ms: downtime_ms,
+                seed,
+                keys_per_client,
+                put_ratio,
+                client_deadline: Duration::from_millis(2_000),
+                work_dir,
+            };
+            run_compare(&options, &out)
+        }
         Command::Bench { clients, duration, value_size, keys, put_ratio, seed } => {
             let bench_options = BenchOptions {
                 clients,
@@ -117,6 +179,62 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_ERROR);
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run_compare(options: &compare::CompareOptions, out: &std::path::Path) -> ExitCode {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let protocols = [Protocol::Paxos, Protocol::TwoPc];
+    println!(
+        "compare: {} replicas, {} clients, {} s per level, levels {:?}% downtime (mean failure {} ms), seed {}",
+        options.replicas,
+        options.clients,
+        options.duration_per_level.as_secs(),
+        options.levels_percent,
+        options.mean_downtime_ms,
+        options.seed
+    );
+    let progress = ProgressBar::new((protocols.len() * options.levels_percent.len()) as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
+    let mut results = Vec::new();
+    for protocol in protocols {
+        for &level in &options.levels_percent {
+            progress.set_message(format!("{protocol} at {level}% downtime"));
+            match compare::run_level(options, protocol, level) {
+                Ok(result) => results.push(result),
+                Err(e) => {
+                    progress.abandon();
+                    eprintln!("error: {protocol} at {level}%: {e:#}");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            }
+            progress.inc(1);
+        }
+    }
+    progress.finish_and_clear();
+    print!("{}", compare::table(&results));
+    let stem = format!(
+        "compare-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    );
+    match compare::write_reports(&results, out, &stem) {
+        Ok((csv, svg)) => {
+            println!("wrote {} and {}", csv.display(), svg.display());
+            let lost: u64 = results.iter().map(|r| r.writes_lost).sum();
+            if lost > 0 {
+                eprintln!("error: {lost} acknowledged write(s) missing at a replica that is up");
+                return ExitCode::from(EXIT_ERROR);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }

@@ -87,6 +87,9 @@ pub(crate) trait Replica: Send + Sync + 'static {
     fn deliver(&self, peer: NodeId, envelope: Self::Envelope) -> Result<(), String>;
     /// Runs a validated command and waits for its reply.
     fn execute(&self, command: Command) -> Reply;
+    /// This replica's own value for `key`, bypassing the protocol (2PC still
+    /// refuses a locked key). For consistency checks, not for users.
+    fn local_get(&self, request: RequestId, key: String) -> Reply;
     fn status(&self) -> NodeStatus;
 }
 
@@ -155,6 +158,9 @@ fn serve_connection<R: Replica>(replica: &R, stream: TcpStream) -> Result<(), Fr
                 };
                 let response = match request {
                     ClientRequest::Status => ClientResponse::Status(Box::new(replica.status())),
+                    ClientRequest::LocalGet { request_id, key } => {
+                        ClientResponse::Reply(replica.local_get(request_id, key))
+                    }
                     ClientRequest::Execute(command) => {
                         let id = command.request_id();
                         let reply = match validate(config, &command) {

@@ -6,7 +6,7 @@ use super::{
 };
 use crate::config::{FailMode, ServerConfig};
 use crate::fault;
-use crate::kv::{Command, Reply};
+use crate::kv::{Command, Reply, RequestId};
 use crate::mailbox::Mailbox;
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
@@ -46,6 +46,15 @@ pub enum ProposerInput {
     LearnerProgress(Slot),
 }
 
+pub enum LearnerInput {
+    Message(Envelope),
+    /// This replica's applied state, not a linearizable read (for checks).
+    LocalRead {
+        request: RequestId,
+        key: String,
+    },
+}
+
 pub enum AcceptorInput {
     Message(Envelope),
     /// A durable snapshot holds every slot below this one.
@@ -60,7 +69,7 @@ pub(crate) struct PaxosReplica {
     config: ServerConfig,
     proposer_inbox: Arc<Mailbox<ProposerInput>>,
     acceptor_inbox: Arc<Mailbox<AcceptorInput>>,
-    learner_inbox: Arc<Mailbox<Envelope>>,
+    learner_inbox: Arc<Mailbox<LearnerInput>>,
     links: BTreeMap<NodeId, PeerLink<Envelope>>,
     pending: Pending,
     status: Mutex<PaxosStatus>,
@@ -84,7 +93,7 @@ impl PaxosReplica {
         let delivered = match envelope.msg.role() {
             Role::Proposer => self.proposer_inbox.push(ProposerInput::Message(envelope)).is_ok(),
             Role::Acceptor => self.acceptor_inbox.push(AcceptorInput::Message(envelope)).is_ok(),
-            Role::Learner => self.learner_inbox.push(envelope).is_ok(),
+            Role::Learner => self.learner_inbox.push(LearnerInput::Message(envelope)).is_ok(),
         };
         if !delivered {
             warn!("local role queue full; dropped {kind}");
@@ -111,6 +120,12 @@ impl Replica for PaxosReplica {
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
         self.pending
             .call(command.request_id(), timeout, || self.proposer_inbox.push(ProposerInput::Client(command)).is_ok())
+    }
+
+    fn local_get(&self, request: RequestId, key: String) -> Reply {
+        let timeout = Duration::from_millis(self.config.request_timeout_ms);
+        self.pending
+            .call(request, timeout, || self.learner_inbox.push(LearnerInput::LocalRead { request, key }).is_ok())
     }
 
     fn status(&self) -> NodeStatus {
@@ -259,10 +274,16 @@ struct LearnerThread {
 }
 
 impl RoleThread for LearnerThread {
-    type Input = Envelope;
+    type Input = LearnerInput;
 
-    fn handle(&mut self, e: Envelope) {
-        self.core.on_message(e.from, e.msg, &mut self.out);
+    fn handle(&mut self, input: LearnerInput) {
+        match input {
+            LearnerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
+            LearnerInput::LocalRead { request, key } => {
+                let value = self.core.store().get(&key).cloned();
+                self.shared.pending.complete(request, Reply::Value(value));
+            }
+        }
     }
 
     fn tick(&mut self) {

@@ -107,13 +107,17 @@ impl Replica for TwoPcReplica {
         let id = command.request_id();
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
         match command.op {
-            Op::Get { key } => self
-                .pending
-                .call(id, timeout, || self.participant_inbox.push(ParticipantInput::Read { request: id, key }).is_ok()),
+            Op::Get { key } => self.local_get(id, key),
             _ => self
                 .pending
                 .call(id, timeout, || self.coordinator_inbox.push(CoordinatorInput::Client(command)).is_ok()),
         }
+    }
+
+    fn local_get(&self, request: RequestId, key: String) -> Reply {
+        let timeout = Duration::from_millis(self.config.request_timeout_ms);
+        self.pending
+            .call(request, timeout, || self.participant_inbox.push(ParticipantInput::Read { request, key }).is_ok())
     }
 
     fn status(&self) -> NodeStatus {
