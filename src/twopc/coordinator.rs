@@ -138,7 +138,11 @@ impl Coordinator {
     pub fn on_client_command(&mut self, command: Command, out: &mut CoordinatorOutbox) {
         self.next_seq += 1;
         let txn = TxnId { coordinator: self.id, epoch: self.epoch, seq: self.next_seq };
-        info!("VOTE_REQUEST txn={txn} key={} to all {} replicas", command.op.key(), self.config.participants.len());
+        info!(
+            "VOTE_REQUEST txn={txn} key={} to all {} replicas (phase 1, \"prepare\")",
+            command.op.key(),
+            self.config.participants.len()
+        );
         self.transactions.insert(
             txn,
             Transaction {
@@ -253,6 +257,7 @@ impl Coordinator {
 
     fn on_ack(&mut self, from: NodeId, ack: Ack, out: &mut CoordinatorOutbox) {
         let Some(t) = self.transactions.get_mut(&ack.txn) else { return };
+        log::debug!("ACK txn={} from={from}", ack.txn);
         t.acked.insert(from);
         if let (false, Some(reply), Some(request)) = (t.answered, ack.reply, t.request) {
             t.answered = true;
