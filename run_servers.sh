@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start, stop or list the replicas of this checkout.
 #
-#   ./run_servers.sh [N] [--protocol paxos|2pc] [--failures] [-- SERVER_FLAGS...]
+#   ./run_servers.sh [N] [--protocol paxos|2pc] [--failures] [--trace] [-- SERVER_FLAGS...]
 #                                                          start N replicas (default 5, Paxos);
 #                                                          replicas already running are left alone,
 #                                                          and replicas restarted while others run
@@ -13,6 +13,7 @@
 # LOG_LEVEL (default info; debug shows every ACCEPT/ACCEPTED/DECIDE),
 # with --failures: FAIL_MTBF_MS (default 10000), FAIL_DOWNTIME_MS (default 2000),
 # FAIL_SEED (default 1), FAIL_MODE (durable or amnesia; default durable).
+# --trace records every protocol message in logs/trace-<id>.jsonl (see `client timeline`).
 # Data lives in data/<id>, logs in logs/server-<id>.log, pids in data/<id>/server.pid.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -68,10 +69,11 @@ status() {
 }
 
 start() {
-  local n=5 failures=0 protocol=paxos extra=()
+  local n=5 failures=0 trace=0 protocol=paxos extra=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --failures) failures=1 ;;
+      --trace) trace=1 ;;
       --protocol) shift; protocol=${1:?--protocol needs paxos or 2pc} ;;
       --protocol=*) protocol=${1#--protocol=} ;;
       --) shift; extra=("$@"); break ;;
@@ -94,6 +96,7 @@ start() {
     flags+=(--fail-mtbf-ms "${FAIL_MTBF_MS:-10000}" --fail-downtime-ms "${FAIL_DOWNTIME_MS:-2000}"
             --fail-seed "${FAIL_SEED:-1}" --fail-mode "${FAIL_MODE:-durable}")
   fi
+  [ $trace = 1 ] && flags+=(--trace)
   flags+=(${extra[@]+"${extra[@]}"})
   local some_running=0
   for id in $(known_ids); do running "$id" && some_running=1; done
@@ -119,8 +122,12 @@ start() {
       continue
     fi
     mkdir -p "data/$id"
+    local replica_flags=()
+    for flag in "${flags[@]}"; do
+      if [ "$flag" = --trace ]; then replica_flags+=(--trace "logs/trace-$id.jsonl"); else replica_flags+=("$flag"); fi
+    done
     nohup "$SERVER" --id "$id" --replicas "$addrs" --data-dir "data/$id" --log-level "$LOG_LEVEL" \
-      "${flags[@]}" >> "logs/server-$id.log" 2>&1 &
+      "${replica_flags[@]}" >> "logs/server-$id.log" 2>&1 &
     echo $! > "data/$id/server.pid"
     echo "started replica $id on 127.0.0.1:$((BASE_PORT + id - 1)) (pid $!), log logs/server-$id.log"
   done

@@ -68,6 +68,9 @@ pub struct ServerConfig {
     /// 2PC only, for demonstrations and tests: the coordinator acts as if it
     /// crashed at this point of every transaction.
     pub stall_coordinator: Option<crate::twopc::coordinator::StallPoint>,
+    /// Record every protocol message sent and received as JSON lines here.
+    pub trace: Option<PathBuf>,
+    pub trace_bytes_max: u64,
 }
 
 impl ServerConfig {

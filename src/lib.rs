@@ -18,6 +18,8 @@ pub mod paxos;
 pub mod prompt;
 pub mod sim;
 pub mod storage;
+pub mod timeline;
+pub mod trace;
 pub mod transport;
 pub mod twopc;
 pub mod wire;

@@ -7,6 +7,7 @@ use paxos_kv::client::{self, Client, ClientOptions};
 use paxos_kv::compare;
 use paxos_kv::config::Protocol;
 use paxos_kv::prompt::{self, Outcome, PromptCommand};
+use paxos_kv::timeline;
 use std::io::{BufRead, IsTerminal};
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -75,6 +76,21 @@ enum Command {
         /// The server binary; by default the one beside this client.
         #[arg(long)]
         server_binary: Option<std::path::PathBuf>,
+    },
+    /// Draw one Paxos slot (or 2PC transaction) from the servers' --trace files:
+    /// an HTML page with a sequence diagram, and the same round as text.
+    Timeline {
+        #[arg(long, conflicts_with = "txn", required_unless_present = "txn")]
+        slot: Option<u64>,
+        /// A 2PC transaction id, as logged (coordinator:epoch:seq).
+        #[arg(long)]
+        txn: Option<String>,
+        /// Where the trace-<id>.jsonl files are.
+        #[arg(long, default_value = "logs")]
+        traces: std::path::PathBuf,
+        /// The HTML file to write (default: reports/timeline-<slot or txn>.html).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// Closed-loop load: throughput and latency percentiles.
     Bench {
@@ -157,6 +173,14 @@ fn main() -> ExitCode {
             };
             run_compare(&options, &out)
         }
+        Command::Timeline { slot, txn, traces, out } => {
+            let selection = match (slot, txn) {
+                (Some(slot), _) => timeline::Selection::Slot(slot),
+                (None, Some(txn)) => timeline::Selection::Txn(txn),
+                (None, None) => unreachable!("clap requires --slot or --txn"),
+            };
+            run_timeline(&selection, &traces, out)
+        }
         Command::Bench { clients, duration, value_size, keys, put_ratio, seed } => {
             let bench_options = BenchOptions {
                 clients,
@@ -179,6 +203,42 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_ERROR);
             }
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn run_timeline(
+    selection: &timeline::Selection,
+    traces: &std::path::Path,
+    out: Option<std::path::PathBuf>,
+) -> ExitCode {
+    let round = match timeline::load_traces(traces).and_then(|t| timeline::select(&t, selection)) {
+        Ok(round) => round,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let out = out.unwrap_or_else(|| {
+        let name = match selection {
+            timeline::Selection::Slot(slot) => format!("slot-{slot}"),
+            timeline::Selection::Txn(txn) => format!("txn-{}", txn.replace(':', "-")),
+        };
+        std::path::PathBuf::from("reports").join(format!("timeline-{name}.html"))
+    });
+    let written = out
+        .parent()
+        .map_or(Ok(()), |dir| std::fs::create_dir_all(dir))
+        .and_then(|()| std::fs::write(&out, round.render_html()));
+    print!("{}", round.render_text());
+    match written {
+        Ok(()) => {
+            println!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            ExitCode::from(EXIT_ERROR)
         }
     }
 }

@@ -68,6 +68,12 @@ struct Args {
     /// crashed at this point of every transaction (kill and restart it to recover).
     #[arg(long, value_enum)]
     stall_coordinator: Option<StallPoint>,
+    /// Record every protocol message sent and received, as JSON lines, in this file.
+    #[arg(long)]
+    trace: Option<PathBuf>,
+    /// Recording stops when the trace reaches this size.
+    #[arg(long, default_value_t = 256 << 20)]
+    trace_bytes_max: u64,
     #[arg(long, default_value = "info")]
     log_level: log::LevelFilter,
 }
@@ -79,6 +85,8 @@ fn main() -> Result<()> {
         id: args.id,
         protocol: args.protocol,
         stall_coordinator: args.stall_coordinator,
+        trace: args.trace,
+        trace_bytes_max: args.trace_bytes_max,
         replicas: args.replicas,
         data_dir: args.data_dir,
         tick_ms: args.tick_ms,

@@ -289,6 +289,14 @@ pub(crate) fn push_control<T>(mailbox: &Mailbox<T>, mut input: T) {
     error!("role mailbox stayed full for a second; a failure toggle was skipped");
 }
 
+pub(crate) fn start_tracer(config: &ServerConfig) -> Result<Option<crate::trace::Tracer>> {
+    let Some(path) = &config.trace else { return Ok(None) };
+    info!("recording a message trace in {} (at most {} bytes)", path.display(), config.trace_bytes_max);
+    let tracer = crate::trace::Tracer::start(config.id, path.clone(), config.trace_bytes_max)
+        .with_context(|| format!("opening trace {}", path.display()))?;
+    Ok(Some(tracer))
+}
+
 /// Logs what a restart of the failing role means in the configured mode.
 pub(crate) fn log_restart(mode: FailMode, role: &str) {
     match mode {

@@ -2,7 +2,8 @@
 //! sans-IO cores of `crate::paxos`, with the acceptor's durable log.
 
 use super::{
-    log_restart, push_control, run_role, spawn_named, NodeStatus, Pending, Replica, RoleThread, ROLE_QUEUE_MAX,
+    log_restart, push_control, run_role, spawn_named, start_tracer, NodeStatus, Pending, Replica, RoleThread,
+    ROLE_QUEUE_MAX,
 };
 use crate::config::{FailMode, ServerConfig};
 use crate::fault;
@@ -13,6 +14,7 @@ use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus};
 use crate::paxos::{Ballot, Envelope, NodeId, Role, Slot};
 use crate::storage::{self, AcceptorStorage, DiskLog};
+use crate::trace::{TraceEvent, Tracer};
 use crate::transport::{self, Connected, PeerLink};
 use anyhow::Result;
 use log::{debug, error, info, warn};
@@ -73,6 +75,7 @@ pub(crate) struct PaxosReplica {
     links: BTreeMap<NodeId, PeerLink<Envelope>>,
     pending: Pending,
     status: Mutex<PaxosStatus>,
+    tracer: Option<Tracer>,
     connected: Connected,
 }
 
@@ -81,14 +84,24 @@ impl PaxosReplica {
         self.config.id
     }
 
-    /// Delivers to a local role's channel or queues for the peer's link.
+    /// Delivers to a local role's mailbox or queues for the peer's link.
     fn route(&self, envelope: Envelope) {
+        if let Some(tracer) = &self.tracer {
+            tracer.record(TraceEvent::paxos(self.id(), "send", &envelope));
+            if envelope.to == self.id() {
+                tracer.record(TraceEvent::paxos(self.id(), "recv", &envelope));
+            }
+        }
         if envelope.to != self.id() {
             if let Some(link) = self.links.get(&envelope.to) {
                 link.send(envelope);
             }
             return;
         }
+        self.deliver_locally(envelope);
+    }
+
+    fn deliver_locally(&self, envelope: Envelope) {
         let kind = envelope.msg.kind();
         let delivered = match envelope.msg.role() {
             Role::Proposer => self.proposer_inbox.push(ProposerInput::Message(envelope)).is_ok(),
@@ -112,7 +125,10 @@ impl Replica for PaxosReplica {
         if envelope.from != peer || envelope.to != self.id() {
             return Err(format!("replica {peer} sent an envelope from {} to {}", envelope.from, envelope.to));
         }
-        self.route(envelope);
+        if let Some(tracer) = &self.tracer {
+            tracer.record(TraceEvent::paxos(self.id(), "recv", &envelope));
+        }
+        self.deliver_locally(envelope);
         Ok(())
     }
 
@@ -221,6 +237,9 @@ impl RoleThread for AcceptorThread {
                 if self.online {
                     self.online = false;
                     self.failures += 1;
+                    if let Some(tracer) = &self.shared.tracer {
+                        tracer.record(TraceEvent::failure(self.shared.id(), "acceptor", false));
+                    }
                     self.out = AcceptorOutbox::default();
                     warn!("FAILURE acceptor goes offline (failure #{})", self.failures);
                 }
@@ -235,6 +254,9 @@ impl RoleThread for AcceptorThread {
                     }
                     self.online = true;
                     self.reload();
+                    if let Some(tracer) = &self.shared.tracer {
+                        tracer.record(TraceEvent::failure(self.shared.id(), "acceptor", true));
+                    }
                 }
             }
         }
@@ -383,6 +405,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         pending: Pending::new(),
         status: Mutex::new(initial_status),
         connected,
+        tracer: start_tracer(&config)?,
         config: config.clone(),
     });
     let tick = Duration::from_millis(config.tick_ms);

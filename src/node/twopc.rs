@@ -4,7 +4,8 @@
 //! served by the local participant and refused while the key is locked.
 
 use super::{
-    log_restart, push_control, run_role, spawn_named, NodeStatus, Pending, Replica, RoleThread, ROLE_QUEUE_MAX,
+    log_restart, push_control, run_role, spawn_named, start_tracer, NodeStatus, Pending, Replica, RoleThread,
+    ROLE_QUEUE_MAX,
 };
 use crate::config::{FailMode, ServerConfig};
 use crate::fault;
@@ -12,6 +13,7 @@ use crate::kv::{Command, Op, Reply, RequestError, RequestId};
 use crate::mailbox::Mailbox;
 use crate::paxos::NodeId;
 use crate::storage::RecordLog;
+use crate::trace::{TraceEvent, Tracer};
 use crate::transport::{self, Connected, PeerLink};
 use crate::twopc::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorOutbox, CoordinatorRecord, CoordinatorState,
@@ -67,16 +69,27 @@ pub(crate) struct TwoPcReplica {
     pending: Pending,
     status: Mutex<TwoPcStatus>,
     connected: Connected,
+    tracer: Option<Tracer>,
 }
 
 impl TwoPcReplica {
     fn route(&self, envelope: TxEnvelope) {
+        if let Some(tracer) = &self.tracer {
+            tracer.record(TraceEvent::twopc(self.config.id, "send", &envelope));
+            if envelope.to == self.config.id {
+                tracer.record(TraceEvent::twopc(self.config.id, "recv", &envelope));
+            }
+        }
         if envelope.to != self.config.id {
             if let Some(link) = self.links.get(&envelope.to) {
                 link.send(envelope);
             }
             return;
         }
+        self.deliver_locally(envelope);
+    }
+
+    fn deliver_locally(&self, envelope: TxEnvelope) {
         let delivered = if envelope.msg.to_participant() {
             self.participant_inbox.push(ParticipantInput::Message(envelope)).is_ok()
         } else {
@@ -99,7 +112,10 @@ impl Replica for TwoPcReplica {
         if envelope.from != peer || envelope.to != self.config.id {
             return Err(format!("replica {peer} sent an envelope from {} to {}", envelope.from, envelope.to));
         }
-        self.route(envelope);
+        if let Some(tracer) = &self.tracer {
+            tracer.record(TraceEvent::twopc(self.config.id, "recv", &envelope));
+        }
+        self.deliver_locally(envelope);
         Ok(())
     }
 
@@ -221,6 +237,9 @@ impl RoleThread for ParticipantThread {
                 if self.online {
                     self.online = false;
                     self.failures += 1;
+                    if let Some(tracer) = &self.replica.tracer {
+                        tracer.record(TraceEvent::failure(self.replica.config.id, "participant", false));
+                    }
                     self.out = ParticipantOutbox::default();
                     warn!("FAILURE participant goes offline (failure #{})", self.failures);
                 }
@@ -234,7 +253,12 @@ impl RoleThread for ParticipantThread {
                         }
                     }
                     match self.reload() {
-                        Ok(()) => self.online = true,
+                        Ok(()) => {
+                            self.online = true;
+                            if let Some(tracer) = &self.replica.tracer {
+                                tracer.record(TraceEvent::failure(self.replica.config.id, "participant", true));
+                            }
+                        }
                         Err(e) => error!("cannot reload participant state: {e:#}; staying offline"),
                     }
                 }
@@ -307,6 +331,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<TwoPcReplica>> {
         pending: Pending::new(),
         status: Mutex::new(TwoPcStatus { node_id: id, participant_online: true, ..Default::default() }),
         connected,
+        tracer: start_tracer(&config)?,
         config: config.clone(),
     });
     let tick = Duration::from_millis(config.tick_ms);

@@ -161,6 +161,19 @@ impl Message {
         }
     }
 
+    /// The role that sends this message.
+    pub fn sender_role(&self) -> Role {
+        match self {
+            Message::Prepare(_)
+            | Message::Accept(_)
+            | Message::Heartbeat(_)
+            | Message::LeaderAlive(_)
+            | Message::Decide(_) => Role::Proposer,
+            Message::Promise(_) | Message::Nack(_) | Message::Accepted(_) | Message::HeartbeatAck(_) => Role::Acceptor,
+            Message::CatchupRequest(_) | Message::CatchupReply(_) => Role::Learner,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Prepare(_) => "PREPARE",
