@@ -228,7 +228,7 @@ fn run_timeline(
     });
     let written = out
         .parent()
-        .map_or(Ok(()), |dir| std::fs::create_dir_all(dir))
+        .map_or(Ok(()), std::fs::create_dir_all)
         .and_then(|()| std::fs::write(&out, round.render_html()));
     print!("{}", round.render_text());
     match written {
