@@ -371,7 +371,7 @@ impl Round {
                 );
             }
         }
-        for (name, x) in &lane_x {
+        for (name, x) in self.lanes.iter().map(|l| (l, lane_x[l.as_str()])) {
             let _ = writeln!(
                 svg,
                 r##"<g class="lane" data-lane="{}"><text x="{x:.1}" y="{:.1}" text-anchor="middle" font-weight="bold">{}</text><line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#bbb" stroke-dasharray="4 3"/></g>"##,

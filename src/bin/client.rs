@@ -226,10 +226,8 @@ fn run_timeline(
         };
         std::path::PathBuf::from("reports").join(format!("timeline-{name}.html"))
     });
-    let written = out
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&out, round.render_html()));
+    let written =
+        out.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&out, round.render_html()));
     print!("{}", round.render_text());
     match written {
         Ok(()) => {
