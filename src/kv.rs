@@ -188,6 +188,11 @@ impl KvStore {
         }
     }
 
+    /// Commands applied through `apply` (retries answered from the session table included).
+    pub fn applied_commands(&self) -> u64 {
+        self.applied_commands
+    }
+
     pub fn get(&self, key: &str) -> Option<&String> {
         self.data.get(key)
     }

@@ -22,4 +22,5 @@ pub mod timeline;
 pub mod trace;
 pub mod transport;
 pub mod twopc;
+pub mod watch;
 pub mod wire;

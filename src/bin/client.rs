@@ -77,6 +77,14 @@ enum Command {
         #[arg(long)]
         server_binary: Option<std::path::PathBuf>,
     },
+    /// Live view of every replica: state, leader, slots, throughput, events (q quits).
+    Watch {
+        #[arg(long, default_value_t = 300)]
+        interval_ms: u64,
+        /// Stop by itself after this many seconds.
+        #[arg(long)]
+        duration: Option<u64>,
+    },
     /// Draw one Paxos slot (or 2PC transaction) from the servers' --trace files:
     /// an HTML page with a sequence diagram, and the same round as text.
     Timeline {
@@ -172,6 +180,19 @@ fn main() -> ExitCode {
                 work_dir,
             };
             run_compare(&options, &out)
+        }
+        Command::Watch { interval_ms, duration } => {
+            if !std::io::stdout().is_terminal() {
+                eprintln!("error: watch needs a terminal; use `status` in scripts");
+                return ExitCode::from(EXIT_ERROR);
+            }
+            match paxos_kv::watch::run(&args.servers, Duration::from_millis(interval_ms), duration.map(Duration::from_secs)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    ExitCode::from(EXIT_ERROR)
+                }
+            }
         }
         Command::Timeline { slot, txn, traces, out } => {
             let selection = match (slot, txn) {

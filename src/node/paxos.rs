@@ -40,6 +40,9 @@ pub struct PaxosStatus {
     pub keys: usize,
     pub peers_connected: Vec<NodeId>,
     pub acceptor_failures: u64,
+    pub commands_applied: u64,
+    /// The last few applied slots, newest first.
+    pub recent_decisions: Vec<(Slot, String)>,
 }
 
 pub enum ProposerInput {
@@ -203,6 +206,9 @@ struct AcceptorThread {
     shared: Arc<PaxosReplica>,
 }
 
+/// Decisions listed in a status answer.
+const RECENT_DECISIONS: usize = 6;
+
 /// Compact the acceptor log once it is this much larger than its live state.
 const COMPACT_BYTES_MIN: u64 = 8 << 20;
 
@@ -341,6 +347,8 @@ impl RoleThread for LearnerThread {
         status.learner_next_slot = next_slot;
         status.decided_through = self.core.decided_through();
         status.keys = self.core.store().len();
+        status.commands_applied = self.core.store().applied_commands();
+        status.recent_decisions = self.core.recent_decisions(RECENT_DECISIONS);
     }
 }
 
@@ -396,6 +404,8 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         keys: snapshot.store.len(),
         peers_connected: Vec::new(),
         acceptor_failures: 0,
+        commands_applied: snapshot.store.applied_commands(),
+        recent_decisions: Vec::new(),
     };
     let shared = Arc::new(PaxosReplica {
         proposer_inbox: proposer_inbox.clone(),

@@ -31,6 +31,8 @@ const PARTICIPANT_LOG: &str = "participant.log";
 const COORDINATOR_LOG: &str = "coordinator.log";
 /// Rewrite a log as its live state once it grows past this.
 const COMPACT_BYTES_MIN: u64 = 64 << 20;
+/// Decisions listed in a status answer.
+const RECENT_OUTCOMES: usize = 6;
 /// Prepared transactions listed in a status answer.
 const STATUS_PREPARED_MAX: usize = 16;
 
@@ -47,6 +49,10 @@ pub struct TwoPcStatus {
     pub keys: usize,
     pub peers_connected: Vec<NodeId>,
     pub participant_failures: u64,
+    pub committed: u64,
+    pub aborted: u64,
+    /// The last few decisions this participant applied, newest first.
+    pub recent_outcomes: Vec<String>,
 }
 
 pub enum CoordinatorInput {
@@ -282,6 +288,23 @@ impl RoleThread for ParticipantThread {
             }
             return;
         }
+        let mut status = self.replica.status.lock().unwrap();
+        for record in &out.records {
+            let outcome = match record {
+                ParticipantRecord::Committed { txn } => {
+                    status.committed += 1;
+                    format!("COMMIT {txn}")
+                }
+                ParticipantRecord::Aborted { txn } => {
+                    status.aborted += 1;
+                    format!("ABORT {txn}")
+                }
+                _ => continue,
+            };
+            status.recent_outcomes.insert(0, outcome);
+            status.recent_outcomes.truncate(RECENT_OUTCOMES);
+        }
+        drop(status);
         out.messages.into_iter().for_each(|e| self.replica.route(e));
         for (id, reply) in self.reads.drain(..) {
             self.replica.pending.complete(id, reply);

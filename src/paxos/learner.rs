@@ -89,6 +89,11 @@ impl Learner {
         self.decided_ahead.last_key_value().map(|(s, _)| *s).or(self.next_slot.checked_sub(1))
     }
 
+    /// The last `n` applied slots and what they held, newest first.
+    pub fn recent_decisions(&self, n: usize) -> Vec<(Slot, String)> {
+        self.retained.iter().rev().take(n).map(|(slot, value)| (*slot, value.describe())).collect()
+    }
+
     pub fn store(&self) -> &KvStore {
         &self.store
     }
