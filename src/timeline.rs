@@ -259,6 +259,7 @@ pub fn select(traces: &Traces, selection: &Selection) -> Result<Round> {
         }
     }
 
+    offline.sort_by_key(|span| span.from_us);
     let mut warnings = traces.warnings.clone();
     let untraced: Vec<u32> = nodes.difference(&traces.traced).copied().collect();
     if !untraced.is_empty() {

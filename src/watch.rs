@@ -120,7 +120,20 @@ impl WatchModel {
         let header = if twopc {
             vec!["replica", "address", "state", "participant", "coordinating", "committed", "keys", "blocked on"]
         } else {
-            vec!["replica", "address", "state", "acceptor", "role", "ballot", "leader", "promised", "decided", "applied", "in flight", "keys"]
+            vec![
+                "replica",
+                "address",
+                "state",
+                "acceptor",
+                "role",
+                "ballot",
+                "leader",
+                "promised",
+                "decided",
+                "applied",
+                "in flight",
+                "keys",
+            ]
         };
         let red = Style::default().fg(Color::Red).add_modifier(Modifier::BOLD);
         let green = Style::default().fg(Color::Green).add_modifier(Modifier::BOLD);
@@ -185,7 +198,8 @@ impl WatchModel {
     }
 
     fn recent(&self) -> (String, Vec<String>) {
-        let source = leader_of(&self.latest).map(|(i, _)| i).or_else(|| self.latest.iter().position(|(_, s)| s.is_ok()));
+        let source =
+            leader_of(&self.latest).map(|(i, _)| i).or_else(|| self.latest.iter().position(|(_, s)| s.is_ok()));
         let Some(i) = source else { return ("recent decisions".into(), Vec::new()) };
         match &self.latest[i].1 {
             Ok(NodeStatus::Paxos(s)) => (
@@ -277,7 +291,9 @@ pub fn run(replicas: &[SocketAddr], interval: Duration, duration: Option<Duratio
             if event::poll(interval)? {
                 if let Event::Key(key) = event::read()? {
                     let ctrl_c = key.code == KeyCode::Char('c') && key.modifiers.contains(KeyModifiers::CONTROL);
-                    if key.kind == KeyEventKind::Press && (key.code == KeyCode::Char('q') || key.code == KeyCode::Esc || ctrl_c) {
+                    if key.kind == KeyEventKind::Press
+                        && (key.code == KeyCode::Char('q') || key.code == KeyCode::Esc || ctrl_c)
+                    {
                         return Ok(());
                     }
                 }

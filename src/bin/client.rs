@@ -186,7 +186,11 @@ fn main() -> ExitCode {
                 eprintln!("error: watch needs a terminal; use `status` in scripts");
                 return ExitCode::from(EXIT_ERROR);
             }
-            match paxos_kv::watch::run(&args.servers, Duration::from_millis(interval_ms), duration.map(Duration::from_secs)) {
+            match paxos_kv::watch::run(
+                &args.servers,
+                Duration::from_millis(interval_ms),
+                duration.map(Duration::from_secs),
+            ) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e}");
