@@ -37,7 +37,7 @@ fn leader_of(poll: &Poll) -> Option<(usize, String)> {
         .enumerate()
         .filter_map(|(i, (_, s))| {
             let s = s.as_ref().ok()?.paxos()?;
-            (s.proposer.mode == ProposerMode::Leading).then(|| (i, s.proposer.ballot))
+            (s.proposer.mode == ProposerMode::Leading).then_some((i, s.proposer.ballot))
         })
         .max_by_key(|(_, ballot)| *ballot)
         .map(|(i, ballot)| (i, ballot.to_string()))
