@@ -12,15 +12,18 @@ pub mod paxos;
 pub mod twopc;
 
 use crate::config::{FailMode, Protocol, ServerConfig};
+use crate::fault;
 use crate::kv::{Command, Op, Reply, RequestError, RequestId};
 use crate::mailbox::{Mailbox, ReplyCell};
 use crate::paxos::NodeId;
+use crate::trace::{TraceEvent, Tracer};
+use crate::transport::{self, Connected, PeerLink};
 use crate::wire::{self, ClientRequest, ClientResponse, FrameError, Hello, PeerFrame, Speaker};
 use anyhow::{Context, Result};
 use log::{debug, error, info, warn};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -76,6 +79,134 @@ pub fn serve(config: ServerConfig) -> Result<()> {
     match config.protocol {
         Protocol::Paxos => accept_loop(listener, paxos::start(config)?),
         Protocol::TwoPc => accept_loop(listener, twopc::start(config)?),
+    }
+}
+
+/// What the runtime needs to know of a protocol's envelope.
+pub(crate) trait Addressed: Serialize + DeserializeOwned + Send + 'static {
+    fn from(&self) -> NodeId;
+    fn to(&self) -> NodeId;
+    fn trace(&self, node: NodeId, event: &str) -> TraceEvent;
+}
+
+impl Addressed for crate::paxos::Envelope {
+    fn from(&self) -> NodeId {
+        self.from
+    }
+    fn to(&self) -> NodeId {
+        self.to
+    }
+    fn trace(&self, node: NodeId, event: &str) -> TraceEvent {
+        TraceEvent::paxos(node, event, self)
+    }
+}
+
+impl Addressed for crate::twopc::TxEnvelope {
+    fn from(&self) -> NodeId {
+        self.from
+    }
+    fn to(&self) -> NodeId {
+        self.to
+    }
+    fn trace(&self, node: NodeId, event: &str) -> TraceEvent {
+        TraceEvent::twopc(node, event, self)
+    }
+}
+
+/// What both protocols' replicas share: links to the peers, the requests
+/// waiting for replies, the message trace, the failure thread.
+pub(crate) struct Plumbing<E> {
+    pub config: ServerConfig,
+    pub pending: Pending,
+    links: BTreeMap<NodeId, PeerLink<E>>,
+    connected: Connected,
+    tracer: Option<Tracer>,
+}
+
+impl<E: Addressed> Plumbing<E> {
+    pub fn start(config: ServerConfig) -> Result<Self> {
+        let connected: Connected = Default::default();
+        let id = config.id;
+        let links = config
+            .cluster()
+            .into_iter()
+            .filter(|&peer| peer != id)
+            .map(|peer| {
+                (peer, transport::spawn_link(id, config.protocol, peer, config.address_of(peer), connected.clone()))
+            })
+            .collect();
+        let tracer = match &config.trace {
+            None => None,
+            Some(path) => {
+                info!("recording a message trace in {} (at most {} bytes)", path.display(), config.trace_bytes_max);
+                let tracer = Tracer::start(id, path.clone(), config.trace_bytes_max)
+                    .with_context(|| format!("opening trace {}", path.display()))?;
+                Some(tracer)
+            }
+        };
+        Ok(Plumbing { config, pending: Pending::new(), links, connected, tracer })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.config.id
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.request_timeout_ms)
+    }
+
+    /// Queues `envelope` for its peer, or hands it back when it is for this replica.
+    pub fn send(&self, envelope: E) -> Option<E> {
+        let local = envelope.to() == self.id();
+        if let Some(tracer) = &self.tracer {
+            tracer.record(envelope.trace(self.id(), "send"));
+            if local {
+                tracer.record(envelope.trace(self.id(), "recv"));
+            }
+        }
+        if local {
+            return Some(envelope);
+        }
+        if let Some(link) = self.links.get(&envelope.to()) {
+            link.send(envelope);
+        }
+        None
+    }
+
+    /// Checks that an envelope read from `peer`'s connection is from it and for us.
+    pub fn receive(&self, peer: NodeId, envelope: E) -> Result<E, String> {
+        if envelope.from() != peer || envelope.to() != self.id() {
+            return Err(format!("replica {peer} sent an envelope from {} to {}", envelope.from(), envelope.to()));
+        }
+        if let Some(tracer) = &self.tracer {
+            tracer.record(envelope.trace(self.id(), "recv"));
+        }
+        Ok(envelope)
+    }
+
+    pub fn peers_connected(&self) -> Vec<NodeId> {
+        self.connected.lock().unwrap().iter().copied().collect()
+    }
+
+    /// Logs and traces the failing role going offline (`up == false`) or coming back.
+    pub fn record_failure(&self, role: &str, up: bool, failures: u64) {
+        if up {
+            log_restart(self.config.failure.mode, role);
+        } else {
+            warn!("FAILURE {role} goes offline (failure #{failures})");
+        }
+        if let Some(tracer) = &self.tracer {
+            tracer.record(TraceEvent::failure(self.id(), role, up));
+        }
+    }
+
+    /// Starts the random-failure thread when failures are configured.
+    pub fn spawn_failure_thread(&self, set_offline: impl Fn(bool) + Send + 'static) -> Result<()> {
+        if self.config.failure.mtbf_ms.is_none() {
+            return Ok(());
+        }
+        let (id, failure) = (self.id(), self.config.failure.clone());
+        spawn_named(format!("s{id}/failure"), move || fault::run(id, failure, set_offline))
     }
 }
 
@@ -289,16 +420,8 @@ pub(crate) fn push_control<T>(mailbox: &Mailbox<T>, mut input: T) {
     error!("role mailbox stayed full for a second; a failure toggle was skipped");
 }
 
-pub(crate) fn start_tracer(config: &ServerConfig) -> Result<Option<crate::trace::Tracer>> {
-    let Some(path) = &config.trace else { return Ok(None) };
-    info!("recording a message trace in {} (at most {} bytes)", path.display(), config.trace_bytes_max);
-    let tracer = crate::trace::Tracer::start(config.id, path.clone(), config.trace_bytes_max)
-        .with_context(|| format!("opening trace {}", path.display()))?;
-    Ok(Some(tracer))
-}
-
 /// Logs what a restart of the failing role means in the configured mode.
-pub(crate) fn log_restart(mode: FailMode, role: &str) {
+fn log_restart(mode: FailMode, role: &str) {
     match mode {
         FailMode::Amnesia => warn!("RESTART {role} with EMPTY state (amnesia mode: unsafe by design)"),
         FailMode::Durable => info!("RESTART {role} from durable state"),

@@ -1,12 +1,8 @@
 //! The Paxos replica: proposer, acceptor and learner threads around the
 //! sans-IO cores of `crate::paxos`, with the acceptor's durable log.
 
-use super::{
-    log_restart, push_control, run_role, spawn_named, start_tracer, NodeStatus, Pending, Replica, RoleThread,
-    ROLE_QUEUE_MAX,
-};
+use super::{push_control, run_role, spawn_named, NodeStatus, Plumbing, Replica, RoleThread, ROLE_QUEUE_MAX};
 use crate::config::{FailMode, ServerConfig};
-use crate::fault;
 use crate::kv::{Command, Reply, RequestId};
 use crate::mailbox::Mailbox;
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox};
@@ -14,14 +10,11 @@ use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus};
 use crate::paxos::{Ballot, Envelope, NodeId, Role, Slot};
 use crate::storage::{self, AcceptorStorage, DiskLog};
-use crate::trace::{TraceEvent, Tracer};
-use crate::transport::{self, Connected, PeerLink};
 use anyhow::Result;
 use log::{debug, error, info, warn};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -71,37 +64,23 @@ pub enum AcceptorInput {
 }
 
 pub(crate) struct PaxosReplica {
-    config: ServerConfig,
+    plumbing: Plumbing<Envelope>,
     proposer_inbox: Arc<Mailbox<ProposerInput>>,
     acceptor_inbox: Arc<Mailbox<AcceptorInput>>,
     learner_inbox: Arc<Mailbox<LearnerInput>>,
-    links: BTreeMap<NodeId, PeerLink<Envelope>>,
-    pending: Pending,
     status: Mutex<PaxosStatus>,
-    tracer: Option<Tracer>,
-    connected: Connected,
 }
 
 impl PaxosReplica {
     fn id(&self) -> NodeId {
-        self.config.id
+        self.plumbing.id()
     }
 
     /// Delivers to a local role's mailbox or queues for the peer's link.
     fn route(&self, envelope: Envelope) {
-        if let Some(tracer) = &self.tracer {
-            tracer.record(TraceEvent::paxos(self.id(), "send", &envelope));
-            if envelope.to == self.id() {
-                tracer.record(TraceEvent::paxos(self.id(), "recv", &envelope));
-            }
+        if let Some(envelope) = self.plumbing.send(envelope) {
+            self.deliver_locally(envelope);
         }
-        if envelope.to != self.id() {
-            if let Some(link) = self.links.get(&envelope.to) {
-                link.send(envelope);
-            }
-            return;
-        }
-        self.deliver_locally(envelope);
     }
 
     fn deliver_locally(&self, envelope: Envelope) {
@@ -121,35 +100,28 @@ impl Replica for PaxosReplica {
     type Envelope = Envelope;
 
     fn config(&self) -> &ServerConfig {
-        &self.config
+        &self.plumbing.config
     }
 
     fn deliver(&self, peer: NodeId, envelope: Envelope) -> Result<(), String> {
-        if envelope.from != peer || envelope.to != self.id() {
-            return Err(format!("replica {peer} sent an envelope from {} to {}", envelope.from, envelope.to));
-        }
-        if let Some(tracer) = &self.tracer {
-            tracer.record(TraceEvent::paxos(self.id(), "recv", &envelope));
-        }
-        self.deliver_locally(envelope);
+        self.deliver_locally(self.plumbing.receive(peer, envelope)?);
         Ok(())
     }
 
     fn execute(&self, command: Command) -> Reply {
-        let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        self.pending
-            .call(command.request_id(), timeout, || self.proposer_inbox.push(ProposerInput::Client(command)).is_ok())
+        let id = command.request_id();
+        let push = || self.proposer_inbox.push(ProposerInput::Client(command)).is_ok();
+        self.plumbing.pending.call(id, self.plumbing.request_timeout(), push)
     }
 
     fn local_get(&self, request: RequestId, key: String) -> Reply {
-        let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        self.pending
-            .call(request, timeout, || self.learner_inbox.push(LearnerInput::LocalRead { request, key }).is_ok())
+        let push = || self.learner_inbox.push(LearnerInput::LocalRead { request, key }).is_ok();
+        self.plumbing.pending.call(request, self.plumbing.request_timeout(), push)
     }
 
     fn status(&self) -> NodeStatus {
         let mut status = self.status.lock().unwrap().clone();
-        status.peers_connected = self.connected.lock().unwrap().iter().copied().collect();
+        status.peers_connected = self.plumbing.peers_connected();
         NodeStatus::Paxos(status)
     }
 }
@@ -180,7 +152,7 @@ impl RoleThread for ProposerThread {
         let out = std::mem::take(&mut self.out);
         let mut may_send = true;
         if let Some(ballot) = out.persist_ballot {
-            if let Err(e) = storage::save_ballot(&self.shared.config.data_dir, ballot) {
+            if let Err(e) = storage::save_ballot(&self.shared.plumbing.config.data_dir, ballot) {
                 // Without a durable ballot a restart could reuse it: stay silent.
                 error!("cannot persist ballot {ballot}: {e:#}; not sending this round");
                 may_send = false;
@@ -190,7 +162,7 @@ impl RoleThread for ProposerThread {
             out.messages.into_iter().for_each(|e| self.shared.route(e));
         }
         for (id, reply) in out.replies {
-            self.shared.pending.complete(id, reply);
+            self.shared.plumbing.pending.complete(id, reply);
         }
         self.shared.status.lock().unwrap().proposer = self.core.status();
     }
@@ -223,7 +195,7 @@ impl AcceptorThread {
                 return;
             }
         };
-        self.core = Acceptor::new(id, state, self.shared.config.frame_bytes_max / 2);
+        self.core = Acceptor::new(id, state, self.shared.plumbing.config.frame_bytes_max / 2);
     }
 }
 
@@ -243,26 +215,20 @@ impl RoleThread for AcceptorThread {
                 if self.online {
                     self.online = false;
                     self.failures += 1;
-                    if let Some(tracer) = &self.shared.tracer {
-                        tracer.record(TraceEvent::failure(self.shared.id(), "acceptor", false));
-                    }
                     self.out = AcceptorOutbox::default();
-                    warn!("FAILURE acceptor goes offline (failure #{})", self.failures);
+                    self.shared.plumbing.record_failure("acceptor", false, self.failures);
                 }
             }
             AcceptorInput::Recover => {
                 if !self.online {
-                    log_restart(self.shared.config.failure.mode, "acceptor");
-                    if self.shared.config.failure.mode == FailMode::Amnesia {
+                    self.shared.plumbing.record_failure("acceptor", true, self.failures);
+                    if self.shared.plumbing.config.failure.mode == FailMode::Amnesia {
                         if let Err(e) = self.storage.wipe() {
                             error!("cannot wipe acceptor log: {e:#}");
                         }
                     }
                     self.online = true;
                     self.reload();
-                    if let Some(tracer) = &self.shared.tracer {
-                        tracer.record(TraceEvent::failure(self.shared.id(), "acceptor", true));
-                    }
                 }
             }
         }
@@ -309,7 +275,7 @@ impl RoleThread for LearnerThread {
             LearnerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
             LearnerInput::LocalRead { request, key } => {
                 let value = self.core.store().get(&key).cloned();
-                self.shared.pending.complete(request, Reply::Value(value));
+                self.shared.plumbing.pending.complete(request, Reply::Value(value));
             }
         }
     }
@@ -321,10 +287,10 @@ impl RoleThread for LearnerThread {
     fn finish_batch(&mut self) {
         let out = std::mem::take(&mut self.out);
         for (id, reply) in out.replies {
-            self.shared.pending.complete(id, reply);
+            self.shared.plumbing.pending.complete(id, reply);
         }
         if let Some(snapshot) = out.snapshot {
-            match storage::save_snapshot(&self.shared.config.data_dir, &snapshot) {
+            match storage::save_snapshot(&self.shared.plumbing.config.data_dir, &snapshot) {
                 Ok(()) => {
                     info!("snapshot written at slot {} ({} keys)", snapshot.next_slot, snapshot.store.len());
                     if self.shared.acceptor_inbox.push(AcceptorInput::Truncate(snapshot.next_slot)).is_err() {
@@ -366,15 +332,6 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     let proposer_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
     let acceptor_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
     let learner_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
-    let connected: Connected = Default::default();
-    let links = config
-        .cluster()
-        .into_iter()
-        .filter(|&peer| peer != id)
-        .map(|peer| {
-            (peer, transport::spawn_link(id, config.protocol, peer, config.address_of(peer), connected.clone()))
-        })
-        .collect();
     let cluster = config.cluster();
     let mut proposer_config = ProposerConfig::for_cluster(cluster.clone());
     proposer_config.window_slots = config.window_slots;
@@ -408,15 +365,11 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         recent_decisions: Vec::new(),
     };
     let shared = Arc::new(PaxosReplica {
+        plumbing: Plumbing::start(config.clone())?,
         proposer_inbox: proposer_inbox.clone(),
         acceptor_inbox: acceptor_inbox.clone(),
         learner_inbox: learner_inbox.clone(),
-        links,
-        pending: Pending::new(),
         status: Mutex::new(initial_status),
-        connected,
-        tracer: start_tracer(&config)?,
-        config: config.clone(),
     });
     let tick = Duration::from_millis(config.tick_ms);
 
@@ -443,14 +396,9 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         shared: shared.clone(),
     };
     spawn_named(format!("s{id}/learner"), move || run_role(learner, learner_inbox, tick))?;
-    if config.failure.mtbf_ms.is_some() {
-        let failure = config.failure.clone();
-        let acceptor_inbox = shared.acceptor_inbox.clone();
-        spawn_named(format!("s{id}/failure"), move || {
-            fault::run(id, failure, |offline| {
-                push_control(&acceptor_inbox, if offline { AcceptorInput::Crash } else { AcceptorInput::Recover })
-            })
-        })?;
-    }
+    let acceptor_inbox = shared.acceptor_inbox.clone();
+    shared.plumbing.spawn_failure_thread(move |offline| {
+        push_control(&acceptor_inbox, if offline { AcceptorInput::Crash } else { AcceptorInput::Recover })
+    })?;
     Ok(shared)
 }

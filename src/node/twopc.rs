@@ -3,18 +3,12 @@
 //! sans-IO cores of `crate::twopc`, each with its own durable log. Reads are
 //! served by the local participant and refused while the key is locked.
 
-use super::{
-    log_restart, push_control, run_role, spawn_named, start_tracer, NodeStatus, Pending, Replica, RoleThread,
-    ROLE_QUEUE_MAX,
-};
+use super::{push_control, run_role, spawn_named, NodeStatus, Plumbing, Replica, RoleThread, ROLE_QUEUE_MAX};
 use crate::config::{FailMode, ServerConfig};
-use crate::fault;
 use crate::kv::{Command, Op, Reply, RequestError, RequestId};
 use crate::mailbox::Mailbox;
 use crate::paxos::NodeId;
 use crate::storage::RecordLog;
-use crate::trace::{TraceEvent, Tracer};
-use crate::transport::{self, Connected, PeerLink};
 use crate::twopc::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorOutbox, CoordinatorRecord, CoordinatorState,
 };
@@ -23,7 +17,6 @@ use crate::twopc::TxEnvelope;
 use anyhow::Result;
 use log::{error, info, warn};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,31 +61,17 @@ pub enum ParticipantInput {
 }
 
 pub(crate) struct TwoPcReplica {
-    config: ServerConfig,
+    plumbing: Plumbing<TxEnvelope>,
     coordinator_inbox: Arc<Mailbox<CoordinatorInput>>,
     participant_inbox: Arc<Mailbox<ParticipantInput>>,
-    links: BTreeMap<NodeId, PeerLink<TxEnvelope>>,
-    pending: Pending,
     status: Mutex<TwoPcStatus>,
-    connected: Connected,
-    tracer: Option<Tracer>,
 }
 
 impl TwoPcReplica {
     fn route(&self, envelope: TxEnvelope) {
-        if let Some(tracer) = &self.tracer {
-            tracer.record(TraceEvent::twopc(self.config.id, "send", &envelope));
-            if envelope.to == self.config.id {
-                tracer.record(TraceEvent::twopc(self.config.id, "recv", &envelope));
-            }
+        if let Some(envelope) = self.plumbing.send(envelope) {
+            self.deliver_locally(envelope);
         }
-        if envelope.to != self.config.id {
-            if let Some(link) = self.links.get(&envelope.to) {
-                link.send(envelope);
-            }
-            return;
-        }
-        self.deliver_locally(envelope);
     }
 
     fn deliver_locally(&self, envelope: TxEnvelope) {
@@ -111,40 +90,33 @@ impl Replica for TwoPcReplica {
     type Envelope = TxEnvelope;
 
     fn config(&self) -> &ServerConfig {
-        &self.config
+        &self.plumbing.config
     }
 
     fn deliver(&self, peer: NodeId, envelope: TxEnvelope) -> Result<(), String> {
-        if envelope.from != peer || envelope.to != self.config.id {
-            return Err(format!("replica {peer} sent an envelope from {} to {}", envelope.from, envelope.to));
-        }
-        if let Some(tracer) = &self.tracer {
-            tracer.record(TraceEvent::twopc(self.config.id, "recv", &envelope));
-        }
-        self.deliver_locally(envelope);
+        self.deliver_locally(self.plumbing.receive(peer, envelope)?);
         Ok(())
     }
 
     fn execute(&self, command: Command) -> Reply {
         let id = command.request_id();
-        let timeout = Duration::from_millis(self.config.request_timeout_ms);
         match command.op {
             Op::Get { key } => self.local_get(id, key),
-            _ => self
-                .pending
-                .call(id, timeout, || self.coordinator_inbox.push(CoordinatorInput::Client(command)).is_ok()),
+            _ => {
+                let push = || self.coordinator_inbox.push(CoordinatorInput::Client(command)).is_ok();
+                self.plumbing.pending.call(id, self.plumbing.request_timeout(), push)
+            }
         }
     }
 
     fn local_get(&self, request: RequestId, key: String) -> Reply {
-        let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        self.pending
-            .call(request, timeout, || self.participant_inbox.push(ParticipantInput::Read { request, key }).is_ok())
+        let push = || self.participant_inbox.push(ParticipantInput::Read { request, key }).is_ok();
+        self.plumbing.pending.call(request, self.plumbing.request_timeout(), push)
     }
 
     fn status(&self) -> NodeStatus {
         let mut status = self.status.lock().unwrap().clone();
-        status.peers_connected = self.connected.lock().unwrap().iter().copied().collect();
+        status.peers_connected = self.plumbing.peers_connected();
         NodeStatus::TwoPc(status)
     }
 }
@@ -181,7 +153,7 @@ impl RoleThread for CoordinatorThread {
         out.records.iter().for_each(|r| self.state.apply(r));
         out.messages.into_iter().for_each(|e| self.replica.route(e));
         for (id, reply) in out.replies {
-            self.replica.pending.complete(id, reply);
+            self.replica.plumbing.pending.complete(id, reply);
         }
         if self.log.bytes() > COMPACT_BYTES_MIN {
             if let Err(e) = self.log.rewrite(&self.state.to_records()) {
@@ -216,7 +188,9 @@ impl ParticipantThread {
             state.store.len(),
             state.prepared.len()
         );
-        self.core = Participant::new(self.replica.config.id, state, PARTICIPANT_RETRY_TICKS);
+        self.core = Participant::new(self.replica.plumbing.config.id, state, PARTICIPANT_RETRY_TICKS);
+        // STATUS must show recovered locks before the first batch runs.
+        self.publish_status();
         Ok(())
     }
 }
@@ -243,28 +217,20 @@ impl RoleThread for ParticipantThread {
                 if self.online {
                     self.online = false;
                     self.failures += 1;
-                    if let Some(tracer) = &self.replica.tracer {
-                        tracer.record(TraceEvent::failure(self.replica.config.id, "participant", false));
-                    }
                     self.out = ParticipantOutbox::default();
-                    warn!("FAILURE participant goes offline (failure #{})", self.failures);
+                    self.replica.plumbing.record_failure("participant", false, self.failures);
                 }
             }
             ParticipantInput::Recover => {
                 if !self.online {
-                    log_restart(self.replica.config.failure.mode, "participant");
-                    if self.replica.config.failure.mode == FailMode::Amnesia {
+                    self.replica.plumbing.record_failure("participant", true, self.failures);
+                    if self.replica.plumbing.config.failure.mode == FailMode::Amnesia {
                         if let Err(e) = self.log.wipe() {
                             error!("cannot wipe participant log: {e:#}");
                         }
                     }
                     match self.reload() {
-                        Ok(()) => {
-                            self.online = true;
-                            if let Some(tracer) = &self.replica.tracer {
-                                tracer.record(TraceEvent::failure(self.replica.config.id, "participant", true));
-                            }
-                        }
+                        Ok(()) => self.online = true,
                         Err(e) => error!("cannot reload participant state: {e:#}; staying offline"),
                     }
                 }
@@ -307,7 +273,7 @@ impl RoleThread for ParticipantThread {
         drop(status);
         out.messages.into_iter().for_each(|e| self.replica.route(e));
         for (id, reply) in self.reads.drain(..) {
-            self.replica.pending.complete(id, reply);
+            self.replica.plumbing.pending.complete(id, reply);
         }
         if self.log.bytes() > COMPACT_BYTES_MIN {
             let restore = ParticipantRecord::Restore(Box::new(self.core.state().clone()));
@@ -315,6 +281,12 @@ impl RoleThread for ParticipantThread {
                 error!("participant log compaction failed: {e:#}");
             }
         }
+        self.publish_status();
+    }
+}
+
+impl ParticipantThread {
+    fn publish_status(&self) {
         let state = self.core.state();
         let mut status = self.replica.status.lock().unwrap();
         status.participant_online = self.online;
@@ -338,24 +310,11 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<TwoPcReplica>> {
     coordinator_log.replay(|record| coordinator_state.apply(&record))?;
     let participant_log = RecordLog::open_named(&config.data_dir, PARTICIPANT_LOG)?;
 
-    let connected: Connected = Default::default();
-    let links = config
-        .cluster()
-        .into_iter()
-        .filter(|&peer| peer != id)
-        .map(|peer| {
-            (peer, transport::spawn_link(id, config.protocol, peer, config.address_of(peer), connected.clone()))
-        })
-        .collect();
     let replica = Arc::new(TwoPcReplica {
+        plumbing: Plumbing::start(config.clone())?,
         coordinator_inbox: Arc::new(Mailbox::new(ROLE_QUEUE_MAX)),
         participant_inbox: Arc::new(Mailbox::new(ROLE_QUEUE_MAX)),
-        links,
-        pending: Pending::new(),
         status: Mutex::new(TwoPcStatus { node_id: id, participant_online: true, ..Default::default() }),
-        connected,
-        tracer: start_tracer(&config)?,
-        config: config.clone(),
     });
     let tick = Duration::from_millis(config.tick_ms);
     let ticks = |ms: u64| (ms / config.tick_ms).max(1);
@@ -389,14 +348,9 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<TwoPcReplica>> {
     let inbox = replica.coordinator_inbox.clone();
     spawn_named(format!("s{id}/coordinator"), move || run_role(coordinator, inbox, tick))?;
 
-    if config.failure.mtbf_ms.is_some() {
-        let failure = config.failure.clone();
-        let inbox = replica.participant_inbox.clone();
-        spawn_named(format!("s{id}/failure"), move || {
-            fault::run(id, failure, |offline| {
-                push_control(&inbox, if offline { ParticipantInput::Crash } else { ParticipantInput::Recover })
-            })
-        })?;
-    }
+    let inbox = replica.participant_inbox.clone();
+    replica.plumbing.spawn_failure_thread(move |offline| {
+        push_control(&inbox, if offline { ParticipantInput::Crash } else { ParticipantInput::Recover })
+    })?;
     Ok(replica)
 }
