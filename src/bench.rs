@@ -63,7 +63,8 @@ pub fn run(replicas: &[SocketAddr], options: &BenchOptions, client_options: &Cli
             thread::spawn(move || {
                 let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
                 let mut rng = StdRng::seed_from_u64(options.seed.wrapping_add(worker as u64));
-                let value = "x".repeat(options.value_bytes);
+                let padding = "x".repeat(options.value_bytes);
+                let mut written = 0u64;
                 let (mut succeeded, mut failed, mut first_error) = (0u64, 0u64, None);
                 let Ok(mut client) = Client::with_options(&replicas, client_options) else {
                     return (histogram, 0, 1, Some("no replicas".to_string()));
@@ -71,7 +72,11 @@ pub fn run(replicas: &[SocketAddr], options: &BenchOptions, client_options: &Cli
                 while Instant::now() < stop_at {
                     let key = format!("key-{}", rng.random_range(0..options.keys.max(1)));
                     let op = if rng.random_bool(options.put_ratio.clamp(0.0, 1.0)) {
-                        Op::Put { key, value: value.clone() }
+                        // Distinct values let `client inspect` tell writes apart.
+                        written += 1;
+                        let mut value = format!("{worker}-{written}-");
+                        value.push_str(&padding[value.len().min(padding.len())..]);
+                        Op::Put { key, value }
                     } else {
                         Op::Get { key }
                     };

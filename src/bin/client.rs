@@ -46,6 +46,11 @@ enum Command {
     Delete { key: String },
     /// One line per replica.
     Status,
+    /// Each replica's own copy of the keys, read outside the protocol: do the replicas agree?
+    Inspect {
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
     /// Pre-populate the store, then run five PUTs, five GETs and five DELETEs.
     Demo,
     /// Paxos against 2PC under the same seeded failures: a table, a CSV and a chart.
@@ -150,6 +155,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Demo => demo(&mut client),
+        Command::Inspect { keys } => inspect(&args.servers, &keys, options.timeout),
         Command::Compare {
             replicas,
             clients,
@@ -421,6 +427,35 @@ fn interactive(client: &mut Client, options: &ClientOptions) -> ExitCode {
         let _ = editor.save_history(path);
     }
     ExitCode::SUCCESS
+}
+
+/// Prints every replica's copy of each key; exits 1 if two replicas that
+/// answered disagree on a key.
+fn inspect(servers: &[SocketAddr], keys: &[String], timeout: Duration) -> ExitCode {
+    let mut disagreements = 0;
+    for key in keys {
+        let copies: Vec<String> = servers
+            .iter()
+            .map(|addr| match client::local_get(*addr, key, timeout) {
+                Ok(paxos_kv::kv::Reply::Value(Some(value))) => value,
+                Ok(paxos_kv::kv::Reply::Value(None)) => prompt::NOT_FOUND.to_string(),
+                Ok(paxos_kv::kv::Reply::Rejected(e)) => format!("[{e}]"),
+                Ok(other) => format!("[{other:?}]"),
+                Err(e) => format!("[down: {e}]"),
+            })
+            .collect();
+        let answered: std::collections::BTreeSet<&String> = copies.iter().filter(|c| !c.starts_with('[')).collect();
+        if answered.len() > 1 {
+            disagreements += 1;
+        }
+        let shown: Vec<String> = copies.iter().enumerate().map(|(i, c)| format!("s{}={c}", i + 1)).collect();
+        println!("{key}: {}{}", shown.join("  "), if answered.len() > 1 { "  DISAGREE" } else { "" });
+    }
+    if disagreements > 0 {
+        ExitCode::from(EXIT_NOT_FOUND)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn demo(client: &mut Client) -> ExitCode {
