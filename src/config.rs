@@ -59,6 +59,8 @@ pub struct ServerConfig {
     /// Largest frame accepted from a replica that completed the handshake
     /// (a catch-up snapshot travels in one frame).
     pub peer_frame_bytes_max: usize,
+    /// Open connections (clients and replicas) beyond this are refused.
+    pub connections_max: usize,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
     pub snapshot_interval_slots: u64,
@@ -95,6 +97,7 @@ impl ServerConfig {
             "--peer-frame-bytes-max must be at least --frame-bytes-max"
         );
         ensure!(self.key_bytes_max >= 1, "--key-bytes-max must be at least 1");
+        ensure!(self.connections_max >= 2 * self.replicas.len(), "--connections-max must leave room for the replicas");
         ensure!(
             self.key_bytes_max + self.value_bytes_max + 1024 <= self.frame_bytes_max,
             "--key-bytes-max plus --value-bytes-max must fit in --frame-bytes-max with 1 KiB to spare"

@@ -194,3 +194,29 @@ fn bad_input_gets_a_closed_connection_or_a_clear_error_and_the_server_keeps_serv
     assert!(lines[1].starts_with("ERROR: unknown command 'FROB'; usage:"), "{}", lines[1]);
     assert_eq!(&lines[2..], ["1", "DELETED", "(not found)"]);
 }
+
+#[test]
+fn a_flood_of_connections_is_refused_beyond_the_limit_and_service_resumes() {
+    let cluster = Cluster::start("conn-flood", 3, &["--connections-max", "8"]);
+    let addr = cluster.addrs[0];
+    // Two of replica 1's slots hold its peers' links; idle connections take the rest.
+    let idle: Vec<TcpStream> = (0..12).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    // A refused connection is closed at once; an accepted one waits for its hello.
+    let refused = idle
+        .iter()
+        .filter(|stream| {
+            stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+            let mut buf = [0u8; 1];
+            match (&**stream).read(&mut buf) {
+                Ok(0) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+                Ok(_) => false,
+            }
+        })
+        .count();
+    assert!(refused >= 6, "only {refused} of 12 connections beyond the limit were closed");
+    drop(idle);
+    let mut client = cluster.client();
+    wait_until("service after the flood", Duration::from_secs(10), || client.put("after-flood", "ok").is_ok());
+    assert_eq!(client.get("after-flood").unwrap().as_deref(), Some("ok"));
+}

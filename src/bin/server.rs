@@ -38,6 +38,9 @@ struct Args {
     peer_frame_bytes_max: usize,
     #[arg(long, default_value_t = 1_024)]
     key_bytes_max: usize,
+    /// Connections beyond this many open ones are refused (one thread each).
+    #[arg(long, default_value_t = 2_048)]
+    connections_max: usize,
     #[arg(long, default_value_t = 1 << 20)]
     value_bytes_max: usize,
     /// Write a snapshot, and let the acceptor forget older slots, every this many slots.
@@ -94,6 +97,7 @@ fn main() -> Result<()> {
         frame_bytes_max: args.frame_bytes_max,
         peer_frame_bytes_max: args.peer_frame_bytes_max,
         key_bytes_max: args.key_bytes_max,
+        connections_max: args.connections_max,
         value_bytes_max: args.value_bytes_max,
         snapshot_interval_slots: args.snapshot_interval_slots,
         window_slots: args.window_slots,

@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::io::{BufReader, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -226,15 +227,24 @@ pub(crate) trait Replica: Send + Sync + 'static {
 
 fn accept_loop<R: Replica>(listener: TcpListener, replica: Arc<R>) -> Result<()> {
     let id = replica.config().id;
+    let open = Arc::new(AtomicUsize::new(0));
     for stream in listener.incoming() {
         match stream {
             Ok(stream) => {
-                let replica = replica.clone();
                 let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+                // One thread per connection: bound them, so a flood of
+                // connections costs refusals, not the replica.
+                if open.load(Ordering::Relaxed) >= replica.config().connections_max {
+                    warn!("refusing connection from {peer}: {} connections open", replica.config().connections_max);
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let (replica, open_here) = (replica.clone(), open.clone());
                 let spawned = spawn_named(format!("s{id}/conn"), move || {
                     if let Err(e) = serve_connection(&*replica, stream) {
                         warn!("closing connection from {peer}: {e}");
                     }
+                    open_here.fetch_sub(1, Ordering::Relaxed);
                 });
                 if let Err(e) = spawned {
                     error!("{e:#}");
