@@ -44,7 +44,9 @@ struct Args {
     #[arg(long, default_value_t = 1 << 20)]
     value_bytes_max: usize,
     /// Write a snapshot, and let the acceptor forget older slots, every this many slots.
-    #[arg(long, default_value_t = 10_000)]
+    /// Fewer slots: less to re-propose after the whole cluster restarts; more: fewer
+    /// full-store snapshot writes.
+    #[arg(long, default_value_t = 1_000)]
     snapshot_interval_slots: u64,
     /// How many slots the leader keeps in flight at once. Few slots with
     /// large batches beat many small ones: each slot costs every acceptor a sync.

@@ -7,15 +7,16 @@ use crate::kv::{Command, Reply, RequestId};
 use crate::mailbox::Mailbox;
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
+use crate::paxos::messages::Snapshot;
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus};
-use crate::paxos::{Ballot, Envelope, NodeId, Role, Slot};
+use crate::paxos::{Ballot, Envelope, Message, NodeId, Role, Slot};
 use crate::storage::{self, AcceptorStorage, DiskLog};
 use anyhow::Result;
 use log::{debug, error, info, warn};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 /// A Paxos replica's roles, as `STATUS` shows them.
@@ -42,6 +43,8 @@ pub enum ProposerInput {
     Message(Envelope),
     Client(Command),
     LearnerProgress(Slot),
+    /// The local acceptor promised this ballot to another replica's proposer.
+    CandidateSeen(Ballot),
 }
 
 pub enum LearnerInput {
@@ -69,6 +72,8 @@ pub(crate) struct PaxosReplica {
     acceptor_inbox: Arc<Mailbox<AcceptorInput>>,
     learner_inbox: Arc<Mailbox<LearnerInput>>,
     status: Mutex<PaxosStatus>,
+    /// The newest snapshot waiting for the snapshot writer thread.
+    snapshot_to_write: (Mutex<Option<Snapshot>>, Condvar),
 }
 
 impl PaxosReplica {
@@ -140,6 +145,7 @@ impl RoleThread for ProposerThread {
             ProposerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
             ProposerInput::Client(command) => self.core.on_client_command(command, &mut self.out),
             ProposerInput::LearnerProgress(next_slot) => self.core.on_learner_progress(next_slot),
+            ProposerInput::CandidateSeen(ballot) => self.core.on_candidate_seen(ballot),
         }
     }
 
@@ -178,6 +184,12 @@ struct AcceptorThread {
     shared: Arc<PaxosReplica>,
 }
 
+/// Promises are cut into chunks of this size: each chunk is a round trip, and
+/// each tells the other proposers that phase 1 is progressing.
+fn promise_bytes_max(config: &ServerConfig) -> usize {
+    (config.peer_frame_bytes_max / 4).min(2 << 20)
+}
+
 /// Decisions listed in a status answer.
 const RECENT_DECISIONS: usize = 6;
 
@@ -195,7 +207,7 @@ impl AcceptorThread {
                 return;
             }
         };
-        self.core = Acceptor::new(id, state, self.shared.plumbing.config.frame_bytes_max / 2);
+        self.core = Acceptor::new(id, state, promise_bytes_max(&self.shared.plumbing.config));
     }
 }
 
@@ -244,6 +256,15 @@ impl RoleThread for AcceptorThread {
             self.reload();
             return;
         }
+        // Every promise to another candidate (each chunk of a long phase 1
+        // too) tells the local proposer to hold off its own election.
+        let promised_to_candidate = out.messages.iter().rev().find_map(|e| match &e.msg {
+            Message::Promise(promise) if e.to != self.shared.id() => Some(promise.ballot),
+            _ => None,
+        });
+        if let Some(ballot) = promised_to_candidate {
+            let _ = self.shared.proposer_inbox.push(ProposerInput::CandidateSeen(ballot));
+        }
         out.messages.into_iter().for_each(|e| self.shared.route(e));
         if std::mem::take(&mut self.truncated) && self.storage.bytes() > COMPACT_BYTES_MIN {
             if let Err(e) = self.storage.compact(self.core.state()) {
@@ -290,18 +311,11 @@ impl RoleThread for LearnerThread {
             self.shared.plumbing.pending.complete(id, reply);
         }
         if let Some(snapshot) = out.snapshot {
-            match storage::save_snapshot(&self.shared.plumbing.config.data_dir, &snapshot) {
-                Ok(()) => {
-                    info!("snapshot written at slot {} ({} keys)", snapshot.next_slot, snapshot.store.len());
-                    if self.shared.acceptor_inbox.push(AcceptorInput::Truncate(snapshot.next_slot)).is_err() {
-                        warn!(
-                            "acceptor queue full; it keeps slots below {} until the next snapshot",
-                            snapshot.next_slot
-                        );
-                    }
-                }
-                Err(e) => error!("cannot write snapshot: {e:#}"),
-            }
+            // Written off this thread so that applying (and replying) never
+            // waits for a full-store write; a newer snapshot replaces a waiting one.
+            let (lock, ready) = &self.shared.snapshot_to_write;
+            *lock.lock().unwrap() = Some(snapshot);
+            ready.notify_one();
         }
         out.messages.into_iter().for_each(|e| self.shared.route(e));
         let next_slot = self.core.next_slot();
@@ -315,6 +329,27 @@ impl RoleThread for LearnerThread {
         status.keys = self.core.store().len();
         status.commands_applied = self.core.store().applied_commands();
         status.recent_decisions = self.core.recent_decisions(RECENT_DECISIONS);
+    }
+}
+
+/// Writes each snapshot the learner hands over, then lets the acceptor forget
+/// the slots it covers: only what a durable snapshot holds may be forgotten.
+fn write_snapshots(replica: &PaxosReplica) -> ! {
+    let (lock, ready) = &replica.snapshot_to_write;
+    loop {
+        let snapshot = {
+            let mut waiting = ready.wait_while(lock.lock().unwrap(), |s| s.is_none()).unwrap();
+            waiting.take().expect("woken with a snapshot")
+        };
+        match storage::save_snapshot(&replica.plumbing.config.data_dir, &snapshot) {
+            Ok(()) => {
+                info!("snapshot written at slot {} ({} keys)", snapshot.next_slot, snapshot.store.len());
+                if replica.acceptor_inbox.push(AcceptorInput::Truncate(snapshot.next_slot)).is_err() {
+                    warn!("acceptor queue full; it keeps slots below {} until the next snapshot", snapshot.next_slot);
+                }
+            }
+            Err(e) => error!("cannot write snapshot: {e:#}"),
+        }
     }
 }
 
@@ -370,17 +405,18 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         acceptor_inbox: acceptor_inbox.clone(),
         learner_inbox: learner_inbox.clone(),
         status: Mutex::new(initial_status),
+        snapshot_to_write: Default::default(),
     });
     let tick = Duration::from_millis(config.tick_ms);
 
-    let proposer = ProposerThread {
-        core: Proposer::new(id, proposer_config, last_ballot, StdRng::seed_from_u64(config.seed ^ u64::from(id))),
-        out: Default::default(),
-        shared: shared.clone(),
-    };
+    let mut proposer_core =
+        Proposer::new(id, proposer_config, last_ballot, StdRng::seed_from_u64(config.seed ^ u64::from(id)));
+    // Slots below the snapshot are decided: the first election starts after them.
+    proposer_core.on_learner_progress(snapshot.next_slot);
+    let proposer = ProposerThread { core: proposer_core, out: Default::default(), shared: shared.clone() };
     spawn_named(format!("s{id}/proposer"), move || run_role(proposer, proposer_inbox, tick))?;
     let acceptor = AcceptorThread {
-        core: Acceptor::new(id, acceptor_state, config.frame_bytes_max / 2),
+        core: Acceptor::new(id, acceptor_state, promise_bytes_max(&config)),
         storage: acceptor_log,
         online: true,
         failures: 0,
@@ -396,6 +432,8 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         shared: shared.clone(),
     };
     spawn_named(format!("s{id}/learner"), move || run_role(learner, learner_inbox, tick))?;
+    let writer = shared.clone();
+    spawn_named(format!("s{id}/snapshots"), move || write_snapshots(&writer))?;
     let acceptor_inbox = shared.acceptor_inbox.clone();
     shared.plumbing.spawn_failure_thread(move |offline| {
         push_control(&acceptor_inbox, if offline { AcceptorInput::Crash } else { AcceptorInput::Recover })

@@ -38,7 +38,7 @@ impl ProposerConfig {
         ProposerConfig {
             cluster,
             heartbeat_ticks: 5,
-            election_timeout_ticks: 30,
+            election_timeout_ticks: 50,
             retransmit_ticks: 20,
             liveness_ticks: 25,
             window_slots: 4,
@@ -166,6 +166,16 @@ impl Proposer {
     /// The local learner has applied every slot below `next_slot`.
     pub fn on_learner_progress(&mut self, next_slot: Slot) {
         self.learned_next_slot = self.learned_next_slot.max(next_slot);
+    }
+
+    /// The local acceptor promised `ballot` to another candidate. A follower
+    /// then gives that candidate a full election timeout to finish phase 1
+    /// (as a Raft vote resets the timer), instead of starting a duel.
+    pub fn on_candidate_seen(&mut self, ballot: Ballot) {
+        self.highest_seen = self.highest_seen.max(ballot);
+        if matches!(self.state, State::Follower { .. }) && ballot.node_id != self.id {
+            self.reset_deadline();
+        }
     }
 
     pub fn on_tick(&mut self, out: &mut ProposerOutbox) {
@@ -346,6 +356,8 @@ impl Proposer {
             prep.promises.clear();
             let prepare = Prepare { ballot: prep.ballot, first_slot: next_chunk };
             self.broadcast(Message::Prepare(prepare), out);
+            // Phase 1 is making progress: a long log must not time it out.
+            self.reset_deadline();
             return;
         }
         self.become_leader(out);
@@ -554,6 +566,22 @@ mod tests {
         assert!(p.is_leading());
         let to_acceptor_1: Vec<_> = accepts(&out).into_iter().filter(|(to, _, _)| *to == 1).collect();
         assert_eq!(to_acceptor_1, vec![(1, 0, batch(&[11])), (1, 1, SlotValue::Noop), (1, 2, batch(&[20]))]);
+    }
+
+    #[test]
+    fn a_follower_that_promised_another_candidate_holds_off_its_own_election() {
+        let mut waits = proposer(2);
+        let mut out = ProposerOutbox::default();
+        // The deadline is between 10 and 20 ticks; hearing of a candidate every 9 ticks keeps it away.
+        for tick in 0..60 {
+            if tick % 9 == 0 {
+                waits.on_candidate_seen(Ballot::new(4, 3));
+            }
+            waits.on_tick(&mut out);
+        }
+        assert!(out.persist_ballot.is_none(), "a follower started a duel with an active candidate");
+        let next = tick_until_prepare(&mut waits).persist_ballot.unwrap();
+        assert!(next > Ballot::new(4, 3), "its own election must outbid the candidate it saw: {next}");
     }
 
     #[test]
