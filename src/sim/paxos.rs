@@ -77,7 +77,6 @@ struct SimClient {
 
 struct World {
     config: SimConfig,
-    seed: u64,
     now: u64,
     healing: bool,
     net_rng: StdRng,
@@ -228,7 +227,6 @@ impl World {
             .map(|i| SimClient { id: 1_000 + i, seq: 0, outstanding: None, resend_at: 0, target: 1 })
             .collect();
         World {
-            seed,
             now: 0,
             healing: false,
             net_rng: StdRng::seed_from_u64(root.random()),
@@ -245,7 +243,6 @@ impl World {
     }
 
     fn run(&mut self) -> Result<(), String> {
-        let _ = self.seed;
         for _ in 0..self.config.fault_ticks {
             self.step()?;
         }
