@@ -261,7 +261,11 @@ fn serve_connection<R: Replica>(replica: &R, stream: TcpStream) -> Result<(), Fr
     stream.set_nodelay(true).map_err(FrameError::Io)?;
     stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(FrameError::Io)?;
     let mut reader = BufReader::with_capacity(256 * 1024, stream.try_clone().map_err(FrameError::Io)?);
-    let hello: Hello = wire::read_frame(&mut reader, HELLO_BYTES_MAX)?;
+    let hello: Hello = match wire::read_frame(&mut reader, HELLO_BYTES_MAX) {
+        // A port probe: connected and left without a word.
+        Err(FrameError::Closed) => return Ok(()),
+        other => other?,
+    };
     hello.check().map_err(FrameError::Malformed)?;
     match hello.speaker {
         Speaker::Replica { node_id, protocol } => {
