@@ -9,18 +9,20 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
+DATA=${PAXOS_KV_DATA:-data}
+BIN_DIR=${PAXOS_KV_BIN_DIR:-target/release}
 alive=0
-for f in data/*/server.pid; do
+for f in "$DATA"/*/server.pid; do
   [ -e "$f" ] || continue
   pid=$(cat "$f")
-  if kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o args= | grep -q target/release/server; then alive=1; break; fi
+  if kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o args= | grep -q "$BIN_DIR/server"; then alive=1; break; fi
 done
 if [ $alive = 0 ]; then
   echo "no replica of this checkout is running; starting a cluster with ./run_servers.sh" >&2
   ./run_servers.sh >&2
-else
+elif [ -z "${PAXOS_KV_BIN_DIR:-}" ] && { [ ! -x "$BIN_DIR/client" ] || [ -n "$(find src Cargo.toml Cargo.lock -newer "$BIN_DIR/client" 2>/dev/null | head -1)" ]; }; then
   cargo build --release --quiet --bins
 fi
 export PAXOS_KV_SERVERS
-PAXOS_KV_SERVERS=$(cat data/servers)
-exec target/release/client "$@"
+PAXOS_KV_SERVERS=$(cat "$DATA/servers")
+exec "$BIN_DIR/client" "$@"

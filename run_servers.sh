@@ -14,16 +14,33 @@
 # with --failures: FAIL_MTBF_MS (default 10000), FAIL_DOWNTIME_MS (default 2000),
 # FAIL_SEED (default 1), FAIL_MODE (durable or amnesia; default durable).
 # --trace records every protocol message in logs/trace-<id>.jsonl (see `client timeline`).
-# Data lives in data/<id>, logs in logs/server-<id>.log, pids in data/<id>/server.pid.
+# Data lives in data/<id>, logs in logs/server-<id>.log, pids in data/<id>/server.pid
+# (PAXOS_KV_DATA and PAXOS_KV_LOGS move data/ and logs/ elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 BASE_PORT=${BASE_PORT:-5001}
+DATA=${PAXOS_KV_DATA:-data}
+LOGS=${PAXOS_KV_LOGS:-logs}
 LOG_LEVEL=${LOG_LEVEL:-info}
-SERVER=target/release/server
-mkdir -p data logs
+# PAXOS_KV_BIN_DIR points at prebuilt binaries (the tests use it); otherwise
+# the release build of this checkout is used and rebuilt when sources changed.
+BIN_DIR=${PAXOS_KV_BIN_DIR:-target/release}
+SERVER=$BIN_DIR/server
+mkdir -p "$DATA" "$LOGS"
 
-pid_of() { cat "data/$1/server.pid" 2>/dev/null || true; }
+# Builds the release binaries unless they are newer than every source file.
+build_if_needed() {
+  [ -n "${PAXOS_KV_BIN_DIR:-}" ] && return
+  if [ -x "$SERVER" ] && [ -x "$BIN_DIR/client" ] \
+     && [ -z "$(find src Cargo.toml Cargo.lock -newer "$SERVER" 2>/dev/null | head -1)" ]; then
+    return
+  fi
+  echo "building release binaries (cargo build --release) ..."
+  cargo build --release --quiet --bins
+}
+
+pid_of() { cat "$DATA/$1/server.pid" 2>/dev/null || true; }
 
 # True if the pid recorded for replica $1 is a live server process of ours.
 running() {
@@ -33,7 +50,7 @@ running() {
 }
 
 known_ids() {
-  for f in data/*/server.pid; do
+  for f in "$DATA"/*/server.pid; do
     [ -e "$f" ] || continue
     basename "$(dirname "$f")"
   done | sort -n
@@ -53,7 +70,7 @@ stop() {
     else
       echo "replica $id is not running"
     fi
-    rm -f "data/$id/server.pid"
+    rm -f "$DATA/$id/server.pid"
   done
 }
 
@@ -64,7 +81,7 @@ status() {
     if running "$id"; then echo "replica $id: running (pid $(pid_of "$id"))"; else echo "replica $id: not running"; fi
   done
   [ $any = 1 ] || echo "no replicas started from this checkout"
-  [ -f data/servers ] && echo "addresses: $(cat data/servers)"
+  [ -f "$DATA/servers" ] && echo "addresses: $(cat "$DATA/servers")"
   return 0
 }
 
@@ -82,15 +99,14 @@ start() {
     esac
     shift
   done
-  if [ -f data/servers ] && [ "$(tr ',' '\n' < data/servers | wc -l)" != "$n" ] && [ -n "$(known_ids)" ]; then
-    echo "data/ holds a cluster of $(tr ',' '\n' < data/servers | wc -l) replicas; stop it and remove data/ to start $n" >&2
+  if [ -f "$DATA/servers" ] && [ "$(tr ',' '\n' < "$DATA/servers" | wc -l)" != "$n" ] && [ -n "$(known_ids)" ]; then
+    echo "$DATA holds a cluster of $(tr ',' '\n' < "$DATA/servers" | wc -l) replicas; stop it and remove $DATA to start $n" >&2
     exit 2
   fi
-  echo "building release binaries (cargo build --release) ..."
-  cargo build --release --quiet --bins
+  build_if_needed
   local addrs=""
   for id in $(seq "$n"); do addrs+="${addrs:+,}127.0.0.1:$((BASE_PORT + id - 1))"; done
-  echo "$addrs" > data/servers
+  echo "$addrs" > "$DATA/servers"
   local flags=(--protocol "$protocol")
   if [ $failures = 1 ]; then
     flags+=(--fail-mtbf-ms "${FAIL_MTBF_MS:-10000}" --fail-downtime-ms "${FAIL_DOWNTIME_MS:-2000}"
@@ -100,46 +116,46 @@ start() {
   flags+=(${extra[@]+"${extra[@]}"})
   local some_running=0
   for id in $(known_ids); do running "$id" && some_running=1; done
-  if [ $some_running = 1 ] && [ -f data/server.flags ]; then
+  if [ $some_running = 1 ] && [ -f "$DATA/server.flags" ]; then
     # A replica that rejoins must speak the cluster's protocol with the cluster's settings.
-    mapfile -t flags < data/server.flags
+    mapfile -t flags < "$DATA/server.flags"
     echo "cluster already running; restarting missing replicas with its flags: ${flags[*]}"
   else
-    printf '%s\n' "${flags[@]}" > data/server.flags
+    printf '%s\n' "${flags[@]}" > "$DATA/server.flags"
   fi
   local recorded_protocol
-  recorded_protocol=$(cat data/protocol 2>/dev/null || true)
+  recorded_protocol=$(cat "$DATA/protocol" 2>/dev/null || true)
   local flag_protocol
-  flag_protocol=$(awk 'prev == "--protocol" { print; exit } { prev = $0 }' data/server.flags)
+  flag_protocol=$(awk 'prev == "--protocol" { print; exit } { prev = $0 }' "$DATA/server.flags")
   if [ -n "$recorded_protocol" ] && [ "$recorded_protocol" != "$flag_protocol" ]; then
-    echo "data/ holds a $recorded_protocol cluster; run './run_servers.sh stop' and remove data/ to start $flag_protocol" >&2
+    echo "$DATA holds a $recorded_protocol cluster; run './run_servers.sh stop' and remove $DATA to start $flag_protocol" >&2
     exit 2
   fi
-  echo "$flag_protocol" > data/protocol
+  echo "$flag_protocol" > "$DATA/protocol"
   for id in $(seq "$n"); do
     if running "$id"; then
       echo "replica $id already running (pid $(pid_of "$id"))"
       continue
     fi
-    mkdir -p "data/$id"
+    mkdir -p "$DATA/$id"
     local replica_flags=()
     for flag in "${flags[@]}"; do
-      if [ "$flag" = --trace ]; then replica_flags+=(--trace "logs/trace-$id.jsonl"); else replica_flags+=("$flag"); fi
+      if [ "$flag" = --trace ]; then replica_flags+=(--trace "$LOGS/trace-$id.jsonl"); else replica_flags+=("$flag"); fi
     done
-    nohup "$SERVER" --id "$id" --replicas "$addrs" --data-dir "data/$id" --log-level "$LOG_LEVEL" \
-      "${replica_flags[@]}" >> "logs/server-$id.log" 2>&1 &
-    echo $! > "data/$id/server.pid"
-    echo "started replica $id on 127.0.0.1:$((BASE_PORT + id - 1)) (pid $!), log logs/server-$id.log"
+    nohup "$SERVER" --id "$id" --replicas "$addrs" --data-dir "$DATA/$id" --log-level "$LOG_LEVEL" \
+      "${replica_flags[@]}" >> "$LOGS/server-$id.log" 2>&1 &
+    echo $! > "$DATA/$id/server.pid"
+    echo "started replica $id on 127.0.0.1:$((BASE_PORT + id - 1)) (pid $!), log $LOGS/server-$id.log"
   done
   for id in $(seq "$n"); do
     local port=$((BASE_PORT + id - 1))
     for _ in $(seq 100); do
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-      running "$id" || { echo "replica $id exited; see logs/server-$id.log:" >&2; tail -5 "logs/server-$id.log" >&2; exit 1; }
+      running "$id" || { echo "replica $id exited; see $LOGS/server-$id.log:" >&2; tail -5 "$LOGS/server-$id.log" >&2; exit 1; }
       sleep 0.1
     done
   done
-  echo "cluster of $n $flag_protocol replicas up at $addrs ($(tr '\n' ' ' < data/server.flags| sed 's/ $//'))"
+  echo "cluster of $n $flag_protocol replicas up at $addrs ($(tr '\n' ' ' < "$DATA/server.flags" | sed 's/ $//'))"
 }
 
 case "${1:-}" in
