@@ -66,6 +66,7 @@ struct SimReplica {
 /// Outcomes seen so far, per transaction, to check atomicity.
 #[derive(Default)]
 struct Outcomes {
+    /// COMMIT decisions (aborts are presumed, not logged).
     decided: BTreeMap<TxnId, bool>,
     committed_at: BTreeMap<TxnId, BTreeSet<NodeId>>,
     aborted_at: BTreeMap<TxnId, BTreeSet<NodeId>>,
@@ -109,7 +110,7 @@ pub fn run(seed: u64, config: &TwoPcSimConfig) -> Result<TwoPcSimStats, String> 
         )
     })?;
     let committed = world.outcomes.decided.values().filter(|c| **c).count();
-    Ok(TwoPcSimStats { committed, aborted: world.outcomes.decided.len() - committed })
+    Ok(TwoPcSimStats { committed, aborted: world.outcomes.aborted_at.len() })
 }
 
 impl World {

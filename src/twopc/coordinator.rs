@@ -2,7 +2,8 @@
 //! to vote, decides COMMIT only if all vote YES in time, writes the decision
 //! durably, then sends it until every participant acknowledges. After a crash
 //! it reloads undelivered decisions and sends them again; a transaction it has
-//! no decision for was never committed (presumed abort).
+//! no decision for was never committed (presumed abort), so aborts are
+//! neither logged nor acknowledged.
 
 use super::messages::*;
 use crate::kv::{Command, Reply, RequestError, RequestId};
@@ -273,10 +274,6 @@ impl Coordinator {
     fn decide(&mut self, txn: TxnId, commit: bool, reason: Option<String>, out: &mut CoordinatorOutbox) {
         let t = self.transactions.get_mut(&txn).expect("deciding a known transaction");
         assert!(t.decision.is_none(), "txn {txn} decided twice");
-        t.decision = Some(commit);
-        t.command = None;
-        t.sent_at = self.now;
-        out.records.push(CoordinatorRecord::Decided { txn, commit });
         match &reason {
             None => info!("COMMIT txn={txn} key={}: every replica voted YES", t.key),
             Some(why) => warn!("ABORT txn={txn} key={}: {why}", t.key),
@@ -285,10 +282,25 @@ impl Coordinator {
             t.answered = true;
             out.replies.push((request, Reply::Rejected(RequestError::Aborted { reason: why })));
         }
+        if !commit {
+            // Presumed abort: an abort is neither logged nor acknowledged. A
+            // participant that voted YES and missed it asks again, and an
+            // unknown transaction is answered ABORT; so a replica that stays
+            // down costs nothing here.
+            self.transactions.remove(&txn);
+            if self.config.stall != Some(StallPoint::AfterDecision) {
+                self.send_decision(txn, false, out);
+            }
+            return;
+        }
+        t.decision = Some(true);
+        t.command = None;
+        t.sent_at = self.now;
+        out.records.push(CoordinatorRecord::Decided { txn, commit: true });
         if self.config.stall == Some(StallPoint::AfterDecision) {
             return;
         }
-        self.send_decision(txn, commit, out);
+        self.send_decision(txn, true, out);
     }
 
     fn send_decision(&self, txn: TxnId, commit: bool, out: &mut CoordinatorOutbox) {
@@ -365,9 +377,13 @@ mod tests {
         for _ in 0..5 {
             c.on_tick(&mut out);
         }
-        assert_eq!(out.records, vec![CoordinatorRecord::Decided { txn, commit: false }]);
+        assert!(out.records.is_empty(), "presumed abort: an abort is not logged");
+        assert_eq!(decisions(&out), vec![(1, false), (2, false), (3, false)]);
         let Reply::Rejected(RequestError::Aborted { reason }) = &out.replies[0].1 else { panic!() };
         assert!(reason.contains("replica(s) 3 did not vote"), "{reason}");
+        assert_eq!(c.transactions_in_progress(), 0, "a silent replica must not pin the transaction");
+        // Its late YES is answered from the presumption.
+        assert_eq!(decisions(&vote(&mut c, 3, txn, true)), vec![(3, false)]);
     }
 
     #[test]
