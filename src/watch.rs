@@ -58,7 +58,24 @@ impl WatchModel {
     /// Folds in one poll taken at `now`; `clock` labels the events it finds.
     pub fn update(&mut self, poll: Poll, now: Instant, clock: &str) {
         let mut found = Vec::new();
-        if !self.latest.is_empty() {
+        if self.latest.is_empty() {
+            // The first poll: report what is already wrong.
+            for (i, (_, status)) in poll.iter().enumerate() {
+                let name = format!("s{}", i + 1);
+                match status {
+                    Err(e) => found.push(format!("{name} DOWN: {e}")),
+                    Ok(NodeStatus::Paxos(p)) if !p.acceptor_online => found.push(format!("{name} acceptor OFFLINE")),
+                    Ok(NodeStatus::TwoPc(t)) if !t.participant_online => {
+                        found.push(format!("{name} participant OFFLINE"))
+                    }
+                    Ok(NodeStatus::TwoPc(t)) if t.prepared_count > 0 => {
+                        let keys: Vec<&str> = t.prepared.iter().map(|(_, k)| k.as_str()).collect();
+                        found.push(format!("{name} BLOCKED: voted YES, waiting for a decision on {keys:?}"));
+                    }
+                    _ => {}
+                }
+            }
+        } else {
             for (i, ((_, before), (_, after))) in self.latest.iter().zip(&poll).enumerate() {
                 let name = format!("s{}", i + 1);
                 match (before, after) {
@@ -345,6 +362,10 @@ mod tests {
         model.update(vec![(addr, paxos(1, true, true, 0)), (addr, paxos(2, false, true, 0))], start, "t0");
         assert_eq!(model.events.len(), 1, "{:?}", model.events);
         assert!(model.events[0].contains("s1 leads"));
+        let mut late = WatchModel::default();
+        late.update(vec![(addr, Err("refused".into())), (addr, paxos(2, true, false, 0))], start, "t0");
+        assert!(late.events.iter().any(|e| e.contains("s1 DOWN")), "{:?}", late.events);
+        assert!(late.events.iter().any(|e| e.contains("s2 acceptor OFFLINE")), "{:?}", late.events);
         model.update(
             vec![(addr, Err("refused".into())), (addr, paxos(2, false, false, 100))],
             start + Duration::from_secs(1),
