@@ -6,6 +6,7 @@
 //! in a seeded deterministic simulation; [`client`] is the remote stub.
 
 pub mod bench;
+pub mod cli;
 pub mod client;
 pub mod compare;
 pub mod config;

@@ -1,0 +1,290 @@
+//! What the client binary does for each command, so that the binary stays a
+//! thin layer of flags: the prompt and pipe loops, one-shot commands, the demo,
+//! `inspect`, `compare` and `timeline`.
+
+use crate::client::{self, Client, ClientOptions};
+use crate::compare;
+use crate::config::Protocol;
+use crate::kv::Reply;
+use crate::prompt::{self, Outcome, PromptCommand};
+use crate::timeline;
+use std::io::BufRead;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Exit codes for scripts: 0 done, 1 key not found, 2 error.
+pub const EXIT_NOT_FOUND: u8 = 1;
+pub const EXIT_ERROR: u8 = 2;
+
+pub fn run_timeline(
+    selection: &timeline::Selection,
+    traces: &std::path::Path,
+    out: Option<std::path::PathBuf>,
+) -> ExitCode {
+    let round = match timeline::load_traces(traces).and_then(|t| timeline::select(&t, selection)) {
+        Ok(round) => round,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let out = out.unwrap_or_else(|| {
+        let name = match selection {
+            timeline::Selection::Slot(slot) => format!("slot-{slot}"),
+            timeline::Selection::Txn(txn) => format!("txn-{}", txn.replace(':', "-")),
+        };
+        std::path::PathBuf::from("reports").join(format!("timeline-{name}.html"))
+    });
+    let written =
+        out.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&out, round.render_html()));
+    print!("{}", round.render_text());
+    match written {
+        Ok(()) => {
+            println!("wrote {}", out.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: cannot write {}: {e}", out.display());
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+pub fn run_compare(options: &compare::CompareOptions, out: &std::path::Path) -> ExitCode {
+    use indicatif::{ProgressBar, ProgressStyle};
+    let protocols = [Protocol::Paxos, Protocol::TwoPc];
+    println!(
+        "compare: {} replicas, {} clients, {} s per level, levels {:?}% downtime (mean failure {} ms), seed {}",
+        options.replicas,
+        options.clients,
+        options.duration_per_level.as_secs(),
+        options.levels_percent,
+        options.mean_downtime_ms,
+        options.seed
+    );
+    let progress = ProgressBar::new((protocols.len() * options.levels_percent.len()) as u64);
+    progress.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    progress.enable_steady_tick(Duration::from_millis(200));
+    let mut results = Vec::new();
+    for protocol in protocols {
+        for &level in &options.levels_percent {
+            progress.set_message(format!("{protocol} at {level}% downtime"));
+            match compare::run_level(options, protocol, level) {
+                Ok(result) => results.push(result),
+                Err(e) => {
+                    progress.abandon();
+                    eprintln!("error: {protocol} at {level}%: {e:#}");
+                    return ExitCode::from(EXIT_ERROR);
+                }
+            }
+            progress.inc(1);
+        }
+    }
+    progress.finish_and_clear();
+    print!("{}", compare::table(&results));
+    let stem = format!(
+        "compare-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    );
+    match compare::write_reports(&results, out, &stem) {
+        Ok((csv, svg)) => {
+            println!("wrote {} and {}", csv.display(), svg.display());
+            let lost: u64 = results.iter().map(|r| r.writes_lost).sum();
+            if lost > 0 {
+                eprintln!("error: {lost} acknowledged write(s) missing at a replica that is up");
+                return ExitCode::from(EXIT_ERROR);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+pub fn one_shot(client: &mut Client, command: PromptCommand) -> ExitCode {
+    match prompt::execute(client, &command) {
+        Outcome::Done(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Outcome::NotFound(_) => {
+            let key = match &command {
+                PromptCommand::Get { key } | PromptCommand::Delete { key } => key.as_str(),
+                _ => "",
+            };
+            eprintln!("not found: {key}");
+            ExitCode::from(EXIT_NOT_FOUND)
+        }
+        Outcome::Failed(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// Runs one parsed line; returns false on QUIT. Prints exactly one line per
+/// command (STATUS prints one per replica) so scripts can pair them up.
+fn run_line(client: &mut Client, options: &ClientOptions, line: &str, interactive: bool) -> bool {
+    match prompt::parse(line) {
+        Ok(None) => {}
+        Ok(Some(PromptCommand::Quit)) => return false,
+        Ok(Some(PromptCommand::Help)) => {
+            if interactive {
+                println!("{}", prompt::HELP);
+            } else {
+                println!("{}", prompt::USAGE);
+            }
+        }
+        Ok(Some(PromptCommand::Status)) => {
+            let lines = prompt::status_lines(&client::status_all(client.replicas(), options.timeout));
+            if interactive {
+                lines.iter().for_each(|l| println!("{l}"));
+            } else {
+                println!(
+                    "{}",
+                    lines[1..]
+                        .iter()
+                        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                        .collect::<Vec<_>>()
+                        .join(" | ")
+                );
+            }
+        }
+        Ok(Some(command)) => match prompt::execute(client, &command) {
+            Outcome::Done(line) | Outcome::NotFound(line) => println!("{line}"),
+            Outcome::Failed(e) => println!("ERROR: {e}"),
+        },
+        Err(usage) => println!("ERROR: {usage}"),
+    }
+    true
+}
+
+pub fn piped(client: &mut Client, options: &ClientOptions) -> ExitCode {
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        if !run_line(client, options, &line, false) {
+            break;
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn interactive(client: &mut Client, options: &ClientOptions) -> ExitCode {
+    let mut editor = match rustyline::DefaultEditor::new() {
+        Ok(editor) => editor,
+        Err(e) => {
+            eprintln!("error: cannot open the line editor: {e}");
+            return piped(client, options);
+        }
+    };
+    let history = std::env::var_os("HOME").map(|home| std::path::Path::new(&home).join(".paxos_kv_history"));
+    if let Some(path) = &history {
+        let _ = editor.load_history(path);
+    }
+    println!("paxos-kv: connected to {} replicas. Type HELP for commands, QUIT to leave.", client.replicas().len());
+    loop {
+        match editor.readline("paxos-kv> ") {
+            Ok(line) => {
+                if !line.trim().is_empty() {
+                    let _ = editor.add_history_entry(line.as_str());
+                }
+                if !run_line(client, options, &line, true) {
+                    break;
+                }
+            }
+            Err(rustyline::error::ReadlineError::Interrupted) => continue,
+            Err(_) => break,
+        }
+    }
+    if let Some(path) = &history {
+        let _ = editor.save_history(path);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Prints every replica's copy of each key; exits 1 if two replicas that
+/// answered disagree on a key.
+pub fn inspect(servers: &[SocketAddr], keys: &[String], timeout: Duration) -> ExitCode {
+    let mut disagreements = 0;
+    for key in keys {
+        let copies: Vec<String> = servers
+            .iter()
+            .map(|addr| match client::local_get(*addr, key, timeout) {
+                Ok(Reply::Value(Some(value))) => value,
+                Ok(Reply::Value(None)) => prompt::NOT_FOUND.to_string(),
+                Ok(Reply::Rejected(e)) => format!("[{e}]"),
+                Ok(other) => format!("[{other:?}]"),
+                Err(e) => format!("[down: {e}]"),
+            })
+            .collect();
+        let answered: std::collections::BTreeSet<&String> = copies.iter().filter(|c| !c.starts_with('[')).collect();
+        if answered.len() > 1 {
+            disagreements += 1;
+        }
+        let shown: Vec<String> = copies.iter().enumerate().map(|(i, c)| format!("s{}={c}", i + 1)).collect();
+        println!("{key}: {}{}", shown.join("  "), if answered.len() > 1 { "  DISAGREE" } else { "" });
+    }
+    if disagreements > 0 {
+        ExitCode::from(EXIT_NOT_FOUND)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn demo(client: &mut Client) -> ExitCode {
+    let mut failures = 0;
+    let mut show = |label: String, result: Result<String, String>| match result {
+        Ok(text) => println!("{label:<28} -> {text}"),
+        Err(e) => {
+            failures += 1;
+            println!("{label:<28} -> ERROR: {e}");
+        }
+    };
+    println!("-- pre-populating 10 keys");
+    for i in 0..10 {
+        show(
+            format!("PUT seed-{i} value-{i}"),
+            client.put(&format!("seed-{i}"), &format!("value-{i}")).map(|()| "OK".into()).map_err(|e| e.to_string()),
+        );
+    }
+    let pairs = [("apple", "red"), ("banana", "yellow"), ("cherry", "dark red"), ("grape", "green"), ("kiwi", "brown")];
+    println!("-- five PUTs");
+    for (key, value) in pairs {
+        show(format!("PUT {key} {value}"), client.put(key, value).map(|()| "OK".into()).map_err(|e| e.to_string()));
+    }
+    println!("-- five GETs");
+    for (key, _) in pairs {
+        show(
+            format!("GET {key}"),
+            client.get(key).map(|v| v.unwrap_or_else(|| prompt::NOT_FOUND.into())).map_err(|e| e.to_string()),
+        );
+    }
+    println!("-- five DELETEs");
+    for (key, _) in pairs {
+        show(
+            format!("DELETE {key}"),
+            client
+                .delete(key)
+                .map(|existed| if existed { "DELETED".into() } else { prompt::NOT_FOUND.into() })
+                .map_err(|e| e.to_string()),
+        );
+    }
+    println!("-- GETs after DELETE");
+    for (key, _) in pairs.iter().take(2) {
+        show(
+            format!("GET {key}"),
+            client.get(key).map(|v| v.unwrap_or_else(|| prompt::NOT_FOUND.into())).map_err(|e| e.to_string()),
+        );
+    }
+    if failures > 0 {
+        ExitCode::from(EXIT_ERROR)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
