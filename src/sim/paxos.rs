@@ -203,6 +203,7 @@ impl World {
         let mut proposer_config = ProposerConfig::for_cluster(cluster.clone());
         proposer_config.window_slots = 8;
         proposer_config.batch_commands_max = 3;
+        proposer_config.batch_commands_min = 2;
         let mut learner_config = LearnerConfig::for_cluster(cluster.clone());
         learner_config.report_applied = true;
         learner_config.snapshot_interval_slots = config.snapshot_interval_slots;
