@@ -84,66 +84,85 @@ pub fn execute(client: &mut Client, command: &PromptCommand) -> Outcome {
     result.unwrap_or_else(Outcome::Failed)
 }
 
-/// A header, then one line per replica, for either protocol.
-pub fn status_lines(statuses: &[(SocketAddr, Result<NodeStatus, String>)]) -> Vec<String> {
-    let twopc = statuses.iter().any(|(_, s)| matches!(s, Ok(NodeStatus::TwoPc(_))));
-    let mut lines = vec![if twopc {
-        format!(
-            "{:<8} {:<16} {:<5} {:<12} {:>11} {:>6}  {}",
-            "replica", "address", "up", "participant", "coordinating", "keys", "blocked (voted YES, no decision)"
-        )
+pub const PAXOS_STATUS_COLUMNS: [&str; 12] = [
+    "replica",
+    "address",
+    "state",
+    "acceptor",
+    "role",
+    "ballot",
+    "leader",
+    "promised",
+    "decided",
+    "applied",
+    "in flight",
+    "keys",
+];
+pub const TWOPC_STATUS_COLUMNS: [&str; 8] =
+    ["replica", "address", "state", "participant", "coordinating", "committed", "keys", "blocked on"];
+
+/// The column names for a poll: 2PC columns if any replica runs 2PC.
+pub fn status_columns(statuses: &[(SocketAddr, Result<NodeStatus, String>)]) -> &'static [&'static str] {
+    if statuses.iter().any(|(_, s)| matches!(s, Ok(NodeStatus::TwoPc(_)))) {
+        &TWOPC_STATUS_COLUMNS
     } else {
-        format!(
-            "{:<8} {:<16} {:<5} {:<9} {:<10} {:<7} {:<6} {:<8} {:>8} {:>8} {:>6}",
-            "replica",
-            "address",
-            "up",
-            "acceptor",
-            "role",
-            "ballot",
-            "leader",
-            "promised",
-            "decided",
-            "applied",
-            "keys"
-        )
-    }];
-    for (index, (addr, status)) in statuses.iter().enumerate() {
-        let name = format!("s{}", index + 1);
-        lines.push(match status {
-            Err(e) => format!("{name:<8} {addr:<16} {:<5} ({e})", "DOWN"),
-            Ok(NodeStatus::Paxos(s)) => format!(
-                "{name:<8} {addr:<16} {:<5} {:<9} {:<10} {:<7} {:<6} {:<8} {:>8} {:>8} {:>6}",
-                "up",
-                if s.acceptor_online { "online" } else { "OFFLINE" },
-                match s.proposer.mode {
-                    ProposerMode::Leading => "LEADER",
-                    ProposerMode::Preparing => "candidate",
-                    ProposerMode::Follower => "follower",
-                },
-                s.proposer.ballot.to_string(),
-                s.proposer.leader.map_or("?".to_string(), |l| format!("s{l}")),
-                s.promised.to_string(),
-                s.decided_through.map_or("-".to_string(), |d| d.to_string()),
-                s.learner_next_slot.checked_sub(1).map_or("-".to_string(), |a| a.to_string()),
-                s.keys,
-            ),
-            Ok(NodeStatus::TwoPc(s)) => {
-                let blocked = if s.prepared_count == 0 {
-                    "-".to_string()
-                } else {
-                    let shown: Vec<String> = s.prepared.iter().map(|(txn, key)| format!("{key}@{txn}")).collect();
-                    format!("{} locked: {}", s.prepared_count, shown.join(" "))
-                };
-                format!(
-                    "{name:<8} {addr:<16} {:<5} {:<12} {:>11} {:>6}  {blocked}",
-                    "up",
-                    if s.participant_online { "online" } else { "OFFLINE" },
-                    s.coordinating,
-                    s.keys,
-                )
+        &PAXOS_STATUS_COLUMNS
+    }
+}
+
+/// One replica's cells, under `status_columns`; shared by STATUS and `watch`.
+pub fn status_cells(index: usize, addr: &SocketAddr, status: &Result<NodeStatus, String>) -> Vec<String> {
+    let mut cells = vec![format!("s{}", index + 1), addr.to_string()];
+    match status {
+        Err(_) => cells.push("DOWN".into()),
+        Ok(NodeStatus::Paxos(s)) => cells.extend([
+            "up".into(),
+            if s.acceptor_online { "online" } else { "OFFLINE" }.into(),
+            match s.proposer.mode {
+                ProposerMode::Leading => "LEADER",
+                ProposerMode::Preparing => "candidate",
+                ProposerMode::Follower => "follower",
             }
-        });
+            .into(),
+            s.proposer.ballot.to_string(),
+            s.proposer.leader.map_or("?".into(), |l| format!("s{l}")),
+            s.promised.to_string(),
+            s.decided_through.map_or("-".into(), |d| d.to_string()),
+            s.learner_next_slot.checked_sub(1).map_or("-".into(), |a| a.to_string()),
+            s.proposer.slots_in_flight.to_string(),
+            s.keys.to_string(),
+        ]),
+        Ok(NodeStatus::TwoPc(s)) => {
+            let blocked: Vec<String> = s.prepared.iter().map(|(txn, key)| format!("{key}@{txn}")).collect();
+            cells.extend([
+                "up".into(),
+                if s.participant_online { "online" } else { "OFFLINE" }.into(),
+                s.coordinating.to_string(),
+                s.committed.to_string(),
+                s.keys.to_string(),
+                if blocked.is_empty() { "-".into() } else { blocked.join(" ") },
+            ])
+        }
+    }
+    cells
+}
+
+/// A header, then one line per replica, for either protocol; a down replica's
+/// line ends with the reason.
+pub fn status_lines(statuses: &[(SocketAddr, Result<NodeStatus, String>)]) -> Vec<String> {
+    let columns = status_columns(statuses);
+    let widths: Vec<usize> = columns.iter().map(|c| if *c == "address" { 16 } else { c.len().max(9) }).collect();
+    let line = |cells: &[String]| -> String {
+        let padded: Vec<String> = cells.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        padded.join(" ").trim_end().to_string()
+    };
+    let mut lines = vec![line(&columns.iter().map(|c| c.to_string()).collect::<Vec<_>>())];
+    for (index, (addr, status)) in statuses.iter().enumerate() {
+        let mut cells = status_cells(index, addr, status);
+        if let Err(e) = status {
+            cells.push(format!("({e})"));
+        }
+        lines.push(line(&cells));
     }
     lines
 }

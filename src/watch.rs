@@ -6,6 +6,7 @@
 use crate::client;
 use crate::node::NodeStatus;
 use crate::paxos::proposer::ProposerMode;
+use crate::prompt;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Direction, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -132,86 +133,26 @@ impl WatchModel {
         self.latest = poll;
     }
 
-    fn rows(&self) -> (Vec<&'static str>, Vec<Row<'static>>) {
-        let twopc = self.latest.iter().any(|(_, s)| matches!(s, Ok(NodeStatus::TwoPc(_))));
-        let header = if twopc {
-            vec!["replica", "address", "state", "participant", "coordinating", "committed", "keys", "blocked on"]
-        } else {
-            vec![
-                "replica",
-                "address",
-                "state",
-                "acceptor",
-                "role",
-                "ballot",
-                "leader",
-                "promised",
-                "decided",
-                "applied",
-                "in flight",
-                "keys",
-            ]
-        };
+    fn rows(&self) -> (&'static [&'static str], Vec<Row<'static>>) {
         let red = Style::default().fg(Color::Red).add_modifier(Modifier::BOLD);
         let green = Style::default().fg(Color::Green).add_modifier(Modifier::BOLD);
+        let yellow = Style::default().fg(Color::Yellow);
         let rows = self
             .latest
             .iter()
             .enumerate()
             .map(|(i, (addr, status))| {
-                let name = format!("s{}", i + 1);
+                let row = Row::new(prompt::status_cells(i, addr, status));
                 match status {
-                    Err(_) => Row::new(vec![name, addr.to_string(), "DOWN".into()]).style(red),
-                    Ok(NodeStatus::Paxos(s)) => {
-                        let leading = s.proposer.mode == ProposerMode::Leading;
-                        let row = Row::new(vec![
-                            name,
-                            addr.to_string(),
-                            "up".into(),
-                            if s.acceptor_online { "online".into() } else { "OFFLINE".into() },
-                            match s.proposer.mode {
-                                ProposerMode::Leading => "LEADER".into(),
-                                ProposerMode::Preparing => "candidate".into(),
-                                ProposerMode::Follower => "follower".into(),
-                            },
-                            s.proposer.ballot.to_string(),
-                            s.proposer.leader.map_or("?".into(), |l| format!("s{l}")),
-                            s.promised.to_string(),
-                            s.decided_through.map_or("-".into(), |d| d.to_string()),
-                            s.learner_next_slot.checked_sub(1).map_or("-".into(), |a| a.to_string()),
-                            s.proposer.slots_in_flight.to_string(),
-                            s.keys.to_string(),
-                        ]);
-                        if !s.acceptor_online {
-                            row.style(Style::default().fg(Color::Yellow))
-                        } else if leading {
-                            row.style(green)
-                        } else {
-                            row
-                        }
-                    }
-                    Ok(NodeStatus::TwoPc(s)) => {
-                        let blocked: Vec<String> = s.prepared.iter().map(|(txn, key)| format!("{key}@{txn}")).collect();
-                        let row = Row::new(vec![
-                            name,
-                            addr.to_string(),
-                            "up".into(),
-                            if s.participant_online { "online".into() } else { "OFFLINE".into() },
-                            s.coordinating.to_string(),
-                            s.committed.to_string(),
-                            s.keys.to_string(),
-                            if blocked.is_empty() { "-".into() } else { blocked.join(" ") },
-                        ]);
-                        if !s.participant_online || !blocked.is_empty() {
-                            row.style(Style::default().fg(Color::Yellow))
-                        } else {
-                            row
-                        }
-                    }
+                    Err(_) => row.style(red),
+                    Ok(NodeStatus::Paxos(s)) if !s.acceptor_online => row.style(yellow),
+                    Ok(NodeStatus::Paxos(s)) if s.proposer.mode == ProposerMode::Leading => row.style(green),
+                    Ok(NodeStatus::TwoPc(s)) if !s.participant_online || s.prepared_count > 0 => row.style(yellow),
+                    Ok(_) => row,
                 }
             })
             .collect();
-        (header, rows)
+        (prompt::status_columns(&self.latest), rows)
     }
 
     fn recent(&self) -> (String, Vec<String>) {
@@ -240,7 +181,7 @@ impl WatchModel {
             .map(|(i, _)| if i == 1 { Constraint::Length(16) } else { Constraint::Min(6) })
             .collect();
         let table = Table::new(rows, widths)
-            .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+            .header(Row::new(header.to_vec()).style(Style::default().add_modifier(Modifier::BOLD)))
             .block(Block::default().borders(Borders::ALL).title(title.to_string()));
         frame.render_widget(table, areas[0]);
 
