@@ -6,6 +6,9 @@
 #                                                          replicas already running are left alone,
 #                                                          and replicas restarted while others run
 #                                                          get the flags the cluster started with
+#   ./run_servers.sh rejoin ID...                           restart replicas that lost or damaged their data
+#                                                          directory: they set the remains aside, catch up
+#                                                          and vote again only once it is safe (--rejoin)
 #   ./run_servers.sh stop [ID...]                           stop those replicas (default: all)
 #   ./run_servers.sh status                                 list replicas and whether they run
 #
@@ -14,7 +17,10 @@
 # with --failures: FAIL_MTBF_MS (default 10000), FAIL_DOWNTIME_MS (default 2000),
 # FAIL_SEED (default 1), FAIL_MODE (durable or amnesia; default durable).
 # --trace records every protocol message in logs/trace-<id>.jsonl (see `client timeline`).
-# Data lives in data/<id>, logs in logs/server-<id>.log, pids in data/<id>/server.pid
+# Data lives in data/<id>, logs in logs/server-<id>.log, pids in data/<id>/server.pid;
+# data/cluster.id names the cluster (written into every data file), and once the
+# first start is complete data/cluster.state says "existing": from then on a replica
+# with an empty data directory is refused until it is started with `rejoin`.
 # (PAXOS_KV_DATA and PAXOS_KV_LOGS move data/ and logs/ elsewhere).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -85,14 +91,26 @@ status() {
   return 0
 }
 
+# The cluster's id, created with the cluster.
+cluster_id() {
+  if [ ! -s "$DATA/cluster.id" ]; then
+    od -An -N8 -tx8 /dev/urandom | tr -d ' \n' > "$DATA/cluster.id"
+  fi
+  cat "$DATA/cluster.id"
+}
+
+# "new" until every replica of the first start has come up, "existing" after.
+cluster_state() { cat "$DATA/cluster.state" 2>/dev/null || echo new; }
+
 start() {
-  local n=5 failures=0 trace=0 protocol=paxos extra=()
+  local n=5 failures=0 trace=0 protocol=paxos extra=() rejoin=()
   while [ $# -gt 0 ]; do
     case "$1" in
       --failures) failures=1 ;;
       --trace) trace=1 ;;
       --protocol) shift; protocol=${1:?--protocol needs paxos or 2pc} ;;
       --protocol=*) protocol=${1#--protocol=} ;;
+      --rejoin) shift; rejoin=("$@"); break ;;
       --) shift; extra=("$@"); break ;;
       [0-9]*) n=$1 ;;
       *) echo "unknown argument '$1'; see the top of $0" >&2; exit 2 ;;
@@ -116,7 +134,7 @@ start() {
   flags+=(${extra[@]+"${extra[@]}"})
   local some_running=0
   for id in $(known_ids); do running "$id" && some_running=1; done
-  if [ $some_running = 1 ] && [ -f "$DATA/server.flags" ]; then
+  if { [ $some_running = 1 ] || [ ${#rejoin[@]} -gt 0 ]; } && [ -f "$DATA/server.flags" ]; then
     # A replica that rejoins must speak the cluster's protocol with the cluster's settings.
     mapfile -t flags < "$DATA/server.flags"
     echo "cluster already running; restarting missing replicas with its flags: ${flags[*]}"
@@ -132,18 +150,25 @@ start() {
     exit 2
   fi
   echo "$flag_protocol" > "$DATA/protocol"
+  if [ ${#rejoin[@]} -gt 0 ] && [ ! -f "$DATA/server.flags" ]; then
+    echo "no cluster was started from $DATA; nothing to rejoin" >&2
+    exit 2
+  fi
+  local id_flags=(--cluster-id "$(cluster_id)" --cluster-state "$(cluster_state)")
   for id in $(seq "$n"); do
     if running "$id"; then
       echo "replica $id already running (pid $(pid_of "$id"))"
       continue
     fi
+    local rejoin_flag=()
+    for r in ${rejoin[@]+"${rejoin[@]}"}; do [ "$r" = "$id" ] && rejoin_flag=(--rejoin); done
     mkdir -p "$DATA/$id"
     local replica_flags=()
     for flag in "${flags[@]}"; do
       if [ "$flag" = --trace ]; then replica_flags+=(--trace "$LOGS/trace-$id.jsonl"); else replica_flags+=("$flag"); fi
     done
     nohup "$SERVER" --id "$id" --replicas "$addrs" --data-dir "$DATA/$id" --log-level "$LOG_LEVEL" \
-      "${replica_flags[@]}" >> "$LOGS/server-$id.log" 2>&1 &
+      "${id_flags[@]}" ${rejoin_flag[@]+"${rejoin_flag[@]}"} "${replica_flags[@]}" >> "$LOGS/server-$id.log" 2>&1 &
     echo $! > "$DATA/$id/server.pid"
     echo "started replica $id on 127.0.0.1:$((BASE_PORT + id - 1)) (pid $!), log $LOGS/server-$id.log"
   done
@@ -151,15 +176,24 @@ start() {
     local port=$((BASE_PORT + id - 1))
     for _ in $(seq 100); do
       (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-      running "$id" || { echo "replica $id exited; see $LOGS/server-$id.log:" >&2; tail -5 "$LOGS/server-$id.log" >&2; exit 1; }
+      running "$id" || { echo "replica $id exited; see $LOGS/server-$id.log:" >&2; tail -3 "$LOGS/server-$id.log" >&2; exit 1; }
       sleep 0.1
     done
   done
+  # Every replica now has its identity: an empty data directory from here on
+  # is a lost one, not a new one.
+  echo existing > "$DATA/cluster.state"
   echo "cluster of $n $flag_protocol replicas up at $addrs ($(tr '\n' ' ' < "$DATA/server.flags" | sed 's/ $//'))"
 }
 
 case "${1:-}" in
   stop) shift; stop "$@" ;;
+  rejoin)
+    shift
+    [ $# -gt 0 ] || { echo "usage: $0 rejoin ID..." >&2; exit 2; }
+    n=$(tr ',' '\n' < "$DATA/servers" 2>/dev/null | wc -l)
+    [ "$n" -gt 0 ] || { echo "no cluster was started from $DATA; nothing to rejoin" >&2; exit 2; }
+    start "$n" --rejoin "$@" ;;
   status) status ;;
   *) start "$@" ;;
 esac

@@ -88,6 +88,8 @@ impl LocalCluster {
             let mut command = Command::new(&options.server_binary);
             command
                 .args(["--id", &id.to_string(), "--replicas", &replicas, "--protocol", &protocol.to_string()])
+                // A fresh directory per run: each is the first start of a new cluster.
+                .args(["--cluster-state", "new"])
                 .arg("--data-dir")
                 .arg(cluster.dir.join(id.to_string()))
                 .args(["--request-timeout-ms", "1500"]);

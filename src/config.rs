@@ -1,6 +1,8 @@
 //! Server configuration, validated once at start. Names carry their units.
 
 use crate::paxos::NodeId;
+use crate::storage::frames::RECORD_BYTES_MAX;
+use crate::storage::{ClusterState, Identity};
 use anyhow::{bail, ensure, Result};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -48,6 +50,13 @@ pub struct FailureConfig {
 #[derive(Clone, Debug)]
 pub struct ServerConfig {
     pub id: NodeId,
+    /// Written into every data file, so that files of another cluster are refused.
+    pub cluster_id: u64,
+    /// Whether an empty data directory may start as a voter (a new cluster).
+    pub cluster_state: ClusterState,
+    /// Start from an empty data directory after losing the old one, without
+    /// voting until rebuilt.
+    pub rejoin: bool,
     pub protocol: Protocol,
     /// Every replica's address, replica `i` at index `i - 1`.
     pub replicas: Vec<SocketAddr>,
@@ -102,6 +111,15 @@ impl ServerConfig {
             self.key_bytes_max + self.value_bytes_max + 1024 <= self.frame_bytes_max,
             "--key-bytes-max plus --value-bytes-max must fit in --frame-bytes-max with 1 KiB to spare"
         );
+        ensure!(
+            self.frame_bytes_max <= RECORD_BYTES_MAX,
+            "--frame-bytes-max above {RECORD_BYTES_MAX} would let a log record grow past what replay accepts"
+        );
+        ensure!(
+            !(self.rejoin && self.protocol == Protocol::TwoPc),
+            "--rejoin is for Paxos replicas: a 2PC participant that lost its disk cannot rebuild \
+             (every replica holds its own decisions; that is the baseline's weakness)"
+        );
         ensure!(self.snapshot_interval_slots >= 1, "--snapshot-interval-slots must be at least 1");
         ensure!(self.window_slots >= 1, "--window-slots must be at least 1");
         if let Some(mtbf) = self.failure.mtbf_ms {
@@ -109,6 +127,20 @@ impl ServerConfig {
             ensure!(self.failure.downtime_ms >= 1, "--fail-downtime-ms must be at least 1");
         }
         Ok(())
+    }
+
+    pub fn identity(&self) -> Identity {
+        Identity { cluster_id: self.cluster_id, replica_id: self.id }
+    }
+
+    /// A cluster id for clusters started without `--cluster-id`: derived from
+    /// the replica list, so every replica of one list agrees on it.
+    pub fn cluster_id_of(replicas: &[SocketAddr]) -> u64 {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in replicas.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",").bytes() {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+        }
+        hash
     }
 
     pub fn cluster(&self) -> Vec<NodeId> {

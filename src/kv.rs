@@ -127,7 +127,7 @@ pub enum Reply {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-struct Session {
+pub struct Session {
     seq: u64,
     reply: Reply,
     /// Order of last use, to evict the idlest session when the table is full.
@@ -140,6 +140,14 @@ pub struct KvStore {
     data: BTreeMap<String, String>,
     sessions: BTreeMap<u64, Session>,
     applied_commands: u64,
+}
+
+/// Part of a store, for writing it in bounded pieces: a snapshot or compacted
+/// state is a sequence of chunks, none larger than a reader accepts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreChunk {
+    Data(Vec<(String, String)>),
+    Sessions(Vec<(u64, Session)>),
 }
 
 /// Beyond this many clients the idlest session is forgotten; a retry from it
@@ -188,6 +196,52 @@ impl KvStore {
         }
     }
 
+    /// The store as chunks of about `bytes_max` bytes each (one entry larger
+    /// than that makes a chunk of its own).
+    pub fn chunks(&self, bytes_max: usize) -> Vec<StoreChunk> {
+        let mut chunks = Vec::new();
+        let mut data = Vec::new();
+        let mut bytes = 0;
+        for (key, value) in &self.data {
+            if !data.is_empty() && bytes + key.len() + value.len() + 16 > bytes_max {
+                chunks.push(StoreChunk::Data(std::mem::take(&mut data)));
+                bytes = 0;
+            }
+            bytes += key.len() + value.len() + 16;
+            data.push((key.clone(), value.clone()));
+        }
+        if !data.is_empty() {
+            chunks.push(StoreChunk::Data(data));
+        }
+        let mut sessions = Vec::new();
+        bytes = 0;
+        for (client, session) in &self.sessions {
+            let size = 48 + reply_bytes(&session.reply);
+            if !sessions.is_empty() && bytes + size > bytes_max {
+                chunks.push(StoreChunk::Sessions(std::mem::take(&mut sessions)));
+                bytes = 0;
+            }
+            bytes += size;
+            sessions.push((*client, session.clone()));
+        }
+        if !sessions.is_empty() {
+            chunks.push(StoreChunk::Sessions(sessions));
+        }
+        chunks
+    }
+
+    /// Adds one chunk written by [`KvStore::chunks`].
+    pub fn restore_chunk(&mut self, chunk: StoreChunk) {
+        match chunk {
+            StoreChunk::Data(entries) => self.data.extend(entries),
+            StoreChunk::Sessions(sessions) => self.sessions.extend(sessions),
+        }
+    }
+
+    pub fn set_applied_commands(&mut self, applied_commands: u64) {
+        self.applied_commands = applied_commands;
+    }
+
     /// Commands applied through `apply` (retries answered from the session table included).
     pub fn applied_commands(&self) -> u64 {
         self.applied_commands
@@ -203,6 +257,14 @@ impl KvStore {
 
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
+    }
+}
+
+fn reply_bytes(reply: &Reply) -> usize {
+    match reply {
+        Reply::Value(Some(value)) => value.len(),
+        Reply::Rejected(error) => error.to_string().len(),
+        _ => 0,
     }
 }
 

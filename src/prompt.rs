@@ -117,7 +117,14 @@ pub fn status_cells(index: usize, addr: &SocketAddr, status: &Result<NodeStatus,
         Err(_) => cells.push("DOWN".into()),
         Ok(NodeStatus::Paxos(s)) => cells.extend([
             "up".into(),
-            if s.acceptor_online { "online" } else { "OFFLINE" }.into(),
+            if s.rebuilding {
+                "REBUILDING"
+            } else if s.acceptor_online {
+                "online"
+            } else {
+                "OFFLINE"
+            }
+            .into(),
             match s.proposer.mode {
                 ProposerMode::Leading => "LEADER",
                 ProposerMode::Preparing => "candidate",

@@ -273,6 +273,7 @@ mod tests {
         Ok(NodeStatus::Paxos(PaxosStatus {
             node_id: id,
             acceptor_online: online,
+            rebuilding: false,
             promised: Ballot::new(1, 1),
             accepted_slots: 0,
             log_start: 0,

@@ -1,5 +1,6 @@
 //! Deterministic simulation of sans-IO replicas (see `paxos_kv::sim`).
 
+use paxos_kv::sim::paxos::DiskFaultCounts;
 use paxos_kv::sim::{self, twopc, SimConfig};
 
 fn env_u64(name: &str) -> Option<u64> {
@@ -31,22 +32,50 @@ fn five_replicas_keep_agreement_under_loss_duplication_delay_and_crashes() {
 /// "won't have the same state") break agreement; the checker must see it.
 #[test]
 fn amnesiac_acceptors_break_agreement_within_a_bounded_number_of_seeds() {
-    let mut config = SimConfig::new(3);
-    config.amnesia = true;
-    config.crash_per_10k_ticks = 200;
-    config.downtime_ticks_max = 40;
+    let config = SimConfig::profile("amnesia", 3).unwrap();
     let found = (0..300).find_map(|seed| sim::run(seed, &config).err());
     let violation = found.expect("300 seeds with amnesiac acceptors and no violation: the checks are too weak");
     assert!(violation.contains("chosen two ways") || violation.contains("applied"), "{violation}");
     println!("amnesia found: {violation}");
 }
 
-/// Replays one seed (0 by default): PAXOS_SIM_SEED=N [PAXOS_SIM_REPLICAS=5] [PAXOS_SIM_AMNESIA=true].
+/// Whole replicas crash and their disks fail as real disks do: torn final
+/// appends, lost un-synced writes, failing syncs (the replica stops), flipped
+/// bits in a stopped replica's log or snapshot (it must refuse to start, not
+/// forget), lost data directories (refused without `--rejoin`, rebuilt with
+/// it). Agreement must hold throughout, every fault path must be reached.
+#[test]
+fn agreement_holds_under_disk_faults_and_every_fault_path_is_reached() {
+    let mut reached = DiskFaultCounts::default();
+    for (replicas, seeds) in [(3, 0..150), (5, 20_000..20_100)] {
+        let config = SimConfig::profile("disk", replicas).unwrap();
+        for seed in seeds {
+            let stats = sim::run(seed, &config).unwrap_or_else(|violation| panic!("{violation}"));
+            reached.add(&stats.disk);
+        }
+    }
+    println!("disk fault paths reached: {reached:?}");
+    assert!(reached.unreached().is_empty(), "never reached: {:?} ({reached:?})", reached.unreached());
+}
+
+/// A failure's message names its replay command, and the replay reproduces it.
+#[test]
+fn a_failing_seed_replays_from_its_printed_command() {
+    let config = SimConfig::profile("amnesia", 3).unwrap();
+    let (seed, violation) = (0..300).find_map(|seed| sim::run(seed, &config).err().map(|v| (seed, v))).unwrap();
+    assert!(violation.contains(&format!("PAXOS_SIM_SEED={seed} PAXOS_SIM_REPLICAS=3 PAXOS_SIM_PROFILE=amnesia")));
+    let replayed = SimConfig::profile("amnesia", 3).unwrap();
+    assert_eq!(sim::run(seed, &replayed).err(), Some(violation), "the replay must reproduce the failure exactly");
+}
+
+/// Replays one seed (0 by default):
+/// PAXOS_SIM_SEED=N [PAXOS_SIM_REPLICAS=5] [PAXOS_SIM_PROFILE=default|amnesia|disk].
 #[test]
 fn replay_seed() {
     let seed = env_u64("PAXOS_SIM_SEED").unwrap_or(0);
-    let mut config = SimConfig::new(env_u64("PAXOS_SIM_REPLICAS").unwrap_or(3) as usize);
-    config.amnesia = std::env::var("PAXOS_SIM_AMNESIA").is_ok_and(|v| v == "true");
+    let replicas = env_u64("PAXOS_SIM_REPLICAS").unwrap_or(3) as usize;
+    let profile = std::env::var("PAXOS_SIM_PROFILE").unwrap_or_else(|_| "default".into());
+    let config = SimConfig::profile(&profile, replicas).unwrap_or_else(|| panic!("unknown profile {profile}"));
     match sim::run(seed, &config) {
         Ok(stats) => println!("seed {seed}: ok {stats:?}"),
         Err(violation) => panic!("{violation}"),

@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use paxos_kv::config::{FailMode, FailureConfig, Protocol, ServerConfig};
+use paxos_kv::storage::{ClusterState, Damage, EXIT_STORAGE};
 use paxos_kv::twopc::coordinator::StallPoint;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,6 +17,17 @@ struct Args {
     /// This replica's id, 1-based: its address is the id-th of --replicas.
     #[arg(long)]
     id: u32,
+    /// The cluster's id (hex), written into every data file; default: derived from --replicas.
+    #[arg(long, value_parser = parse_hex)]
+    cluster_id: Option<u64>,
+    /// new: the first start of a new cluster, an empty data directory becomes a voter.
+    /// existing: an empty or unmarked data directory is refused (use --rejoin).
+    #[arg(long, value_enum, default_value_t = ClusterState::Existing)]
+    cluster_state: ClusterState,
+    /// This replica lost its data directory: set any remains aside, start empty,
+    /// and catch up without voting until it is safe to vote (Paxos only).
+    #[arg(long)]
+    rejoin: bool,
     /// paxos (majority, fault-tolerant) or 2pc (every replica, the baseline).
     #[arg(long, value_enum, default_value_t = Protocol::Paxos)]
     protocol: Protocol,
@@ -83,11 +95,18 @@ struct Args {
     log_level: log::LevelFilter,
 }
 
+fn parse_hex(text: &str) -> Result<u64, String> {
+    u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(|e| format!("not a hex cluster id: {e}"))
+}
+
 fn main() -> Result<()> {
     let args = Args::parse();
     paxos_kv::logging::init(args.log_level);
     let config = ServerConfig {
         id: args.id,
+        cluster_id: args.cluster_id.unwrap_or_else(|| ServerConfig::cluster_id_of(&args.replicas)),
+        cluster_state: args.cluster_state,
+        rejoin: args.rejoin,
         protocol: args.protocol,
         stall_coordinator: args.stall_coordinator,
         trace: args.trace,
@@ -112,5 +131,12 @@ fn main() -> Result<()> {
             failures_max: args.fail_max,
         },
     };
-    paxos_kv::node::serve(config)
+    match paxos_kv::node::serve(config) {
+        Err(error) if error.downcast_ref::<Damage>().is_some() => {
+            log::error!("REFUSING TO START: {error:#}");
+            eprintln!("REFUSING TO START: {error:#}");
+            std::process::exit(EXIT_STORAGE)
+        }
+        other => other,
+    }
 }

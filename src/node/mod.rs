@@ -67,10 +67,10 @@ const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// calling thread; returns only if the listener fails.
 pub fn serve(config: ServerConfig) -> Result<()> {
     config.validate()?;
+    stop_on_panic();
     let listen = config.address_of(config.id);
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    info!(
+    let banner = format!(
         "replica {} of {} ({}) listening on {listen}; data in {}",
         config.id,
         config.replicas.len(),
@@ -78,9 +78,28 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         config.data_dir.display()
     );
     match config.protocol {
-        Protocol::Paxos => accept_loop(listener, paxos::start(config)?),
-        Protocol::TwoPc => accept_loop(listener, twopc::start(config)?),
+        Protocol::Paxos => {
+            let replica = paxos::start(config)?;
+            info!("{banner}");
+            accept_loop(listener, replica)
+        }
+        Protocol::TwoPc => {
+            let replica = twopc::start(config)?;
+            info!("{banner}");
+            accept_loop(listener, replica)
+        }
     }
+}
+
+/// A panic is a broken invariant (TigerBeetle's assertions): a replica with
+/// one role thread dead must not go on answering with the others.
+fn stop_on_panic() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        error!("FATAL {info}; stopping this replica");
+        default_hook(info);
+        std::process::exit(70);
+    }));
 }
 
 /// What the runtime needs to know of a protocol's envelope.
@@ -349,17 +368,21 @@ fn validate(config: &ServerConfig, command: &Command) -> Result<(), RequestError
 }
 
 /// Requests waiting for their reply, sharded to keep each lock short. The
-/// connection thread that submitted a request waits on its cell.
+/// connection thread that submitted a request waits on its cell. A retry of
+/// a request still in progress waits beside the first attempt: both get the
+/// reply, and each attempt removes only its own cell.
 pub(crate) struct Pending {
-    shards: Vec<Mutex<HashMap<RequestId, Arc<ReplyCell<Reply>>>>>,
+    shards: Vec<Mutex<Waiters>>,
 }
+
+type Waiters = HashMap<RequestId, Vec<Arc<ReplyCell<Reply>>>>;
 
 impl Pending {
     pub(crate) fn new() -> Self {
         Pending { shards: (0..32).map(|_| Mutex::new(HashMap::new())).collect() }
     }
 
-    fn shard(&self, id: RequestId) -> &Mutex<HashMap<RequestId, Arc<ReplyCell<Reply>>>> {
+    fn shard(&self, id: RequestId) -> &Mutex<Waiters> {
         &self.shards[(id.0 ^ id.1) as usize % self.shards.len()]
     }
 
@@ -367,21 +390,27 @@ impl Pending {
     /// the reply until `timeout`.
     pub(crate) fn call(&self, id: RequestId, timeout: Duration, submit: impl FnOnce() -> bool) -> Reply {
         let cell = Arc::new(ReplyCell::default());
-        self.shard(id).lock().unwrap().insert(id, cell.clone());
+        self.shard(id).lock().unwrap().entry(id).or_default().push(cell.clone());
         let reply = if submit() {
             cell.wait(timeout).unwrap_or(Reply::Rejected(RequestError::Timeout))
         } else {
             Reply::Rejected(RequestError::Overloaded)
         };
-        self.shard(id).lock().unwrap().remove(&id);
+        let mut shard = self.shard(id).lock().unwrap();
+        if let Some(waiters) = shard.get_mut(&id) {
+            waiters.retain(|waiting| !Arc::ptr_eq(waiting, &cell));
+            if waiters.is_empty() {
+                shard.remove(&id);
+            }
+        }
         reply
     }
 
-    /// Hands the reply to the connection waiting for `id`, if one waits here.
+    /// Hands the reply to every connection waiting for `id` here.
     pub(crate) fn complete(&self, id: RequestId, reply: Reply) {
-        let cell = self.shard(id).lock().unwrap().remove(&id);
-        if let Some(cell) = cell {
-            cell.set(reply);
+        let waiters = self.shard(id).lock().unwrap().remove(&id);
+        for cell in waiters.into_iter().flatten() {
+            cell.set(reply.clone());
         }
     }
 }
@@ -439,5 +468,32 @@ fn log_restart(mode: FailMode, role: &str) {
     match mode {
         FailMode::Amnesia => warn!("RESTART {role} with EMPTY state (amnesia mode: unsafe by design)"),
         FailMode::Durable => info!("RESTART {role} from durable state"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_waiting_beside_its_first_attempt_gets_the_reply_after_the_first_times_out() {
+        let pending = Arc::new(Pending::new());
+        let id = (7, 1);
+        let first = {
+            let pending = pending.clone();
+            thread::spawn(move || pending.call(id, Duration::from_millis(100), || true))
+        };
+        let retry = {
+            let pending = pending.clone();
+            thread::spawn(move || pending.call(id, Duration::from_secs(20), || true))
+        };
+        assert_eq!(first.join().unwrap(), Reply::Rejected(RequestError::Timeout));
+        // The first attempt's timeout must not have unregistered the retry.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !retry.is_finished() && Instant::now() < deadline {
+            pending.complete(id, Reply::Stored);
+            thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(retry.join().unwrap(), Reply::Stored);
     }
 }

@@ -5,12 +5,12 @@ use super::{push_control, run_role, spawn_named, NodeStatus, Plumbing, Replica, 
 use crate::config::{FailMode, ServerConfig};
 use crate::kv::{Command, Reply, RequestId};
 use crate::mailbox::Mailbox;
-use crate::paxos::acceptor::{Acceptor, AcceptorOutbox};
+use crate::paxos::acceptor::{Acceptor, AcceptorOutbox, AcceptorRecord, AcceptorState};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::messages::Snapshot;
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus};
 use crate::paxos::{Ballot, Envelope, Message, NodeId, Role, Slot};
-use crate::storage::{self, AcceptorStorage, DiskLog};
+use crate::storage::{self, fail_stop, AcceptorLog, Disk, FsDisk, Identity};
 use anyhow::Result;
 use log::{debug, error, info, warn};
 use rand::rngs::StdRng;
@@ -24,6 +24,8 @@ use std::time::Duration;
 pub struct PaxosStatus {
     pub node_id: NodeId,
     pub acceptor_online: bool,
+    /// Rejoined after losing its disk: catching up, not voting yet.
+    pub rebuilding: bool,
     pub promised: Ballot,
     pub accepted_slots: usize,
     pub log_start: Slot,
@@ -45,6 +47,8 @@ pub enum ProposerInput {
     LearnerProgress(Slot),
     /// The local acceptor promised this ballot to another replica's proposer.
     CandidateSeen(Ballot),
+    /// The local acceptor finished rebuilding; nothing it saw was above this ballot.
+    Rebuilt(Ballot),
 }
 
 pub enum LearnerInput {
@@ -60,6 +64,8 @@ pub enum AcceptorInput {
     Message(Envelope),
     /// A durable snapshot holds every slot below this one.
     Truncate(Slot),
+    /// The local learner applied every slot below this one (ends a rebuild).
+    LearnerProgress(Slot),
     /// From the failure thread: go offline, drop every message.
     Crash,
     /// From the failure thread: come back, from durable state only.
@@ -72,6 +78,8 @@ pub(crate) struct PaxosReplica {
     acceptor_inbox: Arc<Mailbox<AcceptorInput>>,
     learner_inbox: Arc<Mailbox<LearnerInput>>,
     status: Mutex<PaxosStatus>,
+    disk: Arc<dyn Disk>,
+    identity: Identity,
     /// The newest snapshot waiting for the snapshot writer thread.
     snapshot_to_write: (Mutex<Option<Snapshot>>, Condvar),
 }
@@ -146,6 +154,7 @@ impl RoleThread for ProposerThread {
             ProposerInput::Client(command) => self.core.on_client_command(command, &mut self.out),
             ProposerInput::LearnerProgress(next_slot) => self.core.on_learner_progress(next_slot),
             ProposerInput::CandidateSeen(ballot) => self.core.on_candidate_seen(ballot),
+            ProposerInput::Rebuilt(ballot) => self.core.set_may_lead(true, ballot),
         }
     }
 
@@ -156,17 +165,13 @@ impl RoleThread for ProposerThread {
     fn finish_batch(&mut self) {
         self.core.flush(&mut self.out);
         let out = std::mem::take(&mut self.out);
-        let mut may_send = true;
         if let Some(ballot) = out.persist_ballot {
-            if let Err(e) = storage::save_ballot(&self.shared.plumbing.config.data_dir, ballot) {
-                // Without a durable ballot a restart could reuse it: stay silent.
-                error!("cannot persist ballot {ballot}: {e:#}; not sending this round");
-                may_send = false;
+            // Without a durable ballot a restart could reuse it.
+            if let Err(e) = storage::save_ballot(&*self.shared.disk, self.shared.identity, ballot) {
+                fail_stop(&format!("cannot persist proposer ballot {ballot}"), &e);
             }
         }
-        if may_send {
-            out.messages.into_iter().for_each(|e| self.shared.route(e));
-        }
+        out.messages.into_iter().for_each(|e| self.shared.route(e));
         for (id, reply) in out.replies {
             self.shared.plumbing.pending.complete(id, reply);
         }
@@ -176,7 +181,7 @@ impl RoleThread for ProposerThread {
 
 struct AcceptorThread {
     core: Acceptor,
-    storage: DiskLog,
+    storage: AcceptorLog,
     online: bool,
     failures: u64,
     out: AcceptorOutbox,
@@ -196,18 +201,24 @@ const RECENT_DECISIONS: usize = 6;
 /// Compact the acceptor log once it is this much larger than its live state.
 const COMPACT_BYTES_MIN: u64 = 8 << 20;
 
+fn acceptor_core(config: &ServerConfig, state: AcceptorState) -> Acceptor {
+    // Silent for longer than any candidate's phase 1 can last (the longest
+    // election timeout, twice), so a promise it forgot has expired.
+    let quiet_ticks = 2 * 2 * ProposerConfig::for_cluster(config.cluster()).election_timeout_ticks;
+    Acceptor::new(config.id, state, promise_bytes_max(config)).with_rebuild_quiet_ticks(quiet_ticks)
+}
+
 impl AcceptorThread {
+    /// After a simulated failure: back from what the disk holds, nothing else.
     fn reload(&mut self) {
-        let id = self.shared.id();
-        let state = match self.storage.load() {
-            Ok(state) => state,
-            Err(e) => {
-                error!("cannot reload acceptor state: {e:#}; staying offline");
-                self.online = false;
-                return;
+        let shared = &self.shared;
+        match AcceptorLog::open_acceptor(shared.disk.clone(), shared.identity) {
+            Ok((log, state, _)) => {
+                self.storage = log;
+                self.core = acceptor_core(&shared.plumbing.config, state);
             }
-        };
-        self.core = Acceptor::new(id, state, promise_bytes_max(&self.shared.plumbing.config));
+            Err(e) => fail_stop("cannot reload the acceptor log", &e),
+        }
     }
 }
 
@@ -223,6 +234,7 @@ impl RoleThread for AcceptorThread {
                 self.truncated = true;
             }
             AcceptorInput::Truncate(_) => {}
+            AcceptorInput::LearnerProgress(next_slot) => self.core.on_learner_progress(next_slot, &mut self.out),
             AcceptorInput::Crash => {
                 if self.online {
                     self.online = false;
@@ -235,8 +247,8 @@ impl RoleThread for AcceptorThread {
                 if !self.online {
                     self.shared.plumbing.record_failure("acceptor", true, self.failures);
                     if self.shared.plumbing.config.failure.mode == FailMode::Amnesia {
-                        if let Err(e) = self.storage.wipe() {
-                            error!("cannot wipe acceptor log: {e:#}");
+                        if let Err(e) = self.storage.rewrite(std::iter::empty()) {
+                            fail_stop("cannot wipe the acceptor log (amnesia mode)", &e);
                         }
                     }
                     self.online = true;
@@ -246,15 +258,21 @@ impl RoleThread for AcceptorThread {
         }
     }
 
-    fn tick(&mut self) {}
+    fn tick(&mut self) {
+        if self.online {
+            self.core.on_tick(&mut self.out);
+        }
+    }
 
     fn finish_batch(&mut self) {
         let out = std::mem::take(&mut self.out);
+        // Nothing may leave that is not durable, and a failed sync is never
+        // retried: the page cache may already call the lost pages clean.
         if let Err(e) = self.storage.append(&out.records) {
-            // Nothing may leave that is not durable; memory must match disk.
-            error!("acceptor log write failed: {e:#}; dropping {} replies", out.messages.len());
-            self.reload();
-            return;
+            fail_stop("acceptor log write failed", &e);
+        }
+        if out.records.contains(&AcceptorRecord::RebuildFinished) {
+            let _ = self.shared.proposer_inbox.push(ProposerInput::Rebuilt(self.core.ballot_seen()));
         }
         // Every promise to another candidate (each chunk of a long phase 1
         // too) tells the local proposer to hold off its own election.
@@ -268,12 +286,13 @@ impl RoleThread for AcceptorThread {
         out.messages.into_iter().for_each(|e| self.shared.route(e));
         if std::mem::take(&mut self.truncated) && self.storage.bytes() > COMPACT_BYTES_MIN {
             if let Err(e) = self.storage.compact(self.core.state()) {
-                error!("acceptor log compaction failed: {e:#}");
+                fail_stop("acceptor log compaction failed", &e);
             }
         }
         let state = self.core.state();
         let mut status = self.shared.status.lock().unwrap();
         status.acceptor_online = self.online;
+        status.rebuilding = state.rebuilding;
         status.promised = state.promised;
         status.accepted_slots = state.accepted.len();
         status.log_start = state.log_start;
@@ -307,6 +326,11 @@ impl RoleThread for LearnerThread {
 
     fn finish_batch(&mut self) {
         let out = std::mem::take(&mut self.out);
+        if let Some(violation) = &out.violation {
+            // An invariant of Paxos is broken: applying on would spread it.
+            error!("FATAL {violation}: stopping this replica");
+            std::process::exit(70);
+        }
         for (id, reply) in out.replies {
             self.shared.plumbing.pending.complete(id, reply);
         }
@@ -322,6 +346,7 @@ impl RoleThread for LearnerThread {
         if next_slot != self.reported_next_slot {
             self.reported_next_slot = next_slot;
             let _ = self.shared.proposer_inbox.push(ProposerInput::LearnerProgress(next_slot));
+            let _ = self.shared.acceptor_inbox.push(AcceptorInput::LearnerProgress(next_slot));
         }
         let mut status = self.shared.status.lock().unwrap();
         status.learner_next_slot = next_slot;
@@ -341,14 +366,14 @@ fn write_snapshots(replica: &PaxosReplica) -> ! {
             let mut waiting = ready.wait_while(lock.lock().unwrap(), |s| s.is_none()).unwrap();
             waiting.take().expect("woken with a snapshot")
         };
-        match storage::save_snapshot(&replica.plumbing.config.data_dir, &snapshot) {
+        match storage::save_snapshot(&*replica.disk, replica.identity, &snapshot) {
             Ok(()) => {
                 info!("snapshot written at slot {} ({} keys)", snapshot.next_slot, snapshot.store.len());
                 if replica.acceptor_inbox.push(AcceptorInput::Truncate(snapshot.next_slot)).is_err() {
                     warn!("acceptor queue full; it keeps slots below {} until the next snapshot", snapshot.next_slot);
                 }
             }
-            Err(e) => error!("cannot write snapshot: {e:#}"),
+            Err(e) => fail_stop("cannot write a snapshot", &e),
         }
     }
 }
@@ -356,13 +381,15 @@ fn write_snapshots(replica: &PaxosReplica) -> ! {
 /// Recovers durable state and starts the role, link and failure threads.
 pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     let id = config.id;
-    let data_dir = config.data_dir.clone();
+    let identity = config.identity();
+    let disk: Arc<dyn Disk> = Arc::new(FsDisk::open(&config.data_dir)?);
 
-    let mut acceptor_log = DiskLog::open(&data_dir)?;
-    let acceptor_state = acceptor_log.load()?;
-    let last_ballot = storage::load_ballot(&data_dir)?;
-    let snapshot = storage::load_snapshot(&data_dir)?;
-    info!("last ballot {last_ballot}; snapshot at slot {}", snapshot.next_slot);
+    let storage::PaxosFiles { opened, acceptor_log, acceptor_state, last_ballot, snapshot, .. } =
+        storage::open_paxos(disk.clone(), identity, config.cluster_state, config.rejoin)?;
+    info!("{identity} ({opened:?}): last ballot {last_ballot}; snapshot at slot {}", snapshot.next_slot);
+    if acceptor_state.rebuilding {
+        warn!("REBUILDING: this replica lost its state; it catches up without voting or leading until it is safe");
+    }
 
     let proposer_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
     let acceptor_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
@@ -379,6 +406,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     let initial_status = PaxosStatus {
         node_id: id,
         acceptor_online: true,
+        rebuilding: acceptor_state.rebuilding,
         promised: acceptor_state.promised,
         accepted_slots: acceptor_state.accepted.len(),
         log_start: acceptor_state.log_start,
@@ -405,18 +433,23 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         acceptor_inbox: acceptor_inbox.clone(),
         learner_inbox: learner_inbox.clone(),
         status: Mutex::new(initial_status),
+        disk,
+        identity,
         snapshot_to_write: Default::default(),
     });
     let tick = Duration::from_millis(config.tick_ms);
 
     let mut proposer_core =
         Proposer::new(id, proposer_config, last_ballot, StdRng::seed_from_u64(config.seed ^ u64::from(id)));
+    if acceptor_state.rebuilding {
+        proposer_core.set_may_lead(false, Ballot::ZERO);
+    }
     // Slots below the snapshot are decided: the first election starts after them.
     proposer_core.on_learner_progress(snapshot.next_slot);
     let proposer = ProposerThread { core: proposer_core, out: Default::default(), shared: shared.clone() };
     spawn_named(format!("s{id}/proposer"), move || run_role(proposer, proposer_inbox, tick))?;
     let acceptor = AcceptorThread {
-        core: Acceptor::new(id, acceptor_state, promise_bytes_max(&config)),
+        core: acceptor_core(&config, acceptor_state),
         storage: acceptor_log,
         online: true,
         failures: 0,

@@ -8,20 +8,19 @@ use crate::config::{FailMode, ServerConfig};
 use crate::kv::{Command, Op, Reply, RequestError, RequestId};
 use crate::mailbox::Mailbox;
 use crate::paxos::NodeId;
-use crate::storage::RecordLog;
+use crate::storage::frames::FileKind;
+use crate::storage::{self, fail_stop, Disk, FsDisk, Identity, RecordLog, COORDINATOR_LOG, PARTICIPANT_LOG};
 use crate::twopc::coordinator::{
     Coordinator, CoordinatorConfig, CoordinatorOutbox, CoordinatorRecord, CoordinatorState,
 };
 use crate::twopc::participant::{Locked, Participant, ParticipantOutbox, ParticipantRecord, ParticipantState};
 use crate::twopc::TxEnvelope;
 use anyhow::Result;
-use log::{error, info, warn};
+use log::{info, warn};
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const PARTICIPANT_LOG: &str = "participant.log";
-const COORDINATOR_LOG: &str = "coordinator.log";
 /// Rewrite a log as its live state once it grows past this.
 const COMPACT_BYTES_MIN: u64 = 64 << 20;
 /// Decisions listed in a status answer.
@@ -65,6 +64,8 @@ pub(crate) struct TwoPcReplica {
     coordinator_inbox: Arc<Mailbox<CoordinatorInput>>,
     participant_inbox: Arc<Mailbox<ParticipantInput>>,
     status: Mutex<TwoPcStatus>,
+    disk: Arc<dyn Disk>,
+    identity: Identity,
 }
 
 impl TwoPcReplica {
@@ -145,10 +146,10 @@ impl RoleThread for CoordinatorThread {
 
     fn finish_batch(&mut self) {
         let out = std::mem::take(&mut self.out);
+        // A decision that is not durable must never be sent, and the state in
+        // memory already holds it: the only safe way on is to stop.
         if let Err(e) = self.log.append(&out.records) {
-            // A decision that is not durable must not be sent.
-            error!("coordinator log write failed: {e:#}; holding {} messages back", out.messages.len());
-            return;
+            fail_stop("coordinator log write failed", &e);
         }
         out.records.iter().for_each(|r| self.state.apply(r));
         out.messages.into_iter().for_each(|e| self.replica.route(e));
@@ -156,8 +157,8 @@ impl RoleThread for CoordinatorThread {
             self.replica.plumbing.pending.complete(id, reply);
         }
         if self.log.bytes() > COMPACT_BYTES_MIN {
-            if let Err(e) = self.log.rewrite(&self.state.to_records()) {
-                error!("coordinator log compaction failed: {e:#}");
+            if let Err(e) = self.log.rewrite(self.state.to_records()) {
+                fail_stop("coordinator log compaction failed", &e);
             }
         }
         self.replica.status.lock().unwrap().coordinating = self.core.transactions_in_progress();
@@ -179,10 +180,8 @@ const PARTICIPANT_RETRY_TICKS: u64 = 50;
 
 impl ParticipantThread {
     fn reload(&mut self) -> Result<()> {
-        let mut state = ParticipantState::default();
-        let records = self.log.replay(|record| {
-            state.apply(&record);
-        })?;
+        let (log, state, records) = open_participant_log(self.replica.disk.clone(), self.replica.identity)?;
+        self.log = log;
         info!(
             "recovered participant: {} keys, {} prepared transaction(s) ({records} records)",
             state.store.len(),
@@ -225,13 +224,13 @@ impl RoleThread for ParticipantThread {
                 if !self.online {
                     self.replica.plumbing.record_failure("participant", true, self.failures);
                     if self.replica.plumbing.config.failure.mode == FailMode::Amnesia {
-                        if let Err(e) = self.log.wipe() {
-                            error!("cannot wipe participant log: {e:#}");
+                        if let Err(e) = self.log.rewrite(std::iter::empty()) {
+                            fail_stop("cannot wipe the participant log (amnesia mode)", &e);
                         }
                     }
                     match self.reload() {
                         Ok(()) => self.online = true,
-                        Err(e) => error!("cannot reload participant state: {e:#}; staying offline"),
+                        Err(e) => fail_stop("cannot reload the participant log", &e),
                     }
                 }
             }
@@ -247,12 +246,7 @@ impl RoleThread for ParticipantThread {
     fn finish_batch(&mut self) {
         let out = std::mem::take(&mut self.out);
         if let Err(e) = self.log.append(&out.records) {
-            error!("participant log write failed: {e:#}; dropping {} messages and reloading", out.messages.len());
-            if let Err(e) = self.reload() {
-                error!("cannot reload participant state: {e:#}; going offline");
-                self.online = false;
-            }
-            return;
+            fail_stop("participant log write failed", &e);
         }
         let mut status = self.replica.status.lock().unwrap();
         for record in &out.records {
@@ -276,9 +270,8 @@ impl RoleThread for ParticipantThread {
             self.replica.plumbing.pending.complete(id, reply);
         }
         if self.log.bytes() > COMPACT_BYTES_MIN {
-            let restore = ParticipantRecord::Restore(Box::new(self.core.state().clone()));
-            if let Err(e) = self.log.rewrite(&[restore]) {
-                error!("participant log compaction failed: {e:#}");
+            if let Err(e) = self.log.rewrite(self.core.state().to_records(storage::CHUNK_BYTES)) {
+                fail_stop("participant log compaction failed", &e);
             }
         }
         self.publish_status();
@@ -305,22 +298,36 @@ impl ParticipantThread {
 /// Recovers both logs and starts the role, link and failure threads.
 pub(crate) fn start(config: ServerConfig) -> Result<Arc<TwoPcReplica>> {
     let id = config.id;
-    let mut coordinator_log = RecordLog::open_named(&config.data_dir, COORDINATOR_LOG)?;
+    let identity = config.identity();
+    let disk: Arc<dyn Disk> = Arc::new(FsDisk::open(&config.data_dir)?);
+    storage::open_data_dir(&*disk, identity, config.cluster_state, false, || {
+        RecordLog::<CoordinatorRecord>::create(disk.clone(), COORDINATOR_LOG, FileKind::CoordinatorLog, identity)?;
+        RecordLog::<ParticipantRecord>::create(disk.clone(), PARTICIPANT_LOG, FileKind::ParticipantLog, identity)?;
+        Ok(())
+    })?;
     let mut coordinator_state = CoordinatorState::default();
-    coordinator_log.replay(|record| coordinator_state.apply(&record))?;
-    let participant_log = RecordLog::open_named(&config.data_dir, PARTICIPANT_LOG)?;
+    let (coordinator_log, _) = RecordLog::open(
+        disk.clone(),
+        COORDINATOR_LOG,
+        FileKind::CoordinatorLog,
+        identity,
+        |record: CoordinatorRecord| coordinator_state.apply(&record),
+    )?;
+    let (participant_log, participant_state, _) = open_participant_log(disk.clone(), identity)?;
 
     let replica = Arc::new(TwoPcReplica {
         plumbing: Plumbing::start(config.clone())?,
         coordinator_inbox: Arc::new(Mailbox::new(ROLE_QUEUE_MAX)),
         participant_inbox: Arc::new(Mailbox::new(ROLE_QUEUE_MAX)),
         status: Mutex::new(TwoPcStatus { node_id: id, participant_online: true, ..Default::default() }),
+        disk,
+        identity,
     });
     let tick = Duration::from_millis(config.tick_ms);
     let ticks = |ms: u64| (ms / config.tick_ms).max(1);
 
-    let mut participant = ParticipantThread {
-        core: Participant::new(id, ParticipantState::default(), PARTICIPANT_RETRY_TICKS),
+    let participant = ParticipantThread {
+        core: Participant::new(id, participant_state, PARTICIPANT_RETRY_TICKS),
         log: participant_log,
         online: true,
         failures: 0,
@@ -328,7 +335,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<TwoPcReplica>> {
         reads: Vec::new(),
         replica: replica.clone(),
     };
-    participant.reload()?;
+    participant.publish_status();
     let inbox = replica.participant_inbox.clone();
     spawn_named(format!("s{id}/participant"), move || run_role(participant, inbox, tick))?;
 
@@ -353,4 +360,15 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<TwoPcReplica>> {
         push_control(&inbox, if offline { ParticipantInput::Crash } else { ParticipantInput::Recover })
     })?;
     Ok(replica)
+}
+
+fn open_participant_log(
+    disk: Arc<dyn Disk>,
+    identity: Identity,
+) -> Result<(RecordLog<ParticipantRecord>, ParticipantState, usize)> {
+    let mut state = ParticipantState::default();
+    let (log, replayed) = RecordLog::open(disk, PARTICIPANT_LOG, FileKind::ParticipantLog, identity, |record| {
+        state.apply(&record);
+    })?;
+    Ok((log, state, replayed.records))
 }

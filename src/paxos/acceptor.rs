@@ -21,6 +21,10 @@ pub enum AcceptorRecord {
     Truncated {
         log_start: Slot,
     },
+    /// This acceptor lost its state and rejoined (`--rejoin`): it must not
+    /// vote until `RebuildFinished` (Paxos Made Live, section 5.1).
+    RebuildStarted,
+    RebuildFinished,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,6 +32,8 @@ pub struct AcceptorState {
     pub promised: Ballot,
     pub log_start: Slot,
     pub accepted: BTreeMap<Slot, (Ballot, SlotValue)>,
+    /// Rejoined after losing its disk and not yet safe to vote.
+    pub rebuilding: bool,
 }
 
 impl AcceptorState {
@@ -47,6 +53,8 @@ impl AcceptorState {
                     self.accepted = self.accepted.split_off(log_start);
                 }
             }
+            AcceptorRecord::RebuildStarted => self.rebuilding = true,
+            AcceptorRecord::RebuildFinished => self.rebuilding = false,
         }
     }
 
@@ -59,6 +67,9 @@ impl AcceptorState {
             ballot: *ballot,
             value: value.clone(),
         }));
+        if self.rebuilding {
+            records.push(AcceptorRecord::RebuildStarted);
+        }
         records
     }
 }
@@ -70,23 +81,130 @@ pub struct AcceptorOutbox {
     pub messages: Vec<Envelope>,
 }
 
+/// How far a rejoined acceptor is towards voting again. Kept in memory only:
+/// a restart begins the wait again, which is only more cautious.
+#[derive(Debug, Default)]
+struct Rebuild {
+    ticks: u64,
+    /// Highest ballot in any Prepare, Accept or Heartbeat seen while silent.
+    ballot_seen: Ballot,
+    /// Highest slot of any Accept seen while silent.
+    slot_seen: Option<Slot>,
+    /// Set once the quiet period is over: slots from here on were proposed
+    /// after this acceptor began rebuilding.
+    horizon: Option<Slot>,
+    /// The first slot at or above `horizon` seen proposed.
+    witnessed: Option<Slot>,
+    learner_next_slot: Slot,
+}
+
 pub struct Acceptor {
     id: NodeId,
     state: AcceptorState,
     /// Cuts a Promise into chunks that fit a frame.
     promise_bytes_max: usize,
+    rebuild: Rebuild,
+    /// Ticks a rejoined acceptor stays silent before it looks for an
+    /// instance to witness: longer than any phase 1 that might still hold
+    /// a promise it forgot.
+    rebuild_quiet_ticks: u64,
 }
 
 impl Acceptor {
     pub fn new(id: NodeId, state: AcceptorState, promise_bytes_max: usize) -> Self {
-        Acceptor { id, state, promise_bytes_max }
+        Acceptor { id, state, promise_bytes_max, rebuild: Rebuild::default(), rebuild_quiet_ticks: 200 }
+    }
+
+    pub fn with_rebuild_quiet_ticks(mut self, ticks: u64) -> Self {
+        self.rebuild_quiet_ticks = ticks;
+        self
     }
 
     pub fn state(&self) -> &AcceptorState {
         &self.state
     }
 
+    /// True while rejoining: it answers no Prepare, Accept or Heartbeat.
+    pub fn is_rebuilding(&self) -> bool {
+        self.state.rebuilding
+    }
+
+    /// Begins a rebuild: this acceptor lost what it promised and accepted.
+    pub fn start_rebuild(&mut self, out: &mut AcceptorOutbox) {
+        if !self.state.rebuilding {
+            self.record(AcceptorRecord::RebuildStarted, out);
+        }
+        self.rebuild = Rebuild::default();
+    }
+
+    pub fn on_tick(&mut self, out: &mut AcceptorOutbox) {
+        if !self.state.rebuilding {
+            return;
+        }
+        self.rebuild.ticks += 1;
+        if self.rebuild.horizon.is_none() && self.rebuild.ticks >= self.rebuild_quiet_ticks {
+            let horizon = self.rebuild.slot_seen.map_or(0, |s| s + 1).max(self.rebuild.learner_next_slot);
+            info!("REBUILD quiet period over; waiting to witness an instance at slot {horizon} or later");
+            self.rebuild.horizon = Some(horizon);
+        }
+        self.maybe_finish_rebuild(out);
+    }
+
+    /// The local learner has applied every slot below `next_slot`.
+    pub fn on_learner_progress(&mut self, next_slot: Slot, out: &mut AcceptorOutbox) {
+        self.rebuild.learner_next_slot = self.rebuild.learner_next_slot.max(next_slot);
+        self.maybe_finish_rebuild(out);
+    }
+
+    /// Paxos Made Live, section 5.1: a replica that lost its disk may vote
+    /// again once it has seen a whole instance that began after it started
+    /// rebuilding decided (and has applied it): every promise it forgot
+    /// belonged to a round that has since ended. It then promises the highest
+    /// ballot it saw, so it never accepts below a round it watched.
+    fn maybe_finish_rebuild(&mut self, out: &mut AcceptorOutbox) {
+        if !self.state.rebuilding {
+            return;
+        }
+        let Some(witnessed) = self.rebuild.witnessed else { return };
+        if self.rebuild.learner_next_slot <= witnessed {
+            return;
+        }
+        let ballot = self.rebuild.ballot_seen;
+        if ballot > self.state.promised {
+            self.record(AcceptorRecord::Promised(ballot), out);
+        }
+        self.record(AcceptorRecord::RebuildFinished, out);
+        info!("REBUILD finished: slot {witnessed} was proposed and decided after rejoining; voting again, promised {ballot}");
+    }
+
+    /// The highest ballot seen, for the local proposer once the rebuild ends.
+    pub fn ballot_seen(&self) -> Ballot {
+        self.rebuild.ballot_seen.max(self.state.promised)
+    }
+
+    fn watch_while_rebuilding(&mut self, from: NodeId, msg: &Message) {
+        let (ballot, slot) = match msg {
+            Message::Prepare(prepare) => (prepare.ballot, None),
+            Message::Accept(accept) => (accept.ballot, Some(accept.slot)),
+            Message::Heartbeat(heartbeat) => (heartbeat.ballot, None),
+            _ => return,
+        };
+        debug!("REBUILDING: not answering {} from {from}", msg.kind());
+        let rebuild = &mut self.rebuild;
+        rebuild.ballot_seen = rebuild.ballot_seen.max(ballot);
+        if let Some(slot) = slot {
+            rebuild.slot_seen = rebuild.slot_seen.max(Some(slot));
+            if rebuild.witnessed.is_none() && rebuild.horizon.is_some_and(|h| slot >= h) {
+                rebuild.witnessed = Some(slot);
+            }
+        }
+    }
+
     pub fn on_message(&mut self, from: NodeId, msg: Message, out: &mut AcceptorOutbox) {
+        if self.state.rebuilding {
+            self.watch_while_rebuilding(from, &msg);
+            return;
+        }
         match msg {
             Message::Prepare(prepare) => self.on_prepare(from, prepare, out),
             Message::Accept(accept) => self.on_accept(from, accept, out),

@@ -5,7 +5,7 @@
 use super::ballot::{NodeId, Slot};
 use super::messages::*;
 use crate::kv::{KvStore, Reply, RequestId};
-use log::{debug, error, info};
+use log::{debug, error, info, warn};
 use std::collections::BTreeMap;
 
 #[derive(Clone, Debug)]
@@ -48,6 +48,8 @@ pub struct LearnerOutbox {
     /// slots below `snapshot.next_slot`.
     pub snapshot: Option<Snapshot>,
     pub applied: Vec<(Slot, SlotValue)>,
+    /// A slot learned two ways: agreement is broken, the replica must stop.
+    pub violation: Option<String>,
 }
 
 pub struct Learner {
@@ -110,18 +112,22 @@ impl Learner {
     pub fn on_message(&mut self, from: NodeId, msg: Message, out: &mut LearnerOutbox) {
         match msg {
             Message::Decide(decide) => {
-                self.learn(decide.slot, decide.value);
+                self.learn(decide.slot, decide.value, out);
                 self.apply_ready(out);
             }
             Message::CatchupRequest(request) => self.serve_catchup(from, request.next_slot, out),
             Message::CatchupReply(reply) => {
                 let before = self.next_slot;
                 if let Some(snapshot) = reply.snapshot {
+                    if snapshot.crc32() != reply.snapshot_crc32 {
+                        warn!("refusing a snapshot from {from}: its checksum does not match its contents");
+                        return;
+                    }
                     self.install(from, snapshot, out);
                 }
                 let more = !reply.entries.is_empty();
                 for (slot, value) in reply.entries {
-                    self.learn(slot, value);
+                    self.learn(slot, value, out);
                 }
                 self.apply_ready(out);
                 if more && self.next_slot > before {
@@ -133,16 +139,24 @@ impl Learner {
         }
     }
 
-    fn learn(&mut self, slot: Slot, value: SlotValue) {
-        if slot < self.next_slot || slot >= self.next_slot + self.config.buffer_slots_max {
+    fn learn(&mut self, slot: Slot, value: SlotValue, out: &mut LearnerOutbox) {
+        if slot >= self.next_slot.saturating_add(self.config.buffer_slots_max) {
             return;
         }
-        if let Some(known) = self.decided_ahead.get(&slot) {
+        let known = if slot < self.next_slot { self.retained.get(&slot) } else { self.decided_ahead.get(&slot) };
+        if let Some(known) = known {
             if *known != value {
-                // Only reachable when acceptors forget (amnesia mode): Paxos
-                // with durable acceptors never decides a slot two ways.
-                error!("AGREEMENT VIOLATED at slot {slot}: {} vs {}", known.describe(), value.describe());
+                // Only reachable when acceptors forget (amnesia mode) or a disk
+                // lies: Paxos never decides a slot two ways. Applying on would
+                // spread the damage, so the replica stops.
+                let violation =
+                    format!("AGREEMENT VIOLATED at slot {slot}: {} vs {}", known.describe(), value.describe());
+                error!("{violation}");
+                out.violation.get_or_insert(violation);
             }
+            return;
+        }
+        if slot < self.next_slot {
             return;
         }
         self.decided_ahead.insert(slot, value);
@@ -198,7 +212,10 @@ impl Learner {
         }
         let retained_from = self.retained.first_key_value().map_or(self.next_slot, |(s, _)| *s);
         let reply = if from_slot < retained_from {
-            CatchupReply { snapshot: Some(self.snapshot()), entries: Vec::new() }
+            // Served from state that was loaded through checksums or applied
+            // from decisions: never from a file that failed its checks.
+            let snapshot = self.snapshot();
+            CatchupReply { snapshot_crc32: snapshot.crc32(), snapshot: Some(snapshot), entries: Vec::new() }
         } else {
             let mut entries = Vec::new();
             let mut bytes = 0;
@@ -209,7 +226,7 @@ impl Learner {
                 bytes += value.approx_bytes();
                 entries.push((*slot, value.clone()));
             }
-            CatchupReply { snapshot: None, entries }
+            CatchupReply { snapshot: None, snapshot_crc32: 0, entries }
         };
         out.messages.push(Envelope { from: self.id, to, msg: Message::CatchupReply(reply) });
     }

@@ -124,11 +124,20 @@ pub struct Snapshot {
     pub store: KvStore,
 }
 
+impl Snapshot {
+    /// Checksum of the encoded snapshot: what a receiver verifies.
+    pub fn crc32(&self) -> u32 {
+        crc32fast::hash(&crate::wire::encode(self))
+    }
+}
+
 /// Decided entries from the requested slot on, preceded by a snapshot when the
 /// requested slots were already compacted away.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatchupReply {
     pub snapshot: Option<Snapshot>,
+    /// Checksum of the encoded snapshot, verified before it is installed.
+    pub snapshot_crc32: u32,
     pub entries: Vec<(Slot, SlotValue)>,
 }
 

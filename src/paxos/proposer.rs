@@ -15,7 +15,7 @@ use log::{debug, info, warn};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 #[derive(Clone, Debug)]
 pub struct ProposerConfig {
@@ -121,9 +121,15 @@ pub struct Proposer {
     learned_next_slot: Slot,
     state: State,
     queue: VecDeque<Command>,
+    /// Requests queued or in flight here: a retry of one of them joins it
+    /// instead of being proposed again or refused as "not applied".
+    in_progress: BTreeSet<RequestId>,
     acceptor_heard_at: BTreeMap<NodeId, u64>,
     deadline: u64,
     tick_flush: bool,
+    /// False while the local acceptor rebuilds after losing its disk: its
+    /// ballot file was lost too, so it must not run for election.
+    may_lead: bool,
 }
 
 impl Proposer {
@@ -140,9 +146,11 @@ impl Proposer {
             learned_next_slot: 0,
             state: State::Follower { leader: None },
             queue: VecDeque::new(),
+            in_progress: BTreeSet::new(),
             acceptor_heard_at: BTreeMap::new(),
             deadline: 0,
             tick_flush: false,
+            may_lead: true,
         };
         proposer.reset_deadline();
         proposer
@@ -174,6 +182,14 @@ impl Proposer {
         self.learned_next_slot = self.learned_next_slot.max(next_slot);
     }
 
+    /// Allows or forbids running for election; when allowed again, `ballot_seen`
+    /// (the highest ballot the rebuilt acceptor saw) lifts the next ballot above it.
+    pub fn set_may_lead(&mut self, may_lead: bool, ballot_seen: Ballot) {
+        self.may_lead = may_lead;
+        self.highest_seen = self.highest_seen.max(ballot_seen);
+        self.reset_deadline();
+    }
+
     /// The local acceptor promised `ballot` to another candidate. A follower
     /// then gives that candidate a full election timeout to finish phase 1
     /// (as a Raft vote resets the timer), instead of starting a duel.
@@ -189,7 +205,7 @@ impl Proposer {
         self.tick_flush = true;
         match &mut self.state {
             State::Follower { .. } => {
-                if self.now >= self.deadline {
+                if self.now >= self.deadline && self.may_lead {
                     self.start_election(out);
                 }
             }
@@ -242,17 +258,26 @@ impl Proposer {
 
     /// Admits a client command. It is proposed by the next `flush`.
     pub fn on_client_command(&mut self, command: Command, out: &mut ProposerOutbox) {
+        if self.in_progress.contains(&command.request_id()) {
+            // Its first attempt will answer; "no quorum" would claim it was not applied.
+            debug!("request {:?} is already in progress here", command.request_id());
+            return;
+        }
         let refusal = match &self.state {
             State::Leading(_) if self.reachable_acceptors() < self.quorum() => {
                 Some(RequestError::NoQuorum { reachable: self.reachable_acceptors(), needed: self.quorum() })
             }
             State::Follower { leader: Some(leader) } => Some(RequestError::NotLeader { leader: Some(*leader) }),
+            State::Follower { leader: None } if !self.may_lead => Some(RequestError::NotLeader { leader: None }),
             _ if self.queue.len() >= self.config.queue_max => Some(RequestError::Overloaded),
             _ => None,
         };
         match refusal {
             Some(error) => out.replies.push((command.request_id(), Reply::Rejected(error))),
-            None => self.queue.push_back(command),
+            None => {
+                self.in_progress.insert(command.request_id());
+                self.queue.push_back(command);
+            }
         }
     }
 
@@ -420,6 +445,11 @@ impl Proposer {
         }
         let entry = lead.in_flight.remove(&accepted.slot).expect("entry was present");
         debug!("DECIDE slot={} ballot={} value={}", accepted.slot, lead.ballot, entry.value.describe());
+        if let SlotValue::Batch(commands) = &entry.value {
+            commands.iter().for_each(|c| {
+                self.in_progress.remove(&c.request_id());
+            });
+        }
         let decide = Decide { slot: accepted.slot, value: entry.value };
         self.broadcast(Message::Decide(decide), out);
     }
@@ -452,6 +482,7 @@ impl Proposer {
         for entry in abandoned {
             if let SlotValue::Batch(commands) = entry.value {
                 for command in commands {
+                    self.in_progress.remove(&command.request_id());
                     out.replies.push((command.request_id(), Reply::Rejected(RequestError::Abandoned { leader })));
                 }
             }
@@ -465,6 +496,7 @@ impl Proposer {
             warn!("refusing {} queued command(s): {error}", self.queue.len());
         }
         for command in self.queue.drain(..) {
+            self.in_progress.remove(&command.request_id());
             out.replies.push((command.request_id(), Reply::Rejected(error.clone())));
         }
     }

@@ -1,7 +1,15 @@
 //! Deterministic simulation of a cluster of sans-IO Paxos replicas. One seed decides
 //! the whole run: message loss, duplication, delay and reordering, acceptor
-//! crashes and restarts, and the client workload. After every step the
-//! invariants below are checked; a violation names the seed that replays it.
+//! crashes and restarts, whole-replica crashes, disk faults, and the client
+//! workload. After every step the invariants below are checked; a violation
+//! names the seed and the command that replays it.
+//!
+//! Each replica keeps its files on a [`SimDisk`] and recovers through
+//! `storage::open_paxos`, the server's own code: a crash loses what was not
+//! synced, may tear the final append, a sync can fail (the replica stops), a
+//! bit can flip in a stopped replica's log or snapshot (it must refuse to
+//! start, and is then rebuilt with `--rejoin`), and a data directory can be
+//! lost (refused without `--rejoin`, rebuilt with it).
 
 use crate::kv::{Command, KvStore, Op, Reply, RequestError, RequestId};
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox, AcceptorRecord};
@@ -9,10 +17,11 @@ use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerOutbox};
 use crate::paxos::quorum::majority;
 use crate::paxos::{Ballot, Envelope, NodeId, Role, Slot, SlotValue};
-use crate::storage::{AcceptorStorage, MemoryStorage};
+use crate::storage::{self, AcceptorLog, ClusterState, Damage, Disk, Identity, SimDisk};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
 
 #[derive(Clone, Debug)]
 pub struct SimConfig {
@@ -30,6 +39,16 @@ pub struct SimConfig {
     /// Restart acceptors with empty state (unsafe; shows why acceptors must remember).
     pub amnesia: bool,
     pub snapshot_interval_slots: u64,
+    /// Chance per tick, in parts per 10,000, that an up replica crashes whole.
+    pub replica_crash_per_10k_ticks: u32,
+    /// Chance per tick, in parts per 10,000, that an up replica's next sync fails.
+    pub sync_failure_per_10k_ticks: u32,
+    /// Percent of replica crashes that also damage the disk (a flipped bit in
+    /// the log or snapshot, or a lost data directory), while at most f
+    /// replicas have lost their state at once.
+    pub disk_damage_percent: u32,
+    /// Named so that a failure's replay command rebuilds this configuration.
+    pub profile: &'static str,
 }
 
 impl SimConfig {
@@ -46,7 +65,79 @@ impl SimConfig {
             downtime_ticks_max: 150,
             amnesia: false,
             snapshot_interval_slots: 25,
+            replica_crash_per_10k_ticks: 0,
+            sync_failure_per_10k_ticks: 0,
+            disk_damage_percent: 0,
+            profile: "default",
         }
+    }
+
+    /// The configurations the tests run, by name: `default`, `amnesia`
+    /// (acceptors forget: must break), `disk` (whole-replica crashes and disk faults).
+    pub fn profile(name: &str, replicas: usize) -> Option<Self> {
+        let mut config = SimConfig::new(replicas);
+        match name {
+            "default" => {}
+            "amnesia" => {
+                config.amnesia = true;
+                config.crash_per_10k_ticks = 200;
+                config.downtime_ticks_max = 40;
+                config.profile = "amnesia";
+            }
+            "disk" => {
+                config.crash_per_10k_ticks = 10;
+                config.replica_crash_per_10k_ticks = 25;
+                config.sync_failure_per_10k_ticks = 8;
+                config.disk_damage_percent = 40;
+                config.profile = "disk";
+            }
+            _ => return None,
+        }
+        Some(config)
+    }
+}
+
+/// How often each storage fault path was reached (a test asserts every one is).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DiskFaultCounts {
+    pub replica_crashes: u64,
+    pub torn_tails_cut: u64,
+    pub unsynced_writes_lost: u64,
+    pub sync_failures_stopped: u64,
+    pub corruptions_refused: u64,
+    pub lost_dirs_refused: u64,
+    pub rejoins: u64,
+    pub rebuilds_finished: u64,
+}
+
+impl DiskFaultCounts {
+    pub fn add(&mut self, other: &DiskFaultCounts) {
+        self.replica_crashes += other.replica_crashes;
+        self.torn_tails_cut += other.torn_tails_cut;
+        self.unsynced_writes_lost += other.unsynced_writes_lost;
+        self.sync_failures_stopped += other.sync_failures_stopped;
+        self.corruptions_refused += other.corruptions_refused;
+        self.lost_dirs_refused += other.lost_dirs_refused;
+        self.rejoins += other.rejoins;
+        self.rebuilds_finished += other.rebuilds_finished;
+    }
+
+    /// The paths never reached, by name.
+    pub fn unreached(&self) -> Vec<&'static str> {
+        [
+            ("replica crash", self.replica_crashes),
+            ("torn tail cut", self.torn_tails_cut),
+            ("un-synced writes lost", self.unsynced_writes_lost),
+            ("failed sync stops the replica", self.sync_failures_stopped),
+            ("corruption refused", self.corruptions_refused),
+            ("lost directory refused without --rejoin", self.lost_dirs_refused),
+            ("rejoin", self.rejoins),
+            ("rebuild finished", self.rebuilds_finished),
+        ]
+        .into_iter()
+        .filter(|(_, count)| *count == 0)
+        .map(|(name, _)| name)
+        .collect()
     }
 }
 
@@ -56,15 +147,33 @@ pub struct SimStats {
     pub requests_completed: u64,
     pub acceptor_crashes: u64,
     pub messages_delivered: u64,
+    pub disk: DiskFaultCounts,
 }
 
 struct SimNode {
+    disk: Arc<SimDisk>,
     proposer: Proposer,
     acceptor: Acceptor,
-    storage: MemoryStorage,
+    log: AcceptorLog,
     acceptor_down_until: Option<u64>,
+    /// The whole replica is stopped (crashed, failed a sync, or refused to start).
+    down: Option<Down>,
     learner: Learner,
     last_applied: Option<Slot>,
+    /// The promise as of the last successful sync: a restart must not go below it.
+    durable_promised: Ballot,
+    /// Its disk lost or damaged its state, and no rebuild has finished (durably) since.
+    without_state: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Down {
+    /// When it is started again.
+    until: u64,
+    /// Its state is lost or refused: the operator restarts it with `--rejoin`.
+    rejoin: bool,
+    /// Its disk lost its state (or was damaged): counts towards the f that may rebuild at once.
+    lost_state: bool,
 }
 
 struct SimClient {
@@ -77,6 +186,8 @@ struct SimClient {
 
 struct World {
     config: SimConfig,
+    proposer_config: ProposerConfig,
+    learner_config: LearnerConfig,
     now: u64,
     healing: bool,
     net_rng: StdRng,
@@ -189,8 +300,8 @@ pub fn run(seed: u64, config: &SimConfig) -> Result<SimStats, String> {
     let mut world = World::new(seed, config.clone());
     world.run().map_err(|violation| {
         format!(
-            "seed {seed}: {violation}\nreplay: PAXOS_SIM_SEED={seed} PAXOS_SIM_REPLICAS={} PAXOS_SIM_AMNESIA={} cargo test --release --test simulation replay_seed -- --nocapture",
-            config.replicas, config.amnesia
+            "seed {seed}: {violation}\nreplay: PAXOS_SIM_SEED={seed} PAXOS_SIM_REPLICAS={} PAXOS_SIM_PROFILE={} cargo test --release --test simulation replay_seed -- --nocapture",
+            config.replicas, config.profile
         )
     })?;
     Ok(world.stats)
@@ -210,24 +321,35 @@ impl World {
         learner_config.retain_slots = config.snapshot_interval_slots;
         let nodes = cluster
             .iter()
-            .map(|&id| SimNode {
-                proposer: Proposer::new(
-                    id,
-                    proposer_config.clone(),
-                    Ballot::ZERO,
-                    StdRng::seed_from_u64(root.random()),
-                ),
-                acceptor: Acceptor::new(id, Default::default(), 2_000),
-                storage: MemoryStorage::default(),
-                acceptor_down_until: None,
-                learner: Learner::new(id, learner_config.clone(), Default::default()),
-                last_applied: None,
+            .map(|&id| {
+                let disk = Arc::new(SimDisk::default());
+                let files = storage::open_paxos(disk.clone(), sim_identity(id), ClusterState::New, false)
+                    .expect("a new replica starts on an empty disk");
+                SimNode {
+                    disk,
+                    proposer: Proposer::new(
+                        id,
+                        proposer_config.clone(),
+                        Ballot::ZERO,
+                        StdRng::seed_from_u64(root.random()),
+                    ),
+                    acceptor: sim_acceptor(id, files.acceptor_state),
+                    log: files.acceptor_log,
+                    acceptor_down_until: None,
+                    down: None,
+                    learner: Learner::new(id, learner_config.clone(), Default::default()),
+                    last_applied: None,
+                    durable_promised: Ballot::ZERO,
+                    without_state: false,
+                }
             })
             .collect();
         let clients = (0..config.clients as u64)
             .map(|i| SimClient { id: 1_000 + i, seq: 0, outstanding: None, resend_at: 0, target: 1 })
             .collect();
         World {
+            proposer_config,
+            learner_config,
             now: 0,
             healing: false,
             net_rng: StdRng::seed_from_u64(root.random()),
@@ -248,6 +370,8 @@ impl World {
             self.step()?;
         }
         self.healing = true;
+        self.nodes.iter().for_each(|node| node.disk.heal());
+        self.restart_stopped()?;
         for index in 0..self.nodes.len() {
             if self.nodes[index].acceptor_down_until.is_some() {
                 self.restart_acceptor(index)?;
@@ -263,8 +387,24 @@ impl World {
         let pending: Vec<_> =
             self.clients.iter().filter_map(|c| c.outstanding.as_ref().map(|o| o.request_id())).collect();
         let applied: Vec<_> = self.nodes.iter().map(|n| n.learner.next_slot()).collect();
+        let roles: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| {
+                let status = n.proposer.status();
+                format!(
+                    "{}{:?} ballot {} leader {:?}, promised {}{}",
+                    if n.down.is_some() { "DOWN " } else { "" },
+                    status.mode,
+                    status.ballot,
+                    status.leader,
+                    n.acceptor.state().promised,
+                    if n.acceptor.is_rebuilding() { " (rebuilding)" } else { "" }
+                )
+            })
+            .collect();
         Err(format!(
-            "no progress after healing for {} ticks: requests still pending {pending:?}, applied prefixes {applied:?}",
+            "no progress after healing for {} ticks: requests still pending {pending:?}, applied prefixes {applied:?}, replicas {roles:?}",
             self.config.heal_ticks
         ))
     }
@@ -279,7 +419,9 @@ impl World {
 
     fn step(&mut self) -> Result<(), String> {
         self.now += 1;
-        if !self.healing {
+        if self.healing {
+            self.restart_stopped()?;
+        } else {
             self.inject_faults()?;
         }
         while let Some(entry) = self.in_transit.first_entry() {
@@ -290,20 +432,59 @@ impl World {
             self.deliver(envelope)?;
         }
         for index in 0..self.nodes.len() {
+            if self.nodes[index].down.is_some() {
+                continue;
+            }
             let mut out = ProposerOutbox::default();
             self.nodes[index].proposer.on_tick(&mut out);
             self.nodes[index].proposer.flush(&mut out);
-            self.after_proposer(out);
+            self.after_proposer(index, out);
+            if self.nodes[index].down.is_some() {
+                continue;
+            }
             let mut out = LearnerOutbox::default();
             self.nodes[index].learner.on_tick(&mut out);
             self.after_learner(index, out)?;
+            if self.nodes[index].down.is_some() || self.nodes[index].acceptor_down_until.is_some() {
+                continue;
+            }
+            let mut out = AcceptorOutbox::default();
+            let promised_before = self.nodes[index].acceptor.state().promised;
+            self.nodes[index].acceptor.on_tick(&mut out);
+            self.after_acceptor(index, promised_before, out)?;
         }
         self.drive_clients();
         self.checker.check_same_prefix_same_store(&self.nodes)
     }
 
+    /// While healing: a replica that stopped is started again at once (rebuilt if refused).
+    fn restart_stopped(&mut self) -> Result<(), String> {
+        for index in 0..self.nodes.len() {
+            if let Some(down) = self.nodes[index].down {
+                self.restart_replica(index, down.rejoin)?;
+                if self.nodes[index].down.is_some() {
+                    self.restart_replica(index, true)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn inject_faults(&mut self) -> Result<(), String> {
         for index in 0..self.nodes.len() {
+            if let Some(down) = self.nodes[index].down {
+                if self.now >= down.until {
+                    self.restart_replica(index, down.rejoin)?;
+                }
+                continue;
+            }
+            if self.fault_rng.random_range(0..10_000) < self.config.replica_crash_per_10k_ticks {
+                self.crash_replica(index);
+                continue;
+            }
+            if self.fault_rng.random_range(0..10_000) < self.config.sync_failure_per_10k_ticks {
+                self.nodes[index].disk.fail_syncs();
+            }
             match self.nodes[index].acceptor_down_until {
                 Some(until) if self.now >= until => self.restart_acceptor(index)?,
                 Some(_) => {}
@@ -322,11 +503,138 @@ impl World {
     fn restart_acceptor(&mut self, index: usize) -> Result<(), String> {
         let node = &mut self.nodes[index];
         node.acceptor_down_until = None;
-        if self.config.amnesia {
-            node.storage.wipe().map_err(|e| e.to_string())?;
+        if node.down.is_some() {
+            return Ok(());
         }
-        let state = node.storage.load().map_err(|e| e.to_string())?;
-        node.acceptor = Acceptor::new(index as NodeId + 1, state, 2_000);
+        if self.config.amnesia {
+            node.log.rewrite(std::iter::empty()).map_err(|e| e.to_string())?;
+            node.durable_promised = Ballot::ZERO;
+        }
+        let id = index as NodeId + 1;
+        let (log, state, _) =
+            AcceptorLog::open_acceptor(node.disk.clone(), sim_identity(id)).map_err(|e| e.to_string())?;
+        node.log = log;
+        node.acceptor = sim_acceptor(id, state);
+        Ok(())
+    }
+
+    /// Replicas whose disk lost or damaged their state and are not yet rebuilt.
+    fn replicas_without_state(&self) -> usize {
+        self.nodes.iter().filter(|n| n.without_state).count()
+    }
+
+    /// The whole replica stops: un-synced writes are lost, the final append
+    /// may be torn, and sometimes the disk is damaged while it is down.
+    fn crash_replica(&mut self, index: usize) {
+        self.stats.disk.replica_crashes += 1;
+        let downtime = self.fault_rng.random_range(1..=self.config.downtime_ticks_max);
+        let node = &self.nodes[index];
+        let mut torn = None;
+        if self.fault_rng.random_range(0..2) == 0 {
+            // Caught in the middle of an append: part of a record reached the disk.
+            let partial: Vec<u8> = (0..self.fault_rng.random_range(1..64)).map(|_| self.fault_rng.random()).collect();
+            node.disk.append(storage::ACCEPTOR_LOG, &partial).expect("the simulated disk appends");
+            torn = Some((storage::ACCEPTOR_LOG.to_string(), self.fault_rng.random_range(1..=partial.len())));
+        }
+        if node.disk.unsynced_bytes(storage::ACCEPTOR_LOG) > 0 && torn.is_none() {
+            self.stats.disk.unsynced_writes_lost += 1;
+        }
+        node.disk.crash(torn);
+        let f = (self.nodes.len() - 1) / 2;
+        let mut lost_state = false;
+        if self.fault_rng.random_range(0..100) < self.config.disk_damage_percent && self.replicas_without_state() < f {
+            lost_state = true;
+            let disk = &self.nodes[index].disk;
+            match self.fault_rng.random_range(0..3) {
+                0 => disk.wipe(),
+                1 => {
+                    let len = disk.len(storage::ACCEPTOR_LOG);
+                    disk.flip_bit(
+                        storage::ACCEPTOR_LOG,
+                        self.fault_rng.random_range(0..len / 2),
+                        self.fault_rng.random(),
+                    );
+                }
+                _ => {
+                    let len = disk.len(storage::SNAPSHOT);
+                    if len == 0 {
+                        disk.wipe();
+                    } else {
+                        disk.flip_bit(storage::SNAPSHOT, self.fault_rng.random_range(0..len), self.fault_rng.random());
+                    }
+                }
+            }
+        }
+        self.nodes[index].without_state |= lost_state;
+        self.nodes[index].down = Some(Down { until: self.now + downtime, rejoin: false, lost_state });
+    }
+
+    /// A failed write or sync: the replica stops, as the server does.
+    fn fail_stop(&mut self, index: usize) {
+        self.stats.disk.sync_failures_stopped += 1;
+        let node = &mut self.nodes[index];
+        if node.disk.unsynced_bytes(storage::ACCEPTOR_LOG) > 0 {
+            self.stats.disk.unsynced_writes_lost += 1;
+        }
+        node.disk.crash(None);
+        let downtime = self.fault_rng.random_range(1..=self.config.downtime_ticks_max);
+        node.down = Some(Down { until: self.now + downtime, rejoin: false, lost_state: false });
+    }
+
+    /// Starts a stopped replica from its disk, as `server` would (with
+    /// `--rejoin` when the operator rebuilds it). A refusal keeps it down.
+    fn restart_replica(&mut self, index: usize, rejoin: bool) -> Result<(), String> {
+        let id = index as NodeId + 1;
+        let node = &mut self.nodes[index];
+        let down = node.down.expect("restarting a replica that runs");
+        match storage::open_paxos(node.disk.clone(), sim_identity(id), ClusterState::Existing, rejoin) {
+            Ok(files) => {
+                if files.replayed.torn_bytes_cut > 0 {
+                    self.stats.disk.torn_tails_cut += 1;
+                }
+                if rejoin {
+                    self.stats.disk.rejoins += 1;
+                } else if files.acceptor_state.promised < node.durable_promised && !files.acceptor_state.rebuilding {
+                    return Err(format!(
+                        "replica {id} came back promising {} after syncing a promise of {}",
+                        files.acceptor_state.promised, node.durable_promised
+                    ));
+                }
+                let rebuilding = files.acceptor_state.rebuilding;
+                node.durable_promised = files.acceptor_state.promised;
+                node.proposer = Proposer::new(
+                    id,
+                    self.proposer_config.clone(),
+                    files.last_ballot,
+                    StdRng::seed_from_u64(self.fault_rng.random()),
+                );
+                if rebuilding {
+                    node.proposer.set_may_lead(false, Ballot::ZERO);
+                }
+                node.proposer.on_learner_progress(files.snapshot.next_slot);
+                node.acceptor = sim_acceptor(id, files.acceptor_state);
+                node.log = files.acceptor_log;
+                node.learner = Learner::new(id, self.learner_config.clone(), files.snapshot);
+                node.last_applied = None;
+                node.acceptor_down_until = None;
+                node.down = None;
+            }
+            Err(error) => {
+                match error.downcast_ref::<Damage>() {
+                    Some(Damage::NoIdentity { .. }) => self.stats.disk.lost_dirs_refused += 1,
+                    Some(_) => self.stats.disk.corruptions_refused += 1,
+                    None => return Err(format!("replica {id} failed to start: {error:#}")),
+                }
+                if rejoin {
+                    return Err(format!("replica {id} refused to rejoin: {error:#}"));
+                }
+                if !down.lost_state {
+                    return Err(format!("replica {id} refused its own undamaged disk: {error:#}"));
+                }
+                let until = self.now + self.fault_rng.random_range(1..=self.config.downtime_ticks_max);
+                node.down = Some(Down { until, rejoin: true, ..down });
+            }
+        }
         Ok(())
     }
 
@@ -349,6 +657,9 @@ impl World {
     fn deliver(&mut self, envelope: Envelope) -> Result<(), String> {
         self.stats.messages_delivered += 1;
         let index = (envelope.to - 1) as usize;
+        if self.nodes[index].down.is_some() {
+            return Ok(());
+        }
         match envelope.msg.role() {
             Role::Acceptor => {
                 if self.nodes[index].acceptor_down_until.is_some() {
@@ -363,7 +674,7 @@ impl World {
                 let mut out = ProposerOutbox::default();
                 self.nodes[index].proposer.on_message(envelope.from, envelope.msg, &mut out);
                 self.nodes[index].proposer.flush(&mut out);
-                self.after_proposer(out);
+                self.after_proposer(index, out);
             }
             Role::Learner => {
                 let mut out = LearnerOutbox::default();
@@ -376,7 +687,18 @@ impl World {
 
     fn after_acceptor(&mut self, index: usize, promised_before: Ballot, out: AcceptorOutbox) -> Result<(), String> {
         let node = &mut self.nodes[index];
-        node.storage.append(&out.records).map_err(|e| e.to_string())?;
+        if node.log.append(&out.records).is_err() {
+            self.fail_stop(index);
+            return Ok(());
+        }
+        node.durable_promised = node.acceptor.state().promised;
+        if out.records.contains(&AcceptorRecord::RebuildFinished) {
+            let ballot_seen = node.acceptor.ballot_seen();
+            node.proposer.set_may_lead(true, ballot_seen);
+            self.stats.disk.rebuilds_finished += 1;
+            node.without_state = false;
+        }
+        let node = &self.nodes[index];
         if node.acceptor.state().promised < promised_before {
             return Err(format!("acceptor {} lowered its promise from {promised_before}", index + 1));
         }
@@ -389,7 +711,14 @@ impl World {
         Ok(())
     }
 
-    fn after_proposer(&mut self, out: ProposerOutbox) {
+    fn after_proposer(&mut self, index: usize, out: ProposerOutbox) {
+        if let Some(ballot) = out.persist_ballot {
+            let node = &self.nodes[index];
+            if storage::save_ballot(&*node.disk, sim_identity(index as NodeId + 1), ballot).is_err() {
+                self.fail_stop(index);
+                return;
+            }
+        }
         for envelope in out.messages {
             self.send(envelope);
         }
@@ -398,6 +727,9 @@ impl World {
 
     fn after_learner(&mut self, index: usize, out: LearnerOutbox) -> Result<(), String> {
         let id = index as NodeId + 1;
+        if let Some(violation) = &out.violation {
+            return Err(format!("replica {id}: {violation}"));
+        }
         if out.snapshot.is_some() {
             self.nodes[index].last_applied = None;
         }
@@ -409,10 +741,27 @@ impl World {
         let next_slot = self.nodes[index].learner.next_slot();
         self.nodes[index].proposer.on_learner_progress(next_slot);
         if let Some(snapshot) = &out.snapshot {
+            if storage::save_snapshot(&*self.nodes[index].disk, sim_identity(id), snapshot).is_err() {
+                self.fail_stop(index);
+                return Ok(());
+            }
             if self.nodes[index].acceptor_down_until.is_none() {
                 let mut truncation = AcceptorOutbox::default();
+                let promised_before = self.nodes[index].acceptor.state().promised;
                 self.nodes[index].acceptor.truncate(snapshot.next_slot, &mut truncation);
-                self.nodes[index].storage.append(&truncation.records).map_err(|e| e.to_string())?;
+                self.after_acceptor(index, promised_before, truncation)?;
+                if self.nodes[index].down.is_some() {
+                    return Ok(());
+                }
+            }
+        }
+        if self.nodes[index].acceptor_down_until.is_none() {
+            let mut progress = AcceptorOutbox::default();
+            let promised_before = self.nodes[index].acceptor.state().promised;
+            self.nodes[index].acceptor.on_learner_progress(next_slot, &mut progress);
+            self.after_acceptor(index, promised_before, progress)?;
+            if self.nodes[index].down.is_some() {
+                return Ok(());
             }
         }
         for envelope in out.messages {
@@ -479,9 +828,20 @@ impl World {
             let client = &mut self.clients[client_index];
             client.resend_at = self.now + 60;
             let index = (client.target - 1) as usize;
+            if self.nodes[index].down.is_some() {
+                continue;
+            }
             let mut out = ProposerOutbox::default();
             self.nodes[index].proposer.on_client_command(command, &mut out);
-            self.after_proposer(out);
+            self.after_proposer(index, out);
         }
     }
+}
+
+fn sim_identity(replica_id: NodeId) -> Identity {
+    Identity { cluster_id: 0x51_u64, replica_id }
+}
+
+fn sim_acceptor(id: NodeId, state: crate::paxos::acceptor::AcceptorState) -> Acceptor {
+    Acceptor::new(id, state, 2_000).with_rebuild_quiet_ticks(200)
 }

@@ -4,7 +4,7 @@
 //! stays blocked, key locked, asking again on every retry tick.
 
 use super::messages::*;
-use crate::kv::{Command, KvStore, Reply};
+use crate::kv::{Command, KvStore, Reply, StoreChunk};
 use crate::paxos::NodeId;
 use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
@@ -22,8 +22,11 @@ pub enum ParticipantRecord {
     Aborted {
         txn: TxnId,
     },
-    /// The whole state at once: a compacted log starts with it.
-    Restore(Box<ParticipantState>),
+    /// Part of the store: a compacted log starts with these chunks (each
+    /// bounded in size, so no record outgrows what replay reads back).
+    RestoreStore(StoreChunk),
+    /// Finished transactions, oldest first, remembered to refuse late duplicates.
+    RestoreFinished(Vec<TxnId>),
 }
 
 /// How many finished transactions are remembered to refuse late duplicates.
@@ -63,8 +66,12 @@ impl ParticipantState {
                 self.finish(*txn);
                 None
             }
-            ParticipantRecord::Restore(state) => {
-                *self = (**state).clone();
+            ParticipantRecord::RestoreStore(chunk) => {
+                self.store.restore_chunk(chunk.clone());
+                None
+            }
+            ParticipantRecord::RestoreFinished(txns) => {
+                txns.iter().for_each(|txn| self.finish(*txn));
                 None
             }
         }
@@ -78,6 +85,21 @@ impl ParticipantState {
                 self.finished.remove(&oldest);
             }
         }
+    }
+
+    /// The records that rebuild exactly this state, in chunks of about `bytes_max`.
+    pub fn to_records(&self, bytes_max: usize) -> Vec<ParticipantRecord> {
+        let mut records: Vec<_> =
+            self.store.chunks(bytes_max).into_iter().map(ParticipantRecord::RestoreStore).collect();
+        records.extend(
+            self.prepared
+                .iter()
+                .map(|(txn, command)| ParticipantRecord::Prepared { txn: *txn, command: command.clone() }),
+        );
+        let per_record = (bytes_max / 32).max(1);
+        let finished: Vec<TxnId> = self.finished_order.iter().copied().collect();
+        records.extend(finished.chunks(per_record).map(|txns| ParticipantRecord::RestoreFinished(txns.to_vec())));
+        records
     }
 
     pub fn is_finished(&self, txn: &TxnId) -> bool {

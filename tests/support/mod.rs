@@ -90,6 +90,8 @@ impl Cluster {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id)).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--id", &id.to_string(), "--replicas", &replicas])
+            // Only a replica's first start creates its state; a restart finds its marker.
+            .args(["--cluster-state", "new"])
             .arg("--data-dir")
             .arg(self.dir.join(id.to_string()))
             .args(&self.extra_args)

@@ -1,0 +1,265 @@
+//! How every data file is laid out: a sequence of frames, each
+//! `[body bytes u32 BE][body crc32 u32 BE][header crc32 u32 BE][body]`, the
+//! first of which is a [`FileHeader`] naming the file's kind, cluster and
+//! replica. The header checksum makes a length trustworthy before the body is
+//! read, so a scan can tell a torn final write from damage in the middle.
+
+use super::{Damage, Identity};
+use crate::wire;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::ops::Range;
+
+pub const FRAME_HEADER_BYTES: usize = 12;
+/// No frame is written larger than this; a reader refuses larger ones.
+/// Below the codec's decode limit, so whatever is written can be read back.
+pub const RECORD_BYTES_MAX: usize = 64 << 20;
+
+const FILE_MAGIC: [u8; 8] = *b"PXKVDATA";
+const FILE_FORMAT: u16 = 1;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FileKind {
+    /// `replica.id`: which cluster and replica this directory belongs to.
+    Marker,
+    AcceptorLog,
+    ProposerBallot,
+    Snapshot,
+    CoordinatorLog,
+    ParticipantLog,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileHeader {
+    magic: [u8; 8],
+    format: u16,
+    pub kind: FileKind,
+    pub identity: Identity,
+}
+
+impl FileHeader {
+    pub fn new(kind: FileKind, identity: Identity) -> Self {
+        FileHeader { magic: FILE_MAGIC, format: FILE_FORMAT, kind, identity }
+    }
+}
+
+fn header_crc(prefix: &[u8]) -> u32 {
+    // Seeded apart from the body checksum so that zeros never check out.
+    let mut hasher = crc32fast::Hasher::new_with_initial(0x5158_4b56);
+    hasher.update(prefix);
+    hasher.finalize()
+}
+
+/// Appends one frame holding `body` to `buf`.
+pub fn push_frame(buf: &mut Vec<u8>, body: &[u8]) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        body.len() <= RECORD_BYTES_MAX,
+        "a {}-byte record exceeds the {RECORD_BYTES_MAX}-byte limit that readers accept",
+        body.len()
+    );
+    let mut prefix = [0u8; 8];
+    prefix[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
+    prefix[4..].copy_from_slice(&crc32fast::hash(body).to_be_bytes());
+    buf.extend_from_slice(&prefix);
+    buf.extend_from_slice(&header_crc(&prefix).to_be_bytes());
+    buf.extend_from_slice(body);
+    Ok(())
+}
+
+pub fn encode_frame<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> anyhow::Result<()> {
+    push_frame(buf, &wire::encode(value))
+}
+
+/// What checking one frame at an offset found.
+enum Check {
+    /// An intact frame; the body is at this range.
+    Intact(Range<usize>),
+    /// Not enough bytes left for the frame the header announces.
+    Incomplete,
+    /// The header's own checksum fails.
+    BadHeader,
+    /// A trustworthy header announcing more than any writer writes.
+    Oversized(usize),
+    /// Intact header, body checksum fails; the frame ends at this offset.
+    BadBody(usize),
+}
+
+fn check_at(contents: &[u8], at: usize) -> Check {
+    if contents.len() - at < FRAME_HEADER_BYTES {
+        return Check::Incomplete;
+    }
+    let prefix = &contents[at..at + 8];
+    let stored_header_crc = u32::from_be_bytes(contents[at + 8..at + 12].try_into().expect("4 bytes"));
+    if header_crc(prefix) != stored_header_crc {
+        return Check::BadHeader;
+    }
+    let len = u32::from_be_bytes(prefix[..4].try_into().expect("4 bytes")) as usize;
+    if len > RECORD_BYTES_MAX {
+        return Check::Oversized(len);
+    }
+    let body = at + FRAME_HEADER_BYTES..at + FRAME_HEADER_BYTES + len;
+    if body.end > contents.len() {
+        return Check::Incomplete;
+    }
+    let body_crc = u32::from_be_bytes(prefix[4..].try_into().expect("4 bytes"));
+    if crc32fast::hash(&contents[body.clone()]) != body_crc {
+        return Check::BadBody(body.end);
+    }
+    Check::Intact(body)
+}
+
+/// True if an intact frame starts anywhere after `at`: then the damage at
+/// `at` is not the end of a torn write but corruption in the middle.
+fn intact_frame_after(contents: &[u8], at: usize) -> bool {
+    (at + 1..contents.len()).any(|p| matches!(check_at(contents, p), Check::Intact(_)))
+}
+
+/// The frames of a file, and where a torn final write begins (if any).
+pub struct Parsed {
+    pub bodies: Vec<Range<usize>>,
+    /// Offset of an incomplete or bad *final* frame; `None` if the file ends cleanly.
+    pub torn_at: Option<usize>,
+}
+
+/// Splits `contents` into frames. Only an incomplete or bad final frame is
+/// reported as torn; a bad frame followed by intact data is corruption.
+pub fn parse(file: &str, contents: &[u8]) -> Result<Parsed, Damage> {
+    let mut bodies = Vec::new();
+    let mut at = 0;
+    let corrupt = |at: usize, record: usize, reason: String| Damage::Corrupt {
+        file: file.to_string(),
+        offset: at as u64,
+        record,
+        reason,
+    };
+    while at < contents.len() {
+        let record = bodies.len();
+        match check_at(contents, at) {
+            Check::Intact(body) => {
+                at = body.end;
+                bodies.push(body);
+            }
+            Check::Incomplete => {
+                if intact_frame_after(contents, at) {
+                    return Err(corrupt(at, record, "a record's length runs past intact data".into()));
+                }
+                return Ok(Parsed { bodies, torn_at: Some(at) });
+            }
+            Check::BadHeader => {
+                if intact_frame_after(contents, at) {
+                    return Err(corrupt(at, record, "record header checksum mismatch".into()));
+                }
+                return Ok(Parsed { bodies, torn_at: Some(at) });
+            }
+            Check::Oversized(len) => {
+                return Err(corrupt(at, record, format!("record claims {len} bytes, above any record written")));
+            }
+            Check::BadBody(end) => {
+                if end < contents.len() {
+                    return Err(corrupt(at, record, "record checksum mismatch with more data after it".into()));
+                }
+                return Ok(Parsed { bodies, torn_at: Some(at) });
+            }
+        }
+    }
+    Ok(Parsed { bodies, torn_at: None })
+}
+
+/// Decodes a checksummed body; one that does not decode is corruption too
+/// (or a file of another version).
+pub fn decode_body<T: DeserializeOwned>(
+    file: &str,
+    contents: &[u8],
+    body: &Range<usize>,
+    record: usize,
+) -> Result<T, Damage> {
+    wire::decode(&contents[body.clone()]).map_err(|e| Damage::Corrupt {
+        file: file.to_string(),
+        offset: (body.start - FRAME_HEADER_BYTES) as u64,
+        record,
+        reason: format!("record does not decode: {e}"),
+    })
+}
+
+/// Checks that the first frame is the header of a `kind` file of `identity`.
+pub fn check_header(
+    file: &str,
+    contents: &[u8],
+    parsed: &Parsed,
+    kind: FileKind,
+    identity: Identity,
+) -> Result<(), Damage> {
+    let Some(first) = parsed.bodies.first() else {
+        return Err(Damage::Corrupt { file: file.into(), offset: 0, record: 0, reason: "no file header".into() });
+    };
+    let header: FileHeader = decode_body(file, contents, first, 0)?;
+    if header.magic != FILE_MAGIC || header.format != FILE_FORMAT {
+        return Err(Damage::Foreign { file: file.into(), reason: "not a paxos-kv data file of this format".into() });
+    }
+    if header.kind != kind {
+        return Err(Damage::Foreign {
+            file: file.into(),
+            reason: format!("holds {:?}, expected {kind:?}", header.kind),
+        });
+    }
+    if header.identity != identity {
+        return Err(Damage::Foreign {
+            file: file.into(),
+            reason: format!("belongs to {}, this is {identity}", header.identity),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frames(bodies: &[&[u8]]) -> Vec<u8> {
+        let mut buf = Vec::new();
+        bodies.iter().for_each(|b| push_frame(&mut buf, b).unwrap());
+        buf
+    }
+
+    #[test]
+    fn intact_frames_parse_back() {
+        let buf = frames(&[b"one", b"", b"three"]);
+        let parsed = parse("f", &buf).unwrap();
+        let bodies: Vec<&[u8]> = parsed.bodies.iter().map(|r| &buf[r.clone()]).collect();
+        assert_eq!(bodies, vec![&b"one"[..], b"", b"three"]);
+        assert_eq!(parsed.torn_at, None);
+    }
+
+    #[test]
+    fn every_cut_of_the_final_frame_is_a_torn_tail() {
+        let buf = frames(&[b"first", b"second record"]);
+        let second = FRAME_HEADER_BYTES + 5;
+        for cut in second + 1..buf.len() {
+            let parsed = parse("f", &buf[..cut]).unwrap();
+            assert_eq!((parsed.bodies.len(), parsed.torn_at), (1, Some(second)), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_in_the_final_frame_is_torn_but_anywhere_earlier_is_corruption() {
+        let buf = frames(&[b"first", b"second", b"third"]);
+        let third = 2 * FRAME_HEADER_BYTES + 11;
+        for offset in 0..buf.len() {
+            for bit in [0, 3, 7] {
+                let mut damaged = buf.clone();
+                damaged[offset] ^= 1 << bit;
+                match parse("f", &damaged) {
+                    Ok(parsed) => {
+                        assert!(offset >= third, "damage at {offset} (bit {bit}) read as a torn tail");
+                        assert_eq!(parsed.torn_at, Some(third));
+                    }
+                    Err(Damage::Corrupt { offset: at, .. }) => {
+                        assert!(offset < third, "damage in the final frame at {offset} refused");
+                        assert!(at as usize <= offset);
+                    }
+                    Err(other) => panic!("unexpected {other}"),
+                }
+            }
+        }
+    }
+}

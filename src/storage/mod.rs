@@ -1,0 +1,663 @@
+//! Durable state, and the only code that touches a data directory.
+//!
+//! Every file is a checksummed frame sequence that starts with a header
+//! naming its kind, cluster and replica ([`frames`]); all go through one
+//! [`Disk`] so that the simulator's faulty disk exercises the same code.
+//! The rules it keeps:
+//! - a record log may be cut only at a torn *final* record; damage with
+//!   intact data after it is corruption, and the replica refuses to start,
+//!   naming the file and offset and leaving the file untouched;
+//! - a failed write or sync is never retried (the page cache may already
+//!   claim the data is clean): the caller stops the process ([`fail_stop`]);
+//! - whole files are replaced atomically, with their directory synced;
+//! - a data directory holds an identity marker; without one it is a new
+//!   replica (`--cluster-state new`) or a lost one (`--rejoin`), never a
+//!   voter that quietly forgot its promises.
+
+pub mod disk;
+pub mod frames;
+
+pub use disk::{Disk, FsDisk, SimDisk};
+
+use self::frames::{check_header, decode_body, encode_frame, FileHeader, FileKind};
+use crate::kv::{KvStore, StoreChunk};
+use crate::paxos::acceptor::{AcceptorRecord, AcceptorState};
+use crate::paxos::messages::Snapshot;
+use crate::paxos::{Ballot, NodeId, Slot};
+use anyhow::{anyhow, Context, Result};
+use log::{error, info, warn};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::io::Write;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+pub const MARKER: &str = "replica.id";
+pub const ACCEPTOR_LOG: &str = "acceptor.log";
+pub const PROPOSER_BALLOT: &str = "proposer.ballot";
+pub const SNAPSHOT: &str = "snapshot.bin";
+pub const COORDINATOR_LOG: &str = "coordinator.log";
+pub const PARTICIPANT_LOG: &str = "participant.log";
+/// Files a replica owns; anything else in its directory (a pid file) is left alone.
+const DATA_FILES: [&str; 6] = [MARKER, ACCEPTOR_LOG, PROPOSER_BALLOT, SNAPSHOT, COORDINATOR_LOG, PARTICIPANT_LOG];
+/// Snapshots and compacted state are written in chunks of about this size.
+pub const CHUNK_BYTES: usize = 1 << 20;
+/// The exit status of a replica stopped by its storage.
+pub const EXIT_STORAGE: i32 = 74;
+
+/// Which cluster and which replica a data directory (and each file in it) belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub cluster_id: u64,
+    pub replica_id: NodeId,
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "replica {} of cluster {:016x}", self.replica_id, self.cluster_id)
+    }
+}
+
+const REJOIN_ADVICE: &str = "the file was left untouched. This replica must not vote with state it cannot trust: \
+     stop it, move its data directory aside (keep it for inspection) and start it again with --rejoin \
+     (`./run_servers.sh rejoin ID`); it then rebuilds from the other replicas without voting until it has caught up. \
+     See README, \"Disks and recovery\"";
+
+/// Why a data directory cannot be used as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Damage {
+    /// A bad record with intact data after it: not a torn write.
+    Corrupt { file: String, offset: u64, record: usize, reason: String },
+    /// A file of another replica, cluster, kind or format.
+    Foreign { file: String, reason: String },
+    /// A file the replica's state depends on is gone.
+    Missing { file: String, reason: String },
+    /// No identity marker: the directory is new, was emptied, or was lost.
+    NoIdentity { dir: String, files: Vec<String> },
+}
+
+impl fmt::Display for Damage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Damage::Corrupt { file, offset, record, reason } => {
+                write!(f, "{file} is corrupt at byte {offset} (record {record}): {reason}; {REJOIN_ADVICE}")
+            }
+            Damage::Foreign { file, reason } => write!(f, "{file} is refused: {reason}; {REJOIN_ADVICE}"),
+            Damage::Missing { file, reason } => write!(f, "{file} is missing: {reason}; {REJOIN_ADVICE}"),
+            Damage::NoIdentity { dir, files } if files.is_empty() => write!(
+                f,
+                "{dir} holds no replica state. Only the first start of a new cluster may begin empty \
+                 (--cluster-state new). If this replica belonged to a running cluster and lost its disk, \
+                 start it with --rejoin (`./run_servers.sh rejoin ID`): it then catches up without voting \
+                 until it is safe to vote again"
+            ),
+            Damage::NoIdentity { dir, files } => write!(
+                f,
+                "{dir} holds {} but no identity marker ({MARKER}), so nothing in it can be trusted; {REJOIN_ADVICE}",
+                files.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Damage {}
+
+/// Ends the process: a replica whose storage failed must not carry on with
+/// state that memory claims and the disk may not hold.
+pub fn fail_stop(what: &str, error: &anyhow::Error) -> ! {
+    error!(
+        "FATAL {what}: {error:#}. Stopping this replica: its disk cannot be trusted to hold what it acknowledged. \
+         Free space or replace the disk, then start it again (its durable state is intact up to the last \
+         successful sync)"
+    );
+    eprintln!("FATAL {what}: {error:#}");
+    std::process::exit(EXIT_STORAGE)
+}
+
+fn io_context(disk: &dyn Disk, name: &str, what: &str) -> String {
+    format!("{what} {}", disk.describe(name))
+}
+
+/// An append-only log of records of type `R`, after its file header.
+pub struct RecordLog<R> {
+    disk: Arc<dyn Disk>,
+    name: &'static str,
+    kind: FileKind,
+    identity: Identity,
+    bytes: u64,
+    _records: PhantomData<R>,
+}
+
+/// What replaying a log found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Replayed {
+    pub records: usize,
+    /// Bytes of a torn final write that were cut off.
+    pub torn_bytes_cut: u64,
+}
+
+impl<R: Serialize + DeserializeOwned> RecordLog<R> {
+    /// Creates the log with just its header (replacing any file of that name).
+    pub fn create(disk: Arc<dyn Disk>, name: &'static str, kind: FileKind, identity: Identity) -> Result<Self> {
+        let mut log = RecordLog { disk, name, kind, identity, bytes: 0, _records: PhantomData };
+        log.rewrite(std::iter::empty())?;
+        Ok(log)
+    }
+
+    /// Opens an existing log, feeding every record to `apply`. A torn final
+    /// record is cut; any other damage is refused with [`Damage`].
+    pub fn open(
+        disk: Arc<dyn Disk>,
+        name: &'static str,
+        kind: FileKind,
+        identity: Identity,
+        mut apply: impl FnMut(R),
+    ) -> Result<(Self, Replayed)> {
+        let file = disk.describe(name);
+        let contents = disk.read(name).with_context(|| io_context(&*disk, name, "reading"))?.ok_or_else(|| {
+            Damage::Missing { file: file.clone(), reason: "the replica's identity marker says it was created".into() }
+        })?;
+        let parsed = frames::parse(&file, &contents)?;
+        if parsed.bodies.is_empty() {
+            // Only a crash while creating the file leaves it without a header.
+            return Err(Damage::Corrupt { file, offset: 0, record: 0, reason: "no intact file header".into() }.into());
+        }
+        check_header(&file, &contents, &parsed, kind, identity)?;
+        let mut replayed = Replayed::default();
+        for (index, body) in parsed.bodies.iter().enumerate().skip(1) {
+            apply(decode_body(&file, &contents, body, index)?);
+            replayed.records += 1;
+        }
+        let mut bytes = contents.len() as u64;
+        if let Some(torn_at) = parsed.torn_at {
+            replayed.torn_bytes_cut = (contents.len() - torn_at) as u64;
+            warn!(
+                "{file}: cutting a torn final write of {} bytes after {} records (a crash in mid-append)",
+                replayed.torn_bytes_cut, replayed.records
+            );
+            disk.truncate(name, torn_at as u64).with_context(|| io_context(&*disk, name, "truncating"))?;
+            bytes = torn_at as u64;
+        }
+        let log = RecordLog { disk, name, kind, identity, bytes, _records: PhantomData };
+        Ok((log, replayed))
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Appends the records and makes them durable with one sync. On error the
+    /// records may or may not be on disk: the caller must stop, not retry.
+    pub fn append(&mut self, records: &[R]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for record in records {
+            encode_frame(&mut buf, record)?;
+        }
+        let disk = &*self.disk;
+        disk.append(self.name, &buf).with_context(|| io_context(disk, self.name, "appending to"))?;
+        disk.sync(self.name).with_context(|| io_context(disk, self.name, "syncing"))?;
+        self.bytes += buf.len() as u64;
+        Ok(())
+    }
+
+    /// Replaces the whole log, atomically, with `records`.
+    pub fn rewrite(&mut self, records: impl IntoIterator<Item = R>) -> Result<()> {
+        let header = FileHeader::new(self.kind, self.identity);
+        let mut records = records.into_iter();
+        let mut written = 0u64;
+        let mut failure = None;
+        let disk = &*self.disk;
+        disk.replace(self.name, &mut |out: &mut dyn Write| {
+            let mut buf = Vec::new();
+            encode_frame(&mut buf, &header).map_err(std::io::Error::other)?;
+            for record in records.by_ref() {
+                if let Err(e) = encode_frame(&mut buf, &record) {
+                    failure = Some(e);
+                    return Err(std::io::Error::other("record too large"));
+                }
+                if buf.len() >= CHUNK_BYTES {
+                    out.write_all(&buf)?;
+                    written += buf.len() as u64;
+                    buf.clear();
+                }
+            }
+            out.write_all(&buf)?;
+            written += buf.len() as u64;
+            Ok(())
+        })
+        .map_err(|e| failure.take().unwrap_or_else(|| anyhow!(e)))
+        .with_context(|| io_context(disk, self.name, "rewriting"))?;
+        self.bytes = written;
+        Ok(())
+    }
+}
+
+/// The acceptor's log, the first thing a Paxos replica must not lose.
+pub type AcceptorLog = RecordLog<AcceptorRecord>;
+
+impl AcceptorLog {
+    pub fn open_acceptor(disk: Arc<dyn Disk>, identity: Identity) -> Result<(Self, AcceptorState, Replayed)> {
+        let mut state = AcceptorState::default();
+        let (log, replayed) = Self::open(disk, ACCEPTOR_LOG, FileKind::AcceptorLog, identity, |r| state.apply(&r))?;
+        info!(
+            "recovered acceptor: promised={} log_start={} accepted slots={} ({} records){}",
+            state.promised,
+            state.log_start,
+            state.accepted.len(),
+            replayed.records,
+            if state.rebuilding { "; still rebuilding (not voting)" } else { "" }
+        );
+        Ok((log, state, replayed))
+    }
+
+    /// Rewrites the log as the smallest set of records giving `state`.
+    pub fn compact(&mut self, state: &AcceptorState) -> Result<()> {
+        self.rewrite(state.to_records())
+    }
+}
+
+/// A file holding exactly one value after its header, replaced atomically.
+fn write_value<T: Serialize>(disk: &dyn Disk, name: &str, kind: FileKind, identity: Identity, value: &T) -> Result<()> {
+    let mut buf = Vec::new();
+    encode_frame(&mut buf, &FileHeader::new(kind, identity))?;
+    encode_frame(&mut buf, value)?;
+    disk.replace(name, &mut |out: &mut dyn Write| out.write_all(&buf))
+        .with_context(|| io_context(disk, name, "writing"))
+}
+
+/// Reads a file written whole by `write_value`; any damage is refused (it
+/// was replaced atomically, so it cannot be torn).
+fn read_value<T: DeserializeOwned>(
+    disk: &dyn Disk,
+    name: &str,
+    kind: FileKind,
+    identity: Identity,
+) -> Result<Option<T>> {
+    let file = disk.describe(name);
+    let Some(contents) = disk.read(name).with_context(|| io_context(disk, name, "reading"))? else { return Ok(None) };
+    let parsed = strict_parse(&file, &contents)?;
+    check_header(&file, &contents, &parsed, kind, identity)?;
+    if parsed.bodies.len() != 2 {
+        let reason = format!("{} records where one value was written", parsed.bodies.len().saturating_sub(1));
+        return Err(Damage::Corrupt { file, offset: 0, record: 1, reason }.into());
+    }
+    Ok(Some(decode_body(&file, &contents, &parsed.bodies[1], 1)?))
+}
+
+/// Parses a file that is only ever replaced whole: even a "torn" end is damage.
+fn strict_parse(file: &str, contents: &[u8]) -> Result<frames::Parsed, Damage> {
+    let parsed = frames::parse(file, contents)?;
+    if let Some(at) = parsed.torn_at {
+        let reason = "damaged final record in a file that is only ever replaced whole".into();
+        return Err(Damage::Corrupt { file: file.into(), offset: at as u64, record: parsed.bodies.len(), reason });
+    }
+    Ok(parsed)
+}
+
+/// The highest ballot this replica's proposer used: a restart must never reuse one.
+pub fn save_ballot(disk: &dyn Disk, identity: Identity, ballot: Ballot) -> Result<()> {
+    write_value(disk, PROPOSER_BALLOT, FileKind::ProposerBallot, identity, &ballot)
+}
+
+pub fn load_ballot(disk: &dyn Disk, identity: Identity) -> Result<Ballot> {
+    read_value(disk, PROPOSER_BALLOT, FileKind::ProposerBallot, identity)?.ok_or_else(|| {
+        let reason = "the identity marker says it was created with the replica".into();
+        Damage::Missing { file: disk.describe(PROPOSER_BALLOT), reason }.into()
+    })
+}
+
+/// What a snapshot file says of itself before its chunks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SnapshotMeta {
+    next_slot: Slot,
+    applied_commands: u64,
+    chunks: u64,
+}
+
+/// Writes `snapshot` in chunks of about [`CHUNK_BYTES`], each checksummed, so
+/// that no record exceeds what the reader accepts however large the store.
+pub fn save_snapshot(disk: &dyn Disk, identity: Identity, snapshot: &Snapshot) -> Result<()> {
+    let chunks = snapshot.store.chunks(CHUNK_BYTES);
+    let meta = SnapshotMeta {
+        next_slot: snapshot.next_slot,
+        applied_commands: snapshot.store.applied_commands(),
+        chunks: chunks.len() as u64,
+    };
+    let mut failure = None;
+    disk.replace(SNAPSHOT, &mut |out: &mut dyn Write| {
+        let mut buf = Vec::new();
+        let mut frame = |buf: &mut Vec<u8>, result: Result<()>| {
+            result.map_err(|e| {
+                let message = e.to_string();
+                failure = Some(e);
+                std::io::Error::other(message)
+            })?;
+            if buf.len() >= CHUNK_BYTES {
+                out.write_all(buf)?;
+                buf.clear();
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        let header = encode_frame(&mut buf, &FileHeader::new(FileKind::Snapshot, identity));
+        frame(&mut buf, header)?;
+        let meta = encode_frame(&mut buf, &meta);
+        frame(&mut buf, meta)?;
+        for chunk in &chunks {
+            let encoded = encode_frame(&mut buf, chunk);
+            frame(&mut buf, encoded)?;
+        }
+        out.write_all(&buf)
+    })
+    .map_err(|e| failure.take().unwrap_or_else(|| anyhow!(e)))
+    .with_context(|| io_context(disk, SNAPSHOT, "writing"))
+}
+
+/// The snapshot, if one was written; a damaged one is refused, never half-loaded.
+pub fn load_snapshot(disk: &dyn Disk, identity: Identity) -> Result<Option<Snapshot>> {
+    let file = disk.describe(SNAPSHOT);
+    let Some(contents) = disk.read(SNAPSHOT).with_context(|| io_context(disk, SNAPSHOT, "reading"))? else {
+        return Ok(None);
+    };
+    let parsed = strict_parse(&file, &contents)?;
+    check_header(&file, &contents, &parsed, FileKind::Snapshot, identity)?;
+    let Some(meta_body) = parsed.bodies.get(1) else {
+        return Err(Damage::Corrupt { file, offset: 0, record: 1, reason: "no snapshot description".into() }.into());
+    };
+    let meta: SnapshotMeta = decode_body(&file, &contents, meta_body, 1)?;
+    let chunk_bodies = &parsed.bodies[2..];
+    if chunk_bodies.len() as u64 != meta.chunks {
+        let reason = format!("{} chunks where {} were written", chunk_bodies.len(), meta.chunks);
+        return Err(Damage::Corrupt { file, offset: meta_body.start as u64, record: 1, reason }.into());
+    }
+    let mut store = KvStore::default();
+    for (index, body) in chunk_bodies.iter().enumerate() {
+        let chunk: StoreChunk = decode_body(&file, &contents, body, index + 2)?;
+        store.restore_chunk(chunk);
+    }
+    store.set_applied_commands(meta.applied_commands);
+    Ok(Some(Snapshot { next_slot: meta.next_slot, store }))
+}
+
+/// How a replica may begin when its data directory has no identity marker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum ClusterState {
+    /// The first start of a new cluster: an empty directory becomes a voter.
+    New,
+    /// A replica of a running cluster: an empty directory is refused.
+    Existing,
+}
+
+/// What opening a data directory decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opened {
+    /// The marker was there and matches: recover from the files.
+    Existing,
+    /// A new cluster's first start: the files were just created empty.
+    Created,
+    /// `--rejoin`: any old files were set aside; the replica starts empty and
+    /// must rebuild before it votes.
+    Rejoining,
+}
+
+/// Checks (or, for a new or rejoining replica, writes) the identity marker.
+/// `initial_files` creates the empty state files of a fresh replica, after
+/// which the marker is written last: a crash in between leaves no marker and
+/// the start is simply repeated.
+pub fn open_data_dir(
+    disk: &dyn Disk,
+    identity: Identity,
+    cluster_state: ClusterState,
+    rejoin: bool,
+    initial_files: impl FnOnce() -> Result<()>,
+) -> Result<Opened> {
+    let ours = our_files(disk)?;
+    if ours.iter().any(|name| name == MARKER) {
+        let marker: Option<()> = read_value(disk, MARKER, FileKind::Marker, identity)?;
+        marker.ok_or_else(|| anyhow!("{} vanished while starting", disk.describe(MARKER)))?;
+        if rejoin {
+            info!("--rejoin given, but {} holds intact state of {identity}: starting from it", disk.describe(""));
+        }
+        return Ok(Opened::Existing);
+    }
+    let dir = disk.describe("");
+    let opened = if rejoin {
+        set_aside(disk, &ours)?;
+        Opened::Rejoining
+    } else if ours.iter().all(|name| name.ends_with(".tmp")) && cluster_state == ClusterState::New {
+        Opened::Created
+    } else {
+        let files = ours.into_iter().filter(|name| !name.ends_with(".tmp")).collect();
+        return Err(Damage::NoIdentity { dir, files }.into());
+    };
+    initial_files()?;
+    write_value(disk, MARKER, FileKind::Marker, identity, &())?;
+    match opened {
+        Opened::Rejoining => warn!("{identity} rejoins with an empty data directory: it will not vote until rebuilt"),
+        _ => info!("{identity}: new data directory {dir}"),
+    }
+    Ok(opened)
+}
+
+fn our_files(disk: &dyn Disk) -> Result<Vec<String>> {
+    Ok(disk
+        .names()
+        .with_context(|| io_context(disk, "", "listing"))?
+        .into_iter()
+        .filter(|name| DATA_FILES.contains(&name.as_str()) || name.ends_with(".tmp"))
+        .collect())
+}
+
+/// `--rejoin`: the old files are moved aside for inspection, never deleted.
+fn set_aside(disk: &dyn Disk, files: &[String]) -> Result<()> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let dir = disk.describe("");
+    let folder = format!("set-aside-{}", std::process::id());
+    warn!("--rejoin: moving {} into {dir}{folder}/ for inspection", files.join(", "));
+    disk.set_aside(files, &folder).with_context(|| format!("setting files aside in {dir}"))
+}
+
+/// Everything a Paxos replica recovers from its data directory.
+pub struct PaxosFiles {
+    pub opened: Opened,
+    pub acceptor_log: AcceptorLog,
+    pub acceptor_state: AcceptorState,
+    pub replayed: Replayed,
+    pub last_ballot: Ballot,
+    pub snapshot: Snapshot,
+}
+
+/// Opens (or, for a new or rejoining replica, creates) a Paxos replica's
+/// files and checks that they fit together. The server and the simulator
+/// both start replicas through here.
+pub fn open_paxos(
+    disk: Arc<dyn Disk>,
+    identity: Identity,
+    cluster_state: ClusterState,
+    rejoin: bool,
+) -> Result<PaxosFiles> {
+    match open_paxos_files(disk.clone(), identity, cluster_state, false) {
+        Err(error) if rejoin && error.downcast_ref::<Damage>().is_some() => {
+            warn!("--rejoin: {error:#}");
+            set_aside(&*disk, &our_files(&*disk)?)?;
+            open_paxos_files(disk, identity, cluster_state, true)
+        }
+        other => other,
+    }
+}
+
+fn open_paxos_files(
+    disk: Arc<dyn Disk>,
+    identity: Identity,
+    cluster_state: ClusterState,
+    rejoin: bool,
+) -> Result<PaxosFiles> {
+    let opened = open_data_dir(&*disk, identity, cluster_state, rejoin, || {
+        // A new replica's files exist from the start, so a missing one later is damage.
+        let mut log = AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, identity)?;
+        if rejoin {
+            log.append(&[AcceptorRecord::RebuildStarted])?;
+        }
+        save_ballot(&*disk, identity, Ballot::ZERO)
+    })?;
+    let (acceptor_log, acceptor_state, replayed) = AcceptorLog::open_acceptor(disk.clone(), identity)?;
+    let last_ballot = load_ballot(&*disk, identity)?;
+    let snapshot = match load_snapshot(&*disk, identity)? {
+        Some(snapshot) => snapshot,
+        None if acceptor_state.log_start > 0 => {
+            let reason = format!(
+                "the acceptor forgot the slots below {} because a snapshot held them",
+                acceptor_state.log_start
+            );
+            return Err(Damage::Missing { file: disk.describe(SNAPSHOT), reason }.into());
+        }
+        None => Snapshot::default(),
+    };
+    if snapshot.next_slot < acceptor_state.log_start {
+        let reason = format!(
+            "the snapshot ends at slot {} but the acceptor forgot every slot below {}",
+            snapshot.next_slot, acceptor_state.log_start
+        );
+        return Err(Damage::Missing { file: disk.describe(SNAPSHOT), reason }.into());
+    }
+    Ok(PaxosFiles { opened, acceptor_log, acceptor_state, replayed, last_ballot, snapshot })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{Command, Op};
+    use crate::paxos::SlotValue;
+
+    const ME: Identity = Identity { cluster_id: 7, replica_id: 2 };
+
+    fn disk() -> Arc<SimDisk> {
+        Arc::new(SimDisk::default())
+    }
+    fn accepted(slot: Slot) -> AcceptorRecord {
+        AcceptorRecord::Accepted { slot, ballot: Ballot::new(3, 1), value: SlotValue::Noop }
+    }
+    fn open(disk: &Arc<SimDisk>) -> Result<(AcceptorLog, AcceptorState, Replayed)> {
+        AcceptorLog::open_acceptor(disk.clone(), ME)
+    }
+    fn damage(result: Result<impl Sized>) -> Damage {
+        match result {
+            Ok(_) => panic!("damage was accepted"),
+            Err(e) => e.downcast::<Damage>().expect("a Damage error"),
+        }
+    }
+
+    #[test]
+    fn a_log_survives_reopening_and_a_torn_final_append_is_cut() {
+        let disk = disk();
+        let mut log = AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, ME).unwrap();
+        log.append(&[AcceptorRecord::Promised(Ballot::new(3, 1)), accepted(0)]).unwrap();
+        let synced = disk.len(ACCEPTOR_LOG);
+        disk.append(ACCEPTOR_LOG, &[0, 0, 0, 40, 1, 2]).unwrap();
+        disk.crash(Some((ACCEPTOR_LOG.into(), 4)));
+        let (mut log, state, replayed) = open(&disk).unwrap();
+        assert_eq!((replayed.records, replayed.torn_bytes_cut), (2, 4));
+        assert_eq!(disk.len(ACCEPTOR_LOG), synced);
+        assert_eq!(state.promised, Ballot::new(3, 1));
+        log.append(&[accepted(1)]).unwrap();
+        assert_eq!(open(&disk).unwrap().1.accepted.len(), 2);
+    }
+
+    #[test]
+    fn un_synced_appends_are_lost_in_a_crash_and_a_failed_sync_is_an_error() {
+        let disk = disk();
+        let mut log = AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, ME).unwrap();
+        log.append(&[accepted(0)]).unwrap();
+        disk.fail_syncs();
+        assert!(log.append(&[accepted(1)]).is_err(), "a failed sync must reach the caller");
+        assert!(disk.unsynced_bytes(ACCEPTOR_LOG) > 0);
+        disk.crash(None);
+        assert_eq!(open(&disk).unwrap().1.accepted.keys().copied().collect::<Vec<_>>(), vec![0]);
+    }
+
+    #[test]
+    fn a_flipped_byte_in_the_middle_is_refused_and_the_file_left_untouched() {
+        let disk = disk();
+        let mut log = AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, ME).unwrap();
+        for slot in 0..20 {
+            log.append(&[accepted(slot)]).unwrap();
+        }
+        let middle = disk.len(ACCEPTOR_LOG) / 2;
+        disk.flip_bit(ACCEPTOR_LOG, middle, 2);
+        let before = disk.read(ACCEPTOR_LOG).unwrap();
+        let Damage::Corrupt { offset, .. } = damage(open(&disk)) else { panic!("expected corruption") };
+        assert!(offset as usize <= middle);
+        assert_eq!(disk.read(ACCEPTOR_LOG).unwrap(), before, "a refused file must not be changed");
+    }
+
+    #[test]
+    fn files_of_another_replica_or_cluster_are_refused() {
+        let disk = disk();
+        AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, ME).unwrap();
+        save_ballot(&*disk, ME, Ballot::new(4, 2)).unwrap();
+        let other_replica = Identity { replica_id: 3, ..ME };
+        let other_cluster = Identity { cluster_id: 8, ..ME };
+        for who in [other_replica, other_cluster] {
+            assert!(matches!(damage(AcceptorLog::open_acceptor(disk.clone(), who)), Damage::Foreign { .. }));
+            assert!(matches!(damage(load_ballot(&*disk, who)), Damage::Foreign { .. }));
+        }
+        assert_eq!(load_ballot(&*disk, ME).unwrap(), Ballot::new(4, 2));
+    }
+
+    fn store_of(keys: usize, value_bytes: usize) -> KvStore {
+        let mut store = KvStore::default();
+        for i in 0..keys {
+            let op = Op::Put { key: format!("key-{i}"), value: "v".repeat(value_bytes) };
+            store.apply(&Command { client_id: i as u64 % 7, seq: i as u64, op });
+        }
+        store
+    }
+
+    #[test]
+    fn snapshots_are_chunked_checksummed_and_refused_when_damaged() {
+        let disk = disk();
+        let snapshot = Snapshot { next_slot: 172_000, store: store_of(3_000, 1_000) };
+        save_snapshot(&*disk, ME, &snapshot).unwrap();
+        assert_eq!(load_snapshot(&*disk, ME).unwrap(), Some(snapshot));
+        let len = disk.len(SNAPSHOT);
+        for offset in [30, 60, len / 2, len - 1] {
+            let copy = SimDisk::default();
+            copy.replace(SNAPSHOT, &mut |out: &mut dyn Write| out.write_all(&disk.read(SNAPSHOT).unwrap().unwrap()))
+                .unwrap();
+            copy.flip_bit(SNAPSHOT, offset, 4);
+            assert!(load_snapshot(&copy, ME).is_err(), "a flipped bit at {offset} of {len} was loaded");
+        }
+    }
+
+    #[test]
+    fn an_empty_directory_starts_only_as_a_new_cluster_or_with_rejoin() {
+        let disk = disk();
+        let created = || Ok(());
+        assert!(matches!(
+            damage(open_data_dir(&*disk, ME, ClusterState::Existing, false, created)),
+            Damage::NoIdentity { .. }
+        ));
+        assert_eq!(open_data_dir(&*disk, ME, ClusterState::New, false, created).unwrap(), Opened::Created);
+        assert_eq!(open_data_dir(&*disk, ME, ClusterState::Existing, false, created).unwrap(), Opened::Existing);
+        let other = Identity { replica_id: 5, ..ME };
+        assert!(matches!(
+            damage(open_data_dir(&*disk, other, ClusterState::New, false, created)),
+            Damage::Foreign { .. }
+        ));
+
+        // Files without a marker are not trusted, even for a "new" cluster.
+        let lost = SimDisk::default();
+        lost.append(ACCEPTOR_LOG, b"x").unwrap();
+        assert!(matches!(
+            damage(open_data_dir(&lost, ME, ClusterState::New, false, created)),
+            Damage::NoIdentity { .. }
+        ));
+        assert_eq!(open_data_dir(&lost, ME, ClusterState::Existing, true, created).unwrap(), Opened::Rejoining);
+        assert_eq!(lost.names().unwrap(), vec![MARKER.to_string()]);
+    }
+}
