@@ -396,4 +396,37 @@ mod tests {
         acceptor.state().to_records().iter().for_each(|r| compacted.apply(r));
         assert_eq!(&compacted, acceptor.state());
     }
+
+    /// Paxos Made Live 5.1: a rejoined acceptor stays silent until it has seen
+    /// an instance proposed after its quiet period decided, then promises the
+    /// highest ballot it saw.
+    #[test]
+    fn a_rebuilding_acceptor_is_silent_until_it_witnesses_a_later_instance_decided() {
+        let mut acceptor = Acceptor::new(3, AcceptorState::default(), 1 << 20).with_rebuild_quiet_ticks(5);
+        let mut out = AcceptorOutbox::default();
+        acceptor.start_rebuild(&mut out);
+        assert_eq!(out.records, vec![AcceptorRecord::RebuildStarted]);
+        let mut out = AcceptorOutbox::default();
+        for msg in [
+            Message::Prepare(Prepare { ballot: b(7, 1), first_slot: 0 }),
+            Message::Accept(Accept { ballot: b(7, 1), slot: 10, value: value(1) }),
+            Message::Heartbeat(Heartbeat { ballot: b(7, 1) }),
+        ] {
+            acceptor.on_message(1, msg, &mut out);
+        }
+        assert!(out.records.is_empty() && out.messages.is_empty(), "a rebuilding acceptor answered: {out:?}");
+        for _ in 0..5 {
+            acceptor.on_tick(&mut out);
+        }
+        // Slot 10 was in flight before the quiet period ended: it proves nothing.
+        acceptor.on_learner_progress(11, &mut out);
+        assert!(acceptor.is_rebuilding());
+        acceptor.on_message(1, Message::Accept(Accept { ballot: b(8, 2), slot: 11, value: value(2) }), &mut out);
+        assert!(out.messages.is_empty());
+        acceptor.on_learner_progress(12, &mut out);
+        assert!(!acceptor.is_rebuilding());
+        assert_eq!(out.records, vec![AcceptorRecord::Promised(b(8, 2)), AcceptorRecord::RebuildFinished]);
+        let late = step(&mut acceptor, 1, Message::Accept(Accept { ballot: b(7, 1), slot: 12, value: value(3) }));
+        assert!(matches!(late.messages[0].msg, Message::Nack(_)), "it must not accept below a ballot it watched");
+    }
 }

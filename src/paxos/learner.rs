@@ -299,4 +299,37 @@ mod tests {
         assert_eq!(behind.store(), ahead.store());
         assert!(installed.snapshot.is_some(), "an installed snapshot must be persisted");
     }
+
+    #[test]
+    fn a_slot_learned_two_ways_is_reported_as_a_violation_not_applied_over() {
+        let mut learner = Learner::new(1, LearnerConfig::for_cluster(vec![1, 2, 3]), Snapshot::default());
+        let mut out = LearnerOutbox::default();
+        learner.on_message(2, decide(0, put(10, "a")), &mut out);
+        learner.on_message(2, decide(2, put(12, "c")), &mut out);
+        assert!(out.violation.is_none());
+        learner.on_message(3, decide(0, put(10, "a")), &mut out);
+        assert!(out.violation.is_none(), "the same value twice is a duplicate, not a violation");
+        learner.on_message(3, decide(2, put(99, "z")), &mut out);
+        assert!(out.violation.as_deref().is_some_and(|v| v.contains("slot 2")), "{:?}", out.violation);
+        let mut applied_slot = LearnerOutbox::default();
+        learner.on_message(3, decide(0, put(98, "y")), &mut applied_slot);
+        assert!(applied_slot.violation.is_some(), "an applied slot decided again differently is a violation too");
+    }
+
+    #[test]
+    fn a_snapshot_whose_checksum_does_not_match_is_not_installed() {
+        let mut learner = Learner::new(2, LearnerConfig::for_cluster(vec![1, 2]), Snapshot::default());
+        let mut store = KvStore::default();
+        store.apply(&Command { client_id: 1, seq: 1, op: Op::Put { key: "k".into(), value: "v".into() } });
+        let snapshot = Snapshot { next_slot: 172_000, store };
+        let bad =
+            CatchupReply { snapshot_crc32: snapshot.crc32() ^ 1, snapshot: Some(snapshot.clone()), entries: vec![] };
+        let mut out = LearnerOutbox::default();
+        learner.on_message(1, Message::CatchupReply(bad), &mut out);
+        assert_eq!(learner.next_slot(), 0);
+        assert!(out.snapshot.is_none());
+        let good = CatchupReply { snapshot_crc32: snapshot.crc32(), snapshot: Some(snapshot), entries: vec![] };
+        learner.on_message(1, Message::CatchupReply(good), &mut out);
+        assert_eq!(learner.next_slot(), 172_000);
+    }
 }

@@ -713,4 +713,41 @@ mod tests {
         p.on_client_command(command(7), &mut out);
         assert_eq!(out.replies, vec![((7, 1), Reply::Rejected(RequestError::NoQuorum { reachable: 0, needed: 2 }))]);
     }
+
+    #[test]
+    fn a_retry_of_a_command_in_flight_joins_it_instead_of_being_refused_as_not_applied() {
+        let mut p = proposer(1);
+        lead(&mut p);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(7), &mut out);
+        p.flush(&mut out);
+        // The acceptors fall silent: new commands are refused with NoQuorum ...
+        for _ in 0..100 {
+            p.on_tick(&mut out);
+        }
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(8), &mut out);
+        assert_eq!(out.replies, vec![((8, 1), Reply::Rejected(RequestError::NoQuorum { reachable: 0, needed: 2 }))]);
+        // ... but not a retry of 7, which may yet be chosen.
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(7), &mut out);
+        assert!(out.replies.is_empty(), "a retry of an in-flight command was told {:?}", out.replies);
+        p.flush(&mut out);
+        assert!(accepts(&out).is_empty(), "a retry must not be proposed a second time");
+    }
+
+    #[test]
+    fn a_replica_that_may_not_lead_never_runs_for_election_and_refuses_clients() {
+        let mut p = proposer(2);
+        p.set_may_lead(false, Ballot::ZERO);
+        let mut out = ProposerOutbox::default();
+        for _ in 0..200 {
+            p.on_tick(&mut out);
+        }
+        assert!(out.persist_ballot.is_none() && out.messages.is_empty());
+        p.on_client_command(command(7), &mut out);
+        assert_eq!(out.replies, vec![((7, 1), Reply::Rejected(RequestError::NotLeader { leader: None }))]);
+        p.set_may_lead(true, Ballot::new(9, 3));
+        assert_eq!(tick_until_prepare(&mut p).persist_ballot, Some(Ballot::new(10, 2)));
+    }
 }

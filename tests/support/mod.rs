@@ -19,6 +19,8 @@ pub struct Cluster {
     extra_args: Vec<String>,
     /// Flags for one replica only, replacing none of the shared ones.
     replica_args: Vec<Vec<String>>,
+    /// Replicas started before: only a first start may create an empty state.
+    started: Vec<bool>,
 }
 
 fn free_ports(n: usize) -> Vec<SocketAddr> {
@@ -73,6 +75,7 @@ impl Cluster {
             children: (0..n).map(|_| None).collect(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             replica_args: vec![Vec::new(); n],
+            started: vec![false; n],
         }
     }
 
@@ -86,12 +89,22 @@ impl Cluster {
 
     pub fn start_replica(&mut self, id: usize) {
         assert!(self.children[id - 1].is_none(), "replica {id} already runs");
+        let child = self.spawn_replica(id);
+        self.children[id - 1] = Some(child);
+        let addr = self.addrs[id - 1];
+        wait_until(&format!("replica {id} to listen"), Duration::from_secs(10), || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+    }
+
+    fn spawn_replica(&mut self, id: usize) -> Child {
+        let cluster_state = if std::mem::replace(&mut self.started[id - 1], true) { "existing" } else { "new" };
         let replicas = self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path(id)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_server"))
+        Command::new(env!("CARGO_BIN_EXE_server"))
             .args(["--id", &id.to_string(), "--replicas", &replicas])
-            // Only a replica's first start creates its state; a restart finds its marker.
-            .args(["--cluster-state", "new"])
+            // As run_servers.sh does: only a replica's first start may begin empty.
+            .args(["--cluster-state", cluster_state])
             .arg("--data-dir")
             .arg(self.dir.join(id.to_string()))
             .args(&self.extra_args)
@@ -99,12 +112,55 @@ impl Cluster {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn server");
-        self.children[id - 1] = Some(child);
-        let addr = self.addrs[id - 1];
-        wait_until(&format!("replica {id} to listen"), Duration::from_secs(10), || {
-            std::net::TcpStream::connect(addr).is_ok()
-        });
+            .expect("spawn server")
+    }
+
+    /// Starts replica `id` with `args` added, expecting it to refuse to start:
+    /// returns its exit code and what it wrote to its log.
+    pub fn start_replica_refused(&mut self, id: usize, args: &[&str]) -> (i32, String) {
+        let log_before = std::fs::read_to_string(self.log_path(id)).unwrap_or_default().len();
+        let saved = self.replica_args[id - 1].clone();
+        self.replica_args[id - 1].extend(args.iter().map(|s| s.to_string()));
+        let mut child = self.spawn_replica(id);
+        self.replica_args[id - 1] = saved;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let code = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status.code().unwrap_or(-1);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("replica {id} did not refuse to start within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
+        (code, log[log_before..].to_string())
+    }
+
+    /// Starts replica `id` with `args` added for this start only.
+    pub fn start_replica_with(&mut self, id: usize, args: &[&str]) {
+        let saved = self.replica_args[id - 1].clone();
+        self.replica_args[id - 1].extend(args.iter().map(|s| s.to_string()));
+        self.start_replica(id);
+        self.replica_args[id - 1] = saved;
+    }
+
+    pub fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.join(id.to_string())
+    }
+
+    /// SIGSTOP (`pause == true`) or SIGCONT: a replica that hangs, then resumes.
+    pub fn pause(&mut self, id: usize, pause: bool) {
+        let pid = self.children[id - 1].as_ref().expect("replica runs").id();
+        let signal = if pause { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill").args([signal, &pid.to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// Every replica's own copy of `key` (outside the protocol).
+    pub fn local_values(&self, key: &str) -> Vec<Result<paxos_kv::kv::Reply, String>> {
+        self.addrs.iter().map(|&addr| client::local_get(addr, key, Duration::from_millis(1_000))).collect()
     }
 
     /// SIGKILL: no chance to flush or say goodbye.

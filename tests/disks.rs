@@ -1,0 +1,192 @@
+//! What happens to one replica's disk stays with that replica: real server
+//! processes whose files are damaged, lost or full (see README, "Disks and
+//! recovery").
+
+mod support;
+
+use paxos_kv::kv::Reply;
+use paxos_kv::storage::EXIT_STORAGE;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+use support::{wait_until, Cluster};
+
+fn flip_byte(path: &Path, offset: usize) -> Vec<u8> {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[offset] ^= 0x10;
+    std::fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// Every running replica holds the same value for `key`.
+fn wait_until_all_agree(cluster: &Cluster, key: &str, timeout: Duration) -> Reply {
+    let mut agreed = None;
+    wait_until(&format!("every replica to hold the same {key}"), timeout, || {
+        let values = cluster.local_values(key);
+        let first = values[0].clone();
+        agreed = first.clone().ok();
+        first.is_ok() && values.iter().all(|v| *v == first)
+    });
+    agreed.unwrap()
+}
+
+fn wait_until_rebuilt(cluster: &Cluster, id: usize, client: &mut paxos_kv::client::Client) {
+    // A rebuilding replica votes again after it has seen an instance decided:
+    // keep writing until it has.
+    let mut n = 0;
+    wait_until(&format!("replica {id} to finish rebuilding"), Duration::from_secs(30), || {
+        n += 1;
+        client.put("rebuild-probe", &n.to_string()).unwrap();
+        cluster.status(id).is_ok_and(|s| !s.rebuilding)
+    });
+}
+
+#[test]
+fn a_flipped_byte_in_the_acceptor_log_stops_the_replica_untouched_and_rejoin_brings_it_back() {
+    let mut cluster = Cluster::start("flip-log", 3, &[]);
+    let mut client = cluster.client();
+    for i in 0..60 {
+        client.put(&format!("k{i}"), &format!("v{i}")).unwrap();
+    }
+    cluster.kill(2);
+    let log = cluster.data_dir(2).join("acceptor.log");
+    let damaged = flip_byte(&log, std::fs::metadata(&log).unwrap().len() as usize / 2);
+
+    let (code, output) = cluster.start_replica_refused(2, &[]);
+    assert_eq!(code, EXIT_STORAGE, "a replica with a corrupt log must refuse to start: {output}");
+    assert!(output.contains("acceptor.log is corrupt at byte"), "the refusal must name the file: {output}");
+    assert!(output.contains("--rejoin"), "the refusal must say how to recover: {output}");
+    assert_eq!(std::fs::read(&log).unwrap(), damaged, "the damaged log must be left untouched");
+    client.put("while-refused", "still served").unwrap();
+
+    cluster.start_replica_with(2, &["--rejoin"]);
+    assert!(cluster.status(2).unwrap().rebuilding, "a rejoined replica must not vote at once");
+    wait_until_rebuilt(&cluster, 2, &mut client);
+    for key in ["k0", "k59", "while-refused"] {
+        assert!(matches!(wait_until_all_agree(&cluster, key, Duration::from_secs(20)), Reply::Value(Some(_))));
+    }
+    let aside = std::fs::read_dir(cluster.data_dir(2)).unwrap().flatten().find(|e| e.path().is_dir()).unwrap().path();
+    assert_eq!(std::fs::read(aside.join("acceptor.log")).unwrap(), damaged, "--rejoin keeps the evidence");
+}
+
+#[test]
+fn a_flipped_byte_in_a_snapshot_is_refused_and_never_spreads() {
+    let mut cluster = Cluster::start("flip-snapshot", 3, &["--snapshot-interval-slots", "5"]);
+    let mut client = cluster.client();
+    for i in 0..60 {
+        client.put(&format!("k{i}"), &"x".repeat(200)).unwrap();
+    }
+    let snapshot = cluster.data_dir(3).join("snapshot.bin");
+    wait_until("replica 3 to write a snapshot", Duration::from_secs(10), || snapshot.exists());
+    cluster.kill(3);
+    let damaged = flip_byte(&snapshot, std::fs::metadata(&snapshot).unwrap().len() as usize * 2 / 3);
+    let (code, output) = cluster.start_replica_refused(3, &[]);
+    assert_eq!(code, EXIT_STORAGE, "{output}");
+    assert!(output.contains("snapshot.bin is corrupt"), "{output}");
+    assert_eq!(std::fs::read(&snapshot).unwrap(), damaged);
+    // The others never saw the damage: they agree with each other.
+    for i in [0, 30, 59] {
+        let values = cluster.local_values(&format!("k{i}"));
+        assert_eq!(values[0], values[1]);
+        assert_eq!(values[0], Ok(Reply::Value(Some("x".repeat(200)))));
+    }
+}
+
+/// The scenario that chose one slot two ways: a replica that lost its data
+/// directory must not vote before it is rebuilt.
+#[test]
+fn a_replica_that_lost_its_data_directory_cannot_vote_until_rebuilt() {
+    let mut cluster = Cluster::start("lost-dir", 5, &[]);
+    let mut client = cluster.client();
+    client.put("x", "0").unwrap();
+    cluster.kill(4);
+    cluster.kill(5);
+    client.put("x", "X").unwrap();
+    cluster.pause(1, true);
+    cluster.pause(2, true);
+    cluster.kill(3);
+    std::fs::remove_dir_all(cluster.data_dir(3)).unwrap();
+
+    let (code, output) = cluster.start_replica_refused(3, &[]);
+    assert_eq!(code, EXIT_STORAGE, "an empty data directory of an existing cluster must be refused: {output}");
+    assert!(output.contains("--rejoin"), "{output}");
+    cluster.start_replica_with(3, &["--rejoin"]);
+    cluster.start_replica(4);
+    cluster.start_replica(5);
+    let mut rebuilt_side = cluster.client_with_deadline(Duration::from_secs(4));
+    let attempt = rebuilt_side.put("x", "Y");
+    assert!(attempt.is_err(), "a write was acknowledged by a majority that counted a replica with no state");
+
+    cluster.pause(1, false);
+    cluster.pause(2, false);
+    cluster.wait_for_leader();
+    let value = wait_until_all_agree(&cluster, "x", Duration::from_secs(30));
+    assert!(
+        value == Reply::Value(Some("X".into())) || value == Reply::Value(Some("Y".into())),
+        "x must hold the acknowledged X or the later Y: {value:?}"
+    );
+    let mut client = cluster.client();
+    client.put("x", "Z").unwrap();
+    assert_eq!(wait_until_all_agree(&cluster, "x", Duration::from_secs(20)), Reply::Value(Some("Z".into())));
+    wait_until_rebuilt(&cluster, 3, &mut client);
+}
+
+/// A full disk stops its replica with a clear message, the others carry on,
+/// and once space returns it restarts with nothing acknowledged lost.
+#[test]
+fn a_full_disk_stops_its_replica_the_cluster_carries_on_and_it_comes_back() {
+    let mount_point = std::env::temp_dir().join(format!("paxos-kv-full-disk-{}", std::process::id()));
+    std::fs::create_dir_all(&mount_point).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&mount_point)
+        .output()
+        .is_ok_and(|out| out.status.success());
+    if !mounted {
+        println!("skipped: mounting a small tmpfs needs root and mount(8); this machine cannot");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _unmount = Unmount(mount_point.clone());
+
+    let mut cluster = Cluster::start("full-disk", 3, &[]);
+    cluster.kill(3);
+    // Replica 3's data moves to the small disk.
+    let small = mount_point.join("3");
+    Command::new("cp").arg("-a").arg(cluster.data_dir(3)).arg(&small).status().unwrap();
+    std::fs::remove_dir_all(cluster.data_dir(3)).unwrap();
+    std::os::unix::fs::symlink(&small, cluster.data_dir(3)).unwrap();
+    cluster.start_replica(3);
+
+    let mut client = cluster.client();
+    let value = "v".repeat(16 * 1024);
+    let mut acknowledged = 0;
+    for i in 0..200 {
+        client.put(&format!("k{i}"), &value).unwrap();
+        acknowledged = i + 1;
+        if cluster.status(3).is_err() {
+            break;
+        }
+    }
+    wait_until("replica 3 to stop on the full disk", Duration::from_secs(10), || cluster.status(3).is_err());
+    let log = std::fs::read_to_string(cluster.log_path(3)).unwrap();
+    assert!(log.contains("FATAL acceptor log write failed"), "the stop must say why: {log}");
+    for i in acknowledged..acknowledged + 20 {
+        client.put(&format!("k{i}"), &value).unwrap();
+    }
+    cluster.kill(3);
+
+    let grown = Command::new("mount").args(["-o", "remount,size=64m"]).arg(&mount_point).status().unwrap();
+    assert!(grown.success());
+    cluster.start_replica(3);
+    for i in [0, acknowledged - 1, acknowledged + 19] {
+        let key = format!("k{i}");
+        assert_eq!(wait_until_all_agree(&cluster, &key, Duration::from_secs(30)), Reply::Value(Some(value.clone())));
+    }
+}
