@@ -25,4 +25,9 @@ elif [ -z "${PAXOS_KV_BIN_DIR:-}" ] && { [ ! -x "$BIN_DIR/client" ] || [ -n "$(f
 fi
 export PAXOS_KV_SERVERS
 PAXOS_KV_SERVERS=$(cat "$DATA/servers")
+if grep -qx -- --insecure "$DATA/server.flags" 2>/dev/null; then
+  set -- --insecure "$@"
+else
+  export PAXOS_KV_CERTS=${PAXOS_KV_CERTS:-$DATA/certs}
+fi
 exec "$BIN_DIR/client" "$@"

@@ -17,6 +17,9 @@
 # with --failures: FAIL_MTBF_MS (default 10000), FAIL_DOWNTIME_MS (default 2000),
 # FAIL_SEED (default 1), FAIL_MODE (durable or amnesia; default durable).
 # --trace records every protocol message in logs/trace-<id>.jsonl (see `client timeline`).
+# Replicas and clients prove who they are with mutual TLS: the first start creates the
+# cluster's certificates in data/certs (CA, one per replica, one for clients; keys mode 0600)
+# and run_client.sh uses them. `-- --insecure` runs plain TCP instead (loopback only).
 # Data lives in data/<id>, logs in logs/server-<id>.log, pids in data/<id>/server.pid;
 # data/cluster.id names the cluster (written into every data file), and once the
 # first start is complete data/cluster.state says "existing": from then on a replica
@@ -38,7 +41,7 @@ mkdir -p "$DATA" "$LOGS"
 # Builds the release binaries unless they are newer than every source file.
 build_if_needed() {
   [ -n "${PAXOS_KV_BIN_DIR:-}" ] && return
-  if [ -x "$SERVER" ] && [ -x "$BIN_DIR/client" ] \
+  if [ -x "$SERVER" ] && [ -x "$BIN_DIR/client" ] && [ -x "$BIN_DIR/certs" ] \
      && [ -z "$(find src Cargo.toml Cargo.lock -newer "$SERVER" 2>/dev/null | head -1)" ]; then
     return
   fi
@@ -155,6 +158,13 @@ start() {
     exit 2
   fi
   local id_flags=(--cluster-id "$(cluster_id)" --cluster-state "$(cluster_state)")
+  if ! printf '%s\n' "${flags[@]}" | grep -qx -- --insecure; then
+    if [ ! -f "$DATA/certs/client.pem" ] || [ ! -f "$DATA/certs/replica-$n.pem" ]; then
+      "$BIN_DIR/certs" --out "$DATA/certs" --replicas "$n" >/dev/null
+      echo "created the cluster's certificates in $DATA/certs"
+    fi
+    id_flags+=(--certs "$DATA/certs")
+  fi
   for id in $(seq "$n"); do
     if running "$id"; then
       echo "replica $id already running (pid $(pid_of "$id"))"

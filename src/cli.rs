@@ -7,6 +7,7 @@ use crate::compare;
 use crate::config::Protocol;
 use crate::kv::Reply;
 use crate::prompt::{self, Outcome, PromptCommand};
+use crate::security::ClientSecurity;
 use crate::timeline;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -142,7 +143,8 @@ fn run_line(client: &mut Client, options: &ClientOptions, line: &str, interactiv
             }
         }
         Ok(Some(PromptCommand::Status)) => {
-            let lines = prompt::status_lines(&client::status_all(client.replicas(), options.timeout));
+            let lines =
+                prompt::status_lines(&client::status_all(client.replicas(), options.timeout, &options.security));
             if interactive {
                 lines.iter().for_each(|l| println!("{l}"));
             } else {
@@ -210,12 +212,12 @@ pub fn interactive(client: &mut Client, options: &ClientOptions) -> ExitCode {
 
 /// Prints every replica's copy of each key; exits 1 if two replicas that
 /// answered disagree on a key.
-pub fn inspect(servers: &[SocketAddr], keys: &[String], timeout: Duration) -> ExitCode {
+pub fn inspect(servers: &[SocketAddr], keys: &[String], timeout: Duration, security: &ClientSecurity) -> ExitCode {
     let mut disagreements = 0;
     for key in keys {
         let copies: Vec<String> = servers
             .iter()
-            .map(|addr| match client::local_get(*addr, key, timeout) {
+            .map(|addr| match client::local_get(*addr, key, timeout, security) {
                 Ok(Reply::Value(Some(value))) => value,
                 Ok(Reply::Value(None)) => prompt::NOT_FOUND.to_string(),
                 Ok(Reply::Rejected(e)) => format!("[{e}]"),

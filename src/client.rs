@@ -4,10 +4,12 @@
 
 use crate::kv::{Command, Op, Reply, RequestError};
 use crate::node::NodeStatus;
+use crate::security::{ClientSecurity, Stream, ANY_REPLICA};
+use crate::transport;
 use crate::wire::{self, ClientRequest, ClientResponse, FrameError, Hello, Speaker};
 use std::fmt;
-use std::io::{BufReader, BufWriter, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufReader, Write};
+use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -64,6 +66,8 @@ pub struct ClientOptions {
     /// How long one call may take in all, across retries.
     pub deadline: Duration,
     pub frame_bytes_max: usize,
+    /// The client certificate (mutual TLS), or plain TCP.
+    pub security: ClientSecurity,
 }
 
 impl Default for ClientOptions {
@@ -72,24 +76,27 @@ impl Default for ClientOptions {
             timeout: Duration::from_millis(2_000),
             deadline: Duration::from_millis(5_000),
             frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT,
+            security: ClientSecurity::Insecure,
         }
     }
 }
 
 struct Connection {
-    reader: BufReader<TcpStream>,
-    writer: BufWriter<TcpStream>,
+    stream: BufReader<Stream>,
 }
 
 impl Connection {
-    fn open(addr: SocketAddr, timeout: Duration) -> std::io::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, timeout)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(timeout))?;
-        stream.set_write_timeout(Some(timeout))?;
-        let mut writer = BufWriter::new(stream.try_clone()?);
-        wire::write_frame(&mut writer, &Hello::new(Speaker::Client))?;
-        Ok(Connection { reader: BufReader::new(stream), writer })
+    /// Clients check that the server is a replica of the cluster (its
+    /// certificate chains to the CA and names `replica.paxos-kv`); which
+    /// replica it is matters to links between replicas, not to clients.
+    fn open(addr: SocketAddr, timeout: Duration, security: &ClientSecurity) -> std::io::Result<Self> {
+        let tcp = transport::connect_tcp(addr, timeout)?;
+        tcp.set_nodelay(true)?;
+        tcp.set_read_timeout(Some(timeout))?;
+        tcp.set_write_timeout(Some(timeout))?;
+        let mut stream = security.wrap(tcp, ANY_REPLICA)?;
+        stream.write_all(&wire::frame(&Hello::new(Speaker::Client)))?;
+        Ok(Connection { stream: BufReader::new(stream) })
     }
 
     fn call(&mut self, request: &ClientRequest, frame_bytes_max: usize) -> Result<ClientResponse, FrameError> {
@@ -102,10 +109,12 @@ impl Connection {
         request: &ClientRequest,
         frame_bytes_max: usize,
     ) -> Result<ClientResponse, (FrameError, bool)> {
-        wire::write_frame(&mut self.writer, request)
-            .and_then(|()| self.writer.flush())
+        let stream = self.stream.get_mut();
+        stream
+            .write_all(&wire::frame(request))
+            .and_then(|()| stream.flush())
             .map_err(|e| (FrameError::Io(e), false))?;
-        wire::read_frame(&mut self.reader, frame_bytes_max).map_err(|e| (e, true))
+        wire::read_frame(&mut self.stream, frame_bytes_max).map_err(|e| (e, true))
     }
 }
 
@@ -270,7 +279,7 @@ impl Client {
         let target = self.target;
         if self.connection.as_ref().is_none_or(|(index, _)| *index != target) {
             self.connection = None;
-            let connection = Connection::open(self.replicas[target], self.options.timeout)
+            let connection = Connection::open(self.replicas[target], self.options.timeout, &self.options.security)
                 .map_err(|e| (FrameError::Io(e), false))?;
             self.connection = Some((target, connection));
         }
@@ -304,8 +313,8 @@ fn unexpected(reply: Reply) -> ClientError {
 }
 
 /// One replica's own copy of `key`, outside the protocol (see `ClientRequest::LocalGet`).
-pub fn local_get(addr: SocketAddr, key: &str, timeout: Duration) -> Result<Reply, String> {
-    let mut connection = Connection::open(addr, timeout).map_err(|e| e.to_string())?;
+pub fn local_get(addr: SocketAddr, key: &str, timeout: Duration, security: &ClientSecurity) -> Result<Reply, String> {
+    let mut connection = Connection::open(addr, timeout, security).map_err(|e| e.to_string())?;
     let request = ClientRequest::LocalGet { request_id: (rand::random::<u64>() | 1, 1), key: key.to_string() };
     match connection.call(&request, wire::FRAME_BYTES_MAX_DEFAULT) {
         Ok(ClientResponse::Reply(reply)) => Ok(reply),
@@ -315,8 +324,8 @@ pub fn local_get(addr: SocketAddr, key: &str, timeout: Duration) -> Result<Reply
 }
 
 /// Asks one replica for its status.
-pub fn status(addr: SocketAddr, timeout: Duration) -> Result<NodeStatus, String> {
-    let mut connection = Connection::open(addr, timeout).map_err(|e| e.to_string())?;
+pub fn status(addr: SocketAddr, timeout: Duration, security: &ClientSecurity) -> Result<NodeStatus, String> {
+    let mut connection = Connection::open(addr, timeout, security).map_err(|e| e.to_string())?;
     match connection.call(&ClientRequest::Status, wire::FRAME_BYTES_MAX_DEFAULT) {
         Ok(ClientResponse::Status(status)) => Ok(*status),
         Ok(other) => Err(format!("unexpected response {other:?}")),
@@ -325,8 +334,18 @@ pub fn status(addr: SocketAddr, timeout: Duration) -> Result<NodeStatus, String>
 }
 
 /// Asks every replica at once; a down replica gives an `Err`.
-pub fn status_all(replicas: &[SocketAddr], timeout: Duration) -> Vec<(SocketAddr, Result<NodeStatus, String>)> {
-    let handles: Vec<_> = replicas.iter().map(|&addr| (addr, thread::spawn(move || status(addr, timeout)))).collect();
+pub fn status_all(
+    replicas: &[SocketAddr],
+    timeout: Duration,
+    security: &ClientSecurity,
+) -> Vec<(SocketAddr, Result<NodeStatus, String>)> {
+    let handles: Vec<_> = replicas
+        .iter()
+        .map(|&addr| {
+            let security = security.clone();
+            (addr, thread::spawn(move || status(addr, timeout, &security)))
+        })
+        .collect();
     handles
         .into_iter()
         .map(|(addr, h)| (addr, h.join().unwrap_or_else(|_| Err("status thread panicked".into()))))

@@ -6,6 +6,7 @@
 use crate::client::{self, Client, ClientError, ClientOptions};
 use crate::config::Protocol;
 use crate::kv::Reply;
+use crate::security::{self, ClientSecurity};
 use anyhow::{bail, Context, Result};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
@@ -61,6 +62,11 @@ impl LevelResult {
     }
 }
 
+/// Both protocols' clusters use certificates of their own, as real ones would.
+fn certs_dir(options: &CompareOptions) -> PathBuf {
+    options.work_dir.join("certs")
+}
+
 /// Mean up-time between failures giving a replica `percent`% downtime.
 pub fn mtbf_for(percent: u32, mean_downtime_ms: u64) -> Option<u64> {
     (percent > 0).then(|| (mean_downtime_ms as f64 * (100.0 - percent as f64) / percent as f64).round().max(1.0) as u64)
@@ -82,6 +88,10 @@ impl LocalCluster {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
         let replicas = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
+        let certs = certs_dir(options);
+        if !certs.join(security::CLIENT_CERT).exists() {
+            security::issue(&certs, options.replicas as u32, &[])?;
+        }
         let mut cluster = LocalCluster { addrs, children: Vec::new(), dir };
         for id in 1..=options.replicas {
             let log = std::fs::File::create(cluster.dir.join(format!("server-{id}.log")))?;
@@ -90,6 +100,8 @@ impl LocalCluster {
                 .args(["--id", &id.to_string(), "--replicas", &replicas, "--protocol", &protocol.to_string()])
                 // A fresh directory per run: each is the first start of a new cluster.
                 .args(["--cluster-state", "new"])
+                .arg("--certs")
+                .arg(&certs)
                 .arg("--data-dir")
                 .arg(cluster.dir.join(id.to_string()))
                 .args(["--request-timeout-ms", "1500"]);
@@ -154,9 +166,11 @@ fn run_worker(addrs: Vec<SocketAddr>, worker: usize, options: CompareOptions, st
         blocked: 0,
         keys: BTreeMap::new(),
     };
+    let Ok(security) = ClientSecurity::from_dir(&certs_dir(&options)) else { return result };
     let client_options = ClientOptions {
         timeout: Duration::from_millis(1_000),
         deadline: options.client_deadline,
+        security,
         ..ClientOptions::default()
     };
     let Ok(mut client) = Client::with_options(&addrs, client_options) else { return result };
@@ -203,7 +217,12 @@ fn run_worker(addrs: Vec<SocketAddr>, worker: usize, options: CompareOptions, st
 /// Counts acknowledged writes missing, or with another value, at a replica
 /// that answers. Values written later with an unknown outcome also count as
 /// present. Lagging replicas get until `deadline` to catch up.
-fn check_writes(addrs: &[SocketAddr], keys: &BTreeMap<String, KeyHistory>, deadline: Instant) -> (u64, u64) {
+fn check_writes(
+    addrs: &[SocketAddr],
+    keys: &BTreeMap<String, KeyHistory>,
+    deadline: Instant,
+    security: &ClientSecurity,
+) -> (u64, u64) {
     let mut checked = 0;
     let mut lost = 0;
     for (key, history) in keys {
@@ -211,7 +230,7 @@ fn check_writes(addrs: &[SocketAddr], keys: &BTreeMap<String, KeyHistory>, deadl
         for addr in addrs {
             let mut verdict = None;
             while verdict.is_none() {
-                match client::local_get(*addr, key, Duration::from_millis(500)) {
+                match client::local_get(*addr, key, Duration::from_millis(500), security) {
                     Ok(Reply::Value(Some(value)))
                         if &value == acknowledged || history.unknown_since.contains(&value) =>
                     {
@@ -242,7 +261,11 @@ pub fn run_level(options: &CompareOptions, protocol: Protocol, level: u32) -> Re
     let warm_up = Instant::now() + Duration::from_secs(5);
     let mut probe = Client::with_options(
         &cluster.addrs,
-        ClientOptions { deadline: Duration::from_millis(500), ..ClientOptions::default() },
+        ClientOptions {
+            deadline: Duration::from_millis(500),
+            security: ClientSecurity::from_dir(&certs_dir(options))?,
+            ..ClientOptions::default()
+        },
     )?;
     while probe.get("warm-up").is_err() && Instant::now() < warm_up {}
     let started = Instant::now();
@@ -284,7 +307,8 @@ pub fn run_level(options: &CompareOptions, protocol: Protocol, level: u32) -> Re
         result.p50_ms = histogram.value_at_quantile(0.5) as f64 / 1000.0;
         result.p99_ms = histogram.value_at_quantile(0.99) as f64 / 1000.0;
     }
-    let (checked, lost) = check_writes(&cluster.addrs, &keys, Instant::now() + Duration::from_secs(5));
+    let security = ClientSecurity::from_dir(&certs_dir(options))?;
+    let (checked, lost) = check_writes(&cluster.addrs, &keys, Instant::now() + Duration::from_secs(5), &security);
     result.writes_checked = checked;
     result.writes_lost = lost;
     Ok(result)

@@ -1,6 +1,7 @@
 //! Server configuration, validated once at start. Names carry their units.
 
 use crate::paxos::NodeId;
+use crate::security::ServerSecurity;
 use crate::storage::frames::RECORD_BYTES_MAX;
 use crate::storage::{ClusterState, Identity};
 use anyhow::{bail, ensure, Result};
@@ -60,6 +61,10 @@ pub struct ServerConfig {
     pub protocol: Protocol,
     /// Every replica's address, replica `i` at index `i - 1`.
     pub replicas: Vec<SocketAddr>,
+    /// Where this replica listens; `None`: its own entry in `replicas`.
+    pub listen: Option<SocketAddr>,
+    /// Mutual TLS with the cluster's certificates, or plain TCP (`--insecure`).
+    pub security: ServerSecurity,
     pub data_dir: PathBuf,
     pub tick_ms: u64,
     pub request_timeout_ms: u64,
@@ -68,8 +73,14 @@ pub struct ServerConfig {
     /// Largest frame accepted from a replica that completed the handshake
     /// (a catch-up snapshot travels in one frame).
     pub peer_frame_bytes_max: usize,
-    /// Open connections (clients and replicas) beyond this are refused.
+    /// Open client connections beyond this are refused.
     pub connections_max: usize,
+    /// Connections still in their TLS handshake or hello; beyond this the oldest is closed.
+    pub handshakes_max: usize,
+    /// Bytes of frames being received on all connections together.
+    pub inflight_bytes_max: usize,
+    /// A client connection with no request for this long is closed.
+    pub client_idle_timeout_ms: u64,
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
     pub snapshot_interval_slots: u64,
@@ -106,7 +117,21 @@ impl ServerConfig {
             "--peer-frame-bytes-max must be at least --frame-bytes-max"
         );
         ensure!(self.key_bytes_max >= 1, "--key-bytes-max must be at least 1");
-        ensure!(self.connections_max >= 2 * self.replicas.len(), "--connections-max must leave room for the replicas");
+        ensure!(self.connections_max >= 1, "--connections-max must be at least 1");
+        ensure!(self.handshakes_max >= 2 * self.replicas.len(), "--handshakes-max must leave room for the replicas");
+        ensure!(
+            self.inflight_bytes_max >= self.peer_frame_bytes_max,
+            "--inflight-bytes-max must hold at least one peer frame (--peer-frame-bytes-max)"
+        );
+        ensure!(self.client_idle_timeout_ms >= 1_000, "--client-idle-timeout-ms must be at least 1000");
+        if !self.security.is_tls() {
+            ensure!(
+                self.listen_address().ip().is_loopback(),
+                "--insecure replicas listen on loopback only (127.0.0.0/8), not {}: anyone who can reach \
+                 the port could speak as a replica",
+                self.listen_address()
+            );
+        }
         ensure!(
             self.key_bytes_max + self.value_bytes_max + 1024 <= self.frame_bytes_max,
             "--key-bytes-max plus --value-bytes-max must fit in --frame-bytes-max with 1 KiB to spare"
@@ -127,6 +152,10 @@ impl ServerConfig {
             ensure!(self.failure.downtime_ms >= 1, "--fail-downtime-ms must be at least 1");
         }
         Ok(())
+    }
+
+    pub fn listen_address(&self) -> SocketAddr {
+        self.listen.unwrap_or_else(|| self.address_of(self.id))
     }
 
     pub fn identity(&self) -> Identity {

@@ -17,6 +17,7 @@ pub mod mailbox;
 pub mod node;
 pub mod paxos;
 pub mod prompt;
+pub mod security;
 pub mod sim;
 pub mod storage;
 pub mod timeline;

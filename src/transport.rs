@@ -6,6 +6,7 @@
 use crate::config::Protocol;
 use crate::mailbox::{Full, Mailbox};
 use crate::paxos::NodeId;
+use crate::security::{self, ClientSecurity, Stream};
 use crate::wire::{self, Hello, Speaker};
 use log::{debug, info, warn};
 use serde::Serialize;
@@ -21,6 +22,9 @@ const BATCH_ENVELOPES_MAX: usize = 4_096;
 const BACKOFF_MS_MIN: u64 = 20;
 const BACKOFF_MS_MAX: u64 = 500;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
+/// An idle link sends an empty frame this often, so the peer can tell a
+/// quiet link from a dead one (it closes links silent for 10 s).
+const KEEPALIVE: Duration = Duration::from_secs(1);
 
 pub struct PeerLink<T> {
     peer: NodeId,
@@ -44,47 +48,61 @@ impl<T> PeerLink<T> {
 pub type Connected = Arc<Mutex<BTreeSet<NodeId>>>;
 
 /// Starts the writer thread of the link from `self_id` to `peer`.
-pub fn spawn_link<T: Serialize + Send + 'static>(
-    self_id: NodeId,
-    protocol: Protocol,
-    peer: NodeId,
-    addr: SocketAddr,
-    connected: Connected,
-) -> PeerLink<T> {
+/// Who a link is from and to, and how it proves it.
+pub struct LinkEnds {
+    pub self_id: NodeId,
+    pub protocol: Protocol,
+    pub peer: NodeId,
+    pub addr: SocketAddr,
+    pub security: ClientSecurity,
+}
+
+pub fn spawn_link<T: Serialize + Send + 'static>(ends: LinkEnds, connected: Connected) -> PeerLink<T> {
     let queue = Arc::new(Mailbox::new(LINK_QUEUE_MAX));
     let link_queue = queue.clone();
+    let peer = ends.peer;
     thread::Builder::new()
-        .name(format!("s{self_id}/link-{peer}"))
-        .spawn(move || run_link(self_id, protocol, peer, addr, &link_queue, connected))
+        .name(format!("s{}/link-{peer}", ends.self_id))
+        .spawn(move || run_link(&ends, &link_queue, connected))
         .expect("spawning a link thread");
     PeerLink { peer, queue }
 }
 
-fn connect(self_id: NodeId, protocol: Protocol, addr: SocketAddr) -> std::io::Result<BufWriter<TcpStream>> {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
-    stream.set_nodelay(true)?;
-    stream.set_write_timeout(Some(WRITE_TIMEOUT))?;
+/// Connects to `addr`, refusing a connection to itself: connecting to a
+/// closed port in the ephemeral range can end in TCP's simultaneous open
+/// with the very same port, which would then hold that port and keep the
+/// replica that owns it from starting.
+pub fn connect_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, timeout)?;
+    if stream.local_addr()? == stream.peer_addr()? {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        return Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connected to itself; closed"));
+    }
+    Ok(stream)
+}
+
+fn connect(ends: &LinkEnds) -> std::io::Result<BufWriter<Stream>> {
+    let tcp = connect_tcp(ends.addr, Duration::from_millis(500))?;
+    tcp.set_nodelay(true)?;
+    tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
+    tcp.set_read_timeout(Some(WRITE_TIMEOUT))?;
+    let stream = ends.security.wrap(tcp, &security::replica_name(ends.peer))?;
     let mut writer = BufWriter::with_capacity(256 * 1024, stream);
-    wire::write_frame(&mut writer, &Hello::new(Speaker::Replica { node_id: self_id, protocol }))?;
+    let hello = Hello::new(Speaker::Replica { node_id: ends.self_id, protocol: ends.protocol });
+    wire::write_frame(&mut writer, &hello)?;
     writer.flush()?;
     Ok(writer)
 }
 
-fn run_link<T: Serialize>(
-    self_id: NodeId,
-    protocol: Protocol,
-    peer: NodeId,
-    addr: SocketAddr,
-    queue: &Mailbox<T>,
-    connected: Connected,
-) -> ! {
-    let mut writer: Option<BufWriter<TcpStream>> = None;
+fn run_link<T: Serialize>(ends: &LinkEnds, queue: &Mailbox<T>, connected: Connected) -> ! {
+    let (peer, addr) = (ends.peer, ends.addr);
+    let mut writer: Option<BufWriter<Stream>> = None;
     let mut backoff_ms = BACKOFF_MS_MIN;
     let mut failures = 0u64;
     let mut batch = VecDeque::new();
     loop {
         if writer.is_none() {
-            match connect(self_id, protocol, addr) {
+            match connect(ends) {
                 Ok(w) => {
                     info!("connected to replica {peer} at {addr}");
                     connected.lock().unwrap().insert(peer);
@@ -107,11 +125,9 @@ fn run_link<T: Serialize>(
                 }
             }
         }
-        if batch.is_empty() && queue.take_all(&mut batch, Instant::now() + Duration::from_millis(500)) == 0 {
-            continue;
-        }
+        let idle = batch.is_empty() && queue.take_all(&mut batch, Instant::now() + KEEPALIVE) == 0;
         let w = writer.as_mut().expect("connected above");
-        let mut result = Ok(());
+        let mut result = if idle { wire::write_frame(w, &Vec::<T>::new()) } else { Ok(()) };
         while !batch.is_empty() && result.is_ok() {
             let frame: Vec<T> = batch.drain(..batch.len().min(BATCH_ENVELOPES_MAX)).collect();
             result = wire::write_frame(w, &frame);

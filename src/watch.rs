@@ -7,6 +7,7 @@ use crate::client;
 use crate::node::NodeStatus;
 use crate::paxos::proposer::ProposerMode;
 use crate::prompt;
+use crate::security::ClientSecurity;
 use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::{Constraint, Direction, Layout};
 use ratatui::style::{Color, Modifier, Style};
@@ -233,14 +234,19 @@ fn clock() -> String {
 }
 
 /// Runs the live view until `q`, Esc or Ctrl-C (or `duration`, if given).
-pub fn run(replicas: &[SocketAddr], interval: Duration, duration: Option<Duration>) -> std::io::Result<()> {
+pub fn run(
+    replicas: &[SocketAddr],
+    security: &ClientSecurity,
+    interval: Duration,
+    duration: Option<Duration>,
+) -> std::io::Result<()> {
     let stop_at = duration.map(|d| Instant::now() + d);
     let mut model = WatchModel::default();
     let mut terminal = ratatui::init();
     let title = format!(" paxos-kv watch: {} replicas (UTC clock, q to quit) ", replicas.len());
     let result = (|| -> std::io::Result<()> {
         loop {
-            let poll = client::status_all(replicas, interval.min(Duration::from_millis(500)));
+            let poll = client::status_all(replicas, interval.min(Duration::from_millis(500)), security);
             model.update(poll, Instant::now(), &clock());
             terminal.draw(|frame| model.draw(frame, &title))?;
             if stop_at.is_some_and(|at| Instant::now() >= at) {

@@ -10,6 +10,8 @@ use crate::paxos::NodeId;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 pub const MAGIC: [u8; 4] = *b"PXKV";
 pub const PROTOCOL_VERSION: u16 = 1;
@@ -86,6 +88,12 @@ pub enum FrameError {
     },
     Malformed(String),
     Io(io::Error),
+    /// The peer was idle too long, or sent a frame too slowly.
+    Deadline(&'static str),
+    /// Frames in flight on every connection together reached the replica's budget.
+    OverBudget {
+        limit: usize,
+    },
 }
 
 impl std::fmt::Display for FrameError {
@@ -95,6 +103,10 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLarge { bytes, limit } => write!(f, "frame of {bytes} bytes exceeds the limit of {limit}"),
             FrameError::Malformed(why) => write!(f, "malformed frame: {why}"),
             FrameError::Io(e) => write!(f, "i/o error: {e}"),
+            FrameError::Deadline(what) => write!(f, "{what}"),
+            FrameError::OverBudget { limit } => {
+                write!(f, "frames in flight on all connections reached the {limit}-byte budget")
+            }
         }
     }
 }
@@ -118,7 +130,8 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
 pub fn frame<T: Serialize>(value: &T) -> Vec<u8> {
     let mut bytes = vec![0u8; 4];
     bincode::serde::encode_into_std_write(value, &mut bytes, config()).expect("encoding into a Vec cannot fail");
-    let body = u32::try_from(bytes.len() - 4).expect("frame body over 4 GiB");
+    // Callers bound what they encode far below this (batches, chunks, frame limits).
+    let body = u32::try_from(bytes.len() - 4).expect("frame body over 4 GiB: a caller ignored its byte budget");
     bytes[..4].copy_from_slice(&body.to_be_bytes());
     bytes
 }
@@ -144,6 +157,128 @@ pub fn read_frame<T: DeserializeOwned, R: Read>(reader: &mut R, frame_bytes_max:
             FrameError::Io(e)
         }
     })?;
+    decode(&body)
+}
+
+/// Bytes of frames being read, shared by every connection of a replica.
+#[derive(Debug)]
+pub struct ByteBudget {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl ByteBudget {
+    pub fn new(limit: usize) -> Self {
+        ByteBudget { used: AtomicUsize::new(0), limit }
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    fn take(&self, bytes: usize) -> bool {
+        let mut used = self.used.load(Ordering::Relaxed);
+        loop {
+            if used + bytes > self.limit {
+                return false;
+            }
+            match self.used.compare_exchange_weak(used, used + bytes, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+
+    fn give_back(&self, bytes: usize) {
+        self.used.fetch_sub(bytes, Ordering::AcqRel);
+    }
+}
+
+/// A reader whose next reads can be bounded in time.
+pub trait TimedRead: Read {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+}
+
+/// How long a connection may take: to start a frame, and to finish one once started.
+#[derive(Clone, Copy, Debug)]
+pub struct FrameDeadlines {
+    pub idle: Duration,
+    pub frame: Duration,
+}
+
+struct Held<'a> {
+    budget: &'a ByteBudget,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.give_back(self.bytes);
+    }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+/// Reads one frame within `deadlines`: the first byte within `idle`, the
+/// whole frame within `frame` of its first byte, however the bytes dribble
+/// in. The body buffer grows as bytes arrive, each byte counted against
+/// `budget` until the frame is decoded, so declared lengths cost nothing.
+pub fn read_frame_timed<T: DeserializeOwned, R: TimedRead>(
+    reader: &mut R,
+    frame_bytes_max: usize,
+    deadlines: FrameDeadlines,
+    budget: &ByteBudget,
+) -> Result<T, FrameError> {
+    let started = Instant::now();
+    let mut deadline = started + deadlines.idle;
+    let read_within = |reader: &mut R, buf: &mut [u8], deadline: Instant, what: &'static str| loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(FrameError::Deadline(what));
+        }
+        reader.set_read_timeout(Some(left)).map_err(FrameError::Io)?;
+        match reader.read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(FrameError::Io(e)),
+        }
+    };
+    let mut prefix = [0u8; 4];
+    let mut have = 0;
+    while have < 4 {
+        let what = if have == 0 { "idle too long" } else { "a frame arrived too slowly" };
+        match read_within(reader, &mut prefix[have..], deadline, what)? {
+            0 if have == 0 => return Err(FrameError::Closed),
+            0 => return Err(FrameError::Malformed("connection closed inside a length prefix".into())),
+            n => {
+                if have == 0 {
+                    deadline = Instant::now() + deadlines.frame;
+                }
+                have += n;
+            }
+        }
+    }
+    let bytes = u32::from_be_bytes(prefix) as usize;
+    if bytes > frame_bytes_max {
+        return Err(FrameError::TooLarge { bytes, limit: frame_bytes_max });
+    }
+    let mut held = Held { budget, bytes: 0 };
+    let mut body = Vec::new();
+    let mut chunk = [0u8; 64 * 1024];
+    while body.len() < bytes {
+        let want = (bytes - body.len()).min(chunk.len());
+        let n = read_within(reader, &mut chunk[..want], deadline, "a frame arrived too slowly")?;
+        if n == 0 {
+            return Err(FrameError::Malformed(format!("connection closed inside a {bytes}-byte frame")));
+        }
+        if !budget.take(n) {
+            return Err(FrameError::OverBudget { limit: budget.limit });
+        }
+        held.bytes += n;
+        body.extend_from_slice(&chunk[..n]);
+    }
     decode(&body)
 }
 

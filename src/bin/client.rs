@@ -7,6 +7,7 @@ use paxos_kv::cli::{self, EXIT_ERROR};
 use paxos_kv::client::{self, Client, ClientOptions};
 use paxos_kv::compare;
 use paxos_kv::prompt::{self, PromptCommand};
+use paxos_kv::security::ClientSecurity;
 use paxos_kv::timeline;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -30,6 +31,12 @@ struct Args {
     /// How long one command may take in all, across replicas and retries.
     #[arg(long, default_value_t = 5_000)]
     deadline_ms: u64,
+    /// Directory with ca.pem, client.pem and client.key (mutual TLS); `./run_client.sh` sets it.
+    #[arg(long, env = "PAXOS_KV_CERTS")]
+    certs: Option<std::path::PathBuf>,
+    /// Plain TCP, for clusters started with --insecure.
+    #[arg(long)]
+    insecure: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -124,11 +131,31 @@ enum Command {
     },
 }
 
+fn security(args: &Args) -> Result<ClientSecurity, String> {
+    match (&args.certs, args.insecure) {
+        (_, true) => Ok(ClientSecurity::Insecure),
+        (Some(dir), false) => ClientSecurity::from_dir(dir).map_err(|e| format!("{e:#}")),
+        (None, false) => Err("give --certs DIR (or PAXOS_KV_CERTS) for a cluster with certificates, or \
+             --insecure for one started with --insecure; ./run_client.sh does this for you"
+            .into()),
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    let needs_cluster = !matches!(args.command, Some(Command::Timeline { .. } | Command::Compare { .. }));
+    let security = match security(&args) {
+        Ok(security) => security,
+        Err(e) if needs_cluster => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+        Err(_) => ClientSecurity::Insecure,
+    };
     let options = ClientOptions {
         timeout: Duration::from_millis(args.timeout_ms),
         deadline: Duration::from_millis(args.deadline_ms),
+        security: security.clone(),
         ..ClientOptions::default()
     };
     let mut client = match Client::with_options(&args.servers, options.clone()) {
@@ -145,13 +172,13 @@ fn main() -> ExitCode {
         Command::Get { key } => cli::one_shot(&mut client, PromptCommand::Get { key }),
         Command::Delete { key } => cli::one_shot(&mut client, PromptCommand::Delete { key }),
         Command::Status => {
-            prompt::status_lines(&client::status_all(&args.servers, options.timeout))
+            prompt::status_lines(&client::status_all(&args.servers, options.timeout, &security))
                 .iter()
                 .for_each(|l| println!("{l}"));
             ExitCode::SUCCESS
         }
         Command::Demo => cli::demo(&mut client),
-        Command::Inspect { keys } => cli::inspect(&args.servers, &keys, options.timeout),
+        Command::Inspect { keys } => cli::inspect(&args.servers, &keys, options.timeout, &security),
         Command::Compare {
             replicas,
             clients,
@@ -190,6 +217,7 @@ fn main() -> ExitCode {
             }
             match paxos_kv::watch::run(
                 &args.servers,
+                &security,
                 Duration::from_millis(interval_ms),
                 duration.map(Duration::from_secs),
             ) {

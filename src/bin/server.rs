@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use paxos_kv::config::{FailMode, FailureConfig, Protocol, ServerConfig};
+use paxos_kv::security::ServerSecurity;
 use paxos_kv::storage::{ClusterState, Damage, EXIT_STORAGE};
 use paxos_kv::twopc::coordinator::StallPoint;
 use std::net::SocketAddr;
@@ -34,6 +35,16 @@ struct Args {
     /// Every replica's address, comma-separated, in id order.
     #[arg(long, value_delimiter = ',', required = true)]
     replicas: Vec<SocketAddr>,
+    /// Where this replica listens (default: its own entry in --replicas), e.g. 0.0.0.0:5001.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory with ca.pem, replica-<id>.pem and replica-<id>.key (see `server certs`).
+    #[arg(long, env = "PAXOS_KV_CERTS", required_unless_present = "insecure")]
+    certs: Option<PathBuf>,
+    /// Plain TCP, no certificates: for teaching and for measuring what TLS costs.
+    /// Loopback addresses only.
+    #[arg(long, conflicts_with = "certs")]
+    insecure: bool,
     /// Where the acceptor log, the proposer's ballot and snapshots live.
     #[arg(long)]
     data_dir: PathBuf,
@@ -50,9 +61,18 @@ struct Args {
     peer_frame_bytes_max: usize,
     #[arg(long, default_value_t = 1_024)]
     key_bytes_max: usize,
-    /// Connections beyond this many open ones are refused (one thread each).
+    /// Client connections beyond this many open ones are refused (one thread each).
     #[arg(long, default_value_t = 2_048)]
     connections_max: usize,
+    /// Connections in their TLS handshake or hello at once; beyond this the oldest is closed.
+    #[arg(long, default_value_t = 512)]
+    handshakes_max: usize,
+    /// Bytes of frames being received on all connections together; beyond it a connection is closed.
+    #[arg(long, default_value_t = 512 << 20)]
+    inflight_bytes_max: usize,
+    /// A client connection without a request for this long is closed.
+    #[arg(long, default_value_t = 60_000)]
+    client_idle_timeout_ms: u64,
     #[arg(long, default_value_t = 1 << 20)]
     value_bytes_max: usize,
     /// Write a snapshot, and let the acceptor forget older slots, every this many slots.
@@ -111,6 +131,11 @@ fn main() -> Result<()> {
         stall_coordinator: args.stall_coordinator,
         trace: args.trace,
         trace_bytes_max: args.trace_bytes_max,
+        security: match &args.certs {
+            Some(dir) if !args.insecure => ServerSecurity::from_dir(dir, args.id)?,
+            _ => ServerSecurity::Insecure,
+        },
+        listen: args.listen,
         replicas: args.replicas,
         data_dir: args.data_dir,
         tick_ms: args.tick_ms,
@@ -119,6 +144,9 @@ fn main() -> Result<()> {
         peer_frame_bytes_max: args.peer_frame_bytes_max,
         key_bytes_max: args.key_bytes_max,
         connections_max: args.connections_max,
+        handshakes_max: args.handshakes_max,
+        inflight_bytes_max: args.inflight_bytes_max,
+        client_idle_timeout_ms: args.client_idle_timeout_ms,
         value_bytes_max: args.value_bytes_max,
         snapshot_interval_slots: args.snapshot_interval_slots,
         window_slots: args.window_slots,

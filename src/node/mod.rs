@@ -16,17 +16,20 @@ use crate::fault;
 use crate::kv::{Command, Op, Reply, RequestError, RequestId};
 use crate::mailbox::{Mailbox, ReplyCell};
 use crate::paxos::NodeId;
+use crate::security::Stream;
 use crate::trace::{TraceEvent, Tracer};
-use crate::transport::{self, Connected, PeerLink};
-use crate::wire::{self, ClientRequest, ClientResponse, FrameError, Hello, PeerFrame, Speaker};
+use crate::transport::{self, Connected, LinkEnds, PeerLink};
+use crate::wire::{
+    self, ByteBudget, ClientRequest, ClientResponse, FrameDeadlines, FrameError, Hello, PeerFrame, Speaker,
+};
 use anyhow::{Context, Result};
 use log::{debug, error, info, warn};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -60,15 +63,24 @@ impl NodeStatus {
 
 pub(crate) const ROLE_QUEUE_MAX: usize = 200_000;
 const HELLO_BYTES_MAX: usize = 1_024;
+/// The TLS handshake and the hello together must arrive within this.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-const CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// A client's request, once its first byte arrived, must arrive whole within this.
+const CLIENT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Peer links send a keepalive every second when idle (`transport`).
+const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const PEER_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts a replica of the configured protocol and serves connections on the
 /// calling thread; returns only if the listener fails.
 pub fn serve(config: ServerConfig) -> Result<()> {
     config.validate()?;
     stop_on_panic();
-    let listen = config.address_of(config.id);
+    let listen = config.listen_address();
+    if !config.security.is_tls() {
+        warn!("INSECURE: plain TCP without certificates; anyone who can reach {listen} can speak as a replica");
+    }
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
     let banner = format!(
         "replica {} of {} ({}) listening on {listen}; data in {}",
@@ -152,7 +164,14 @@ impl<E: Addressed> Plumbing<E> {
             .into_iter()
             .filter(|&peer| peer != id)
             .map(|peer| {
-                (peer, transport::spawn_link(id, config.protocol, peer, config.address_of(peer), connected.clone()))
+                let ends = LinkEnds {
+                    self_id: id,
+                    protocol: config.protocol,
+                    peer,
+                    addr: config.address_of(peer),
+                    security: config.security.connect(),
+                };
+                (peer, transport::spawn_link(ends, connected.clone()))
             })
             .collect();
         let tracer = match &config.trace {
@@ -244,47 +263,146 @@ pub(crate) trait Replica: Send + Sync + 'static {
     fn status(&self) -> NodeStatus;
 }
 
-fn accept_loop<R: Replica>(listener: TcpListener, replica: Arc<R>) -> Result<()> {
-    let id = replica.config().id;
-    let open = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        match stream {
-            Ok(stream) => {
-                let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
-                // One thread per connection: bound them, so a flood of
-                // connections costs refusals, not the replica.
-                if open.load(Ordering::Relaxed) >= replica.config().connections_max {
-                    warn!("refusing connection from {peer}: {} connections open", replica.config().connections_max);
-                    continue;
-                }
-                open.fetch_add(1, Ordering::Relaxed);
-                let (replica, open_here) = (replica.clone(), open.clone());
-                let spawned = spawn_named(format!("s{id}/conn"), move || {
-                    if let Err(e) = serve_connection(&*replica, stream) {
-                        warn!("closing connection from {peer}: {e}");
-                    }
-                    open_here.fetch_sub(1, Ordering::Relaxed);
-                });
-                if let Err(e) = spawned {
-                    error!("{e:#}");
-                }
+/// Logs a kind of refusal at most once per second, with how many were
+/// refused since the last line: a flood must not turn into a log flood.
+pub(crate) struct RateLimitedLog {
+    what: &'static str,
+    state: Mutex<(Option<Instant>, u64)>,
+}
+
+impl RateLimitedLog {
+    pub(crate) const fn new(what: &'static str) -> Self {
+        RateLimitedLog { what, state: Mutex::new((None, 0)) }
+    }
+
+    pub(crate) fn record(&self, detail: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.1 += 1;
+        if state.0.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            warn!("{}: {detail} ({} in the last second or so)", self.what, state.1);
+            *state = (Some(Instant::now()), 0);
+        }
+    }
+}
+
+static REFUSED: RateLimitedLog = RateLimitedLog::new("refusing connections");
+static CLOSED: RateLimitedLog = RateLimitedLog::new("closing connections");
+
+/// Connections by stage, each bounded on its own so that strangers stuck in
+/// a handshake cannot crowd out clients, nor clients the replicas.
+struct Admission {
+    /// Connections still in the TLS handshake or hello, oldest first; when
+    /// full, the oldest is shut down to make room (a Slowloris ages out).
+    handshaking: Mutex<VecDeque<(u64, TcpStream)>>,
+    next_id: AtomicU64,
+    clients: AtomicUsize,
+    replicas: AtomicUsize,
+    budget: ByteBudget,
+}
+
+/// Decrements a counter when a connection ends, however it ends.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Admission {
+    fn admit(&self, stream: &TcpStream, limit: usize) -> Option<u64> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let clone = stream.try_clone().ok()?;
+        let mut handshaking = self.handshaking.lock().unwrap();
+        if handshaking.len() >= limit {
+            if let Some((_, oldest)) = handshaking.pop_front() {
+                let _ = oldest.shutdown(std::net::Shutdown::Both);
+                REFUSED.record(&format!("{limit} connections in handshake; closed the oldest"));
             }
-            Err(e) => warn!("accept failed: {e}"),
+        }
+        handshaking.push_back((id, clone));
+        Some(id)
+    }
+
+    fn handshake_done(&self, id: u64) {
+        self.handshaking.lock().unwrap().retain(|(pending, _)| *pending != id);
+    }
+
+    fn enter(&self, counter: &'static str, count: &AtomicUsize, limit: usize) -> Result<(), FrameError> {
+        if count.fetch_add(1, Ordering::Relaxed) >= limit {
+            count.fetch_sub(1, Ordering::Relaxed);
+            REFUSED.record(&format!("{limit} {counter} connections open"));
+            return Err(FrameError::Malformed(format!("too many {counter} connections")));
+        }
+        Ok(())
+    }
+}
+
+fn accept_loop<R: Replica>(listener: TcpListener, replica: Arc<R>) -> Result<()> {
+    let config = replica.config();
+    let id = config.id;
+    let admission = Arc::new(Admission {
+        handshaking: Mutex::new(VecDeque::new()),
+        next_id: AtomicU64::new(0),
+        clients: AtomicUsize::new(0),
+        replicas: AtomicUsize::new(0),
+        budget: ByteBudget::new(config.inflight_bytes_max),
+    });
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(stream) => stream,
+            Err(e) => {
+                REFUSED.record(&format!("accept failed: {e}"));
+                // Out of descriptors or memory: let connections drain.
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let Some(pending) = admission.admit(&stream, config.handshakes_max) else { continue };
+        let peer = stream.peer_addr().map(|a| a.to_string()).unwrap_or_else(|_| "?".into());
+        let (replica, admission) = (replica.clone(), admission.clone());
+        let spawned = spawn_named(format!("s{id}/conn"), move || {
+            match serve_connection(&*replica, &admission, pending, stream) {
+                Ok(()) | Err(FrameError::Closed) => {}
+                Err(e) => CLOSED.record(&format!("from {peer}: {e}")),
+            }
+            admission.handshake_done(pending);
+        });
+        if let Err(e) = spawned {
+            error!("{e:#}");
         }
     }
     Ok(())
 }
 
-fn serve_connection<R: Replica>(replica: &R, stream: TcpStream) -> Result<(), FrameError> {
+impl wire::TimedRead for BufReader<Stream> {
+    fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
+        self.get_ref().tcp().set_read_timeout(timeout)
+    }
+}
+
+fn serve_connection<R: Replica>(
+    replica: &R,
+    admission: &Admission,
+    pending: u64,
+    tcp: TcpStream,
+) -> Result<(), FrameError> {
     let config = replica.config();
-    stream.set_nodelay(true).map_err(FrameError::Io)?;
-    stream.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(FrameError::Io)?;
-    let mut reader = BufReader::with_capacity(256 * 1024, stream.try_clone().map_err(FrameError::Io)?);
-    let hello: Hello = match wire::read_frame(&mut reader, HELLO_BYTES_MAX) {
-        // A port probe: connected and left without a word.
-        Err(FrameError::Closed) => return Ok(()),
-        other => other?,
-    };
+    tcp.set_nodelay(true).map_err(FrameError::Io)?;
+    // The handshake and the hello together must finish within this.
+    let hello_deadline = Instant::now() + HELLO_TIMEOUT;
+    tcp.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(FrameError::Io)?;
+    tcp.set_write_timeout(Some(HELLO_TIMEOUT)).map_err(FrameError::Io)?;
+    let stream = config.security.accept(tcp).map_err(|e| match e.kind() {
+        // A port probe, or a stranger without a certificate.
+        std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
+        _ => FrameError::Malformed(format!("TLS handshake failed: {e}")),
+    })?;
+    let mut reader = BufReader::with_capacity(64 * 1024, stream);
+    let left = hello_deadline.saturating_duration_since(Instant::now());
+    let deadlines = FrameDeadlines { idle: left, frame: left };
+    let hello: Hello = wire::read_frame_timed(&mut reader, HELLO_BYTES_MAX, deadlines, &admission.budget)?;
+    admission.handshake_done(pending);
     hello.check().map_err(FrameError::Malformed)?;
     match hello.speaker {
         Speaker::Replica { node_id, protocol } => {
@@ -292,16 +410,29 @@ fn serve_connection<R: Replica>(replica: &R, stream: TcpStream) -> Result<(), Fr
             if !known {
                 return Err(FrameError::Malformed(format!("hello from unknown replica {node_id}")));
             }
+            config
+                .security
+                .may_speak_as_replica(reader.get_ref(), node_id)
+                .map_err(|e| FrameError::Malformed(format!("hello claims replica {node_id}, but {e:#}")))?;
             if protocol != config.protocol {
                 return Err(FrameError::Malformed(format!(
                     "replica {node_id} runs {protocol}, this one runs {}",
                     config.protocol
                 )));
             }
-            stream.set_read_timeout(None).map_err(FrameError::Io)?;
+            // A reconnecting peer may briefly hold two connections.
+            admission.enter("replica", &admission.replicas, 2 * config.replicas.len())?;
+            let _counted = Counted(&admission.replicas);
             debug!("replica {node_id} connected");
+            // Links send a keepalive when idle: silence this long means a dead peer.
+            let deadlines = FrameDeadlines { idle: PEER_IDLE_TIMEOUT, frame: PEER_FRAME_TIMEOUT };
             loop {
-                let frame: PeerFrame<R::Envelope> = match wire::read_frame(&mut reader, config.peer_frame_bytes_max) {
+                let frame: PeerFrame<R::Envelope> = match wire::read_frame_timed(
+                    &mut reader,
+                    config.peer_frame_bytes_max,
+                    deadlines,
+                    &admission.budget,
+                ) {
                     Err(FrameError::Closed) => return Ok(()),
                     other => other?,
                 };
@@ -311,15 +442,23 @@ fn serve_connection<R: Replica>(replica: &R, stream: TcpStream) -> Result<(), Fr
             }
         }
         Speaker::Client => {
-            stream.set_read_timeout(Some(CLIENT_IDLE_TIMEOUT)).map_err(FrameError::Io)?;
-            // Replies are written by this thread: waking it costs less than
-            // writing every client's socket from a role thread.
-            let mut writer = BufWriter::new(stream);
+            admission.enter("client", &admission.clients, config.connections_max)?;
+            let _counted = Counted(&admission.clients);
+            let deadlines = FrameDeadlines {
+                idle: Duration::from_millis(config.client_idle_timeout_ms),
+                frame: CLIENT_FRAME_TIMEOUT,
+            };
+            reader.get_ref().tcp().set_write_timeout(Some(CLIENT_WRITE_TIMEOUT)).map_err(FrameError::Io)?;
             loop {
-                let request: ClientRequest = match wire::read_frame(&mut reader, config.frame_bytes_max) {
-                    Err(FrameError::Closed) => return Ok(()),
-                    other => other?,
-                };
+                let request: ClientRequest =
+                    match wire::read_frame_timed(&mut reader, config.frame_bytes_max, deadlines, &admission.budget) {
+                        Err(FrameError::Closed) => return Ok(()),
+                        Err(FrameError::Deadline("idle too long")) => {
+                            debug!("closing a client connection idle for {:?}", deadlines.idle);
+                            return Ok(());
+                        }
+                        other => other?,
+                    };
                 let response = match request {
                     ClientRequest::Status => ClientResponse::Status(Box::new(replica.status())),
                     ClientRequest::LocalGet { request_id, key } => {
@@ -341,7 +480,10 @@ fn serve_connection<R: Replica>(replica: &R, stream: TcpStream) -> Result<(), Fr
                         ClientResponse::Reply(reply)
                     }
                 };
-                wire::write_frame(&mut writer, &response).and_then(|()| writer.flush()).map_err(FrameError::Io)?;
+                // Replies are written by this thread: waking it costs less than
+                // writing every client's socket from a role thread.
+                let writer = reader.get_mut();
+                writer.write_all(&wire::frame(&response)).and_then(|()| writer.flush()).map_err(FrameError::Io)?;
             }
         }
     }

@@ -7,10 +7,29 @@
 use paxos_kv::client::{self, Client, ClientOptions};
 use paxos_kv::node::{PaxosStatus, TwoPcStatus};
 use paxos_kv::paxos::proposer::ProposerMode;
+use paxos_kv::security::{self, ClientSecurity};
 use std::net::{SocketAddr, TcpListener};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+/// One certificate directory for every cluster of this test process: replica
+/// `i` of each cluster holds `replica-i`'s certificate.
+pub fn certs_dir() -> &'static Path {
+    static CERTS: OnceLock<PathBuf> = OnceLock::new();
+    CERTS.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("paxos-kv-test-certs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        security::issue(&dir, 7, &[]).expect("issue test certificates");
+        dir
+    })
+}
+
+pub fn client_security() -> ClientSecurity {
+    static SECURITY: OnceLock<ClientSecurity> = OnceLock::new();
+    SECURITY.get_or_init(|| ClientSecurity::from_dir(certs_dir()).expect("load the client certificate")).clone()
+}
 
 pub struct Cluster {
     pub addrs: Vec<SocketAddr>,
@@ -107,6 +126,8 @@ impl Cluster {
             .args(["--cluster-state", cluster_state])
             .arg("--data-dir")
             .arg(self.dir.join(id.to_string()))
+            .arg("--certs")
+            .arg(certs_dir())
             .args(&self.extra_args)
             .args(&self.replica_args[id - 1])
             .stdout(Stdio::null())
@@ -160,7 +181,10 @@ impl Cluster {
 
     /// Every replica's own copy of `key` (outside the protocol).
     pub fn local_values(&self, key: &str) -> Vec<Result<paxos_kv::kv::Reply, String>> {
-        self.addrs.iter().map(|&addr| client::local_get(addr, key, Duration::from_millis(1_000))).collect()
+        self.addrs
+            .iter()
+            .map(|&addr| client::local_get(addr, key, Duration::from_millis(1_000), &client_security()))
+            .collect()
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
@@ -176,23 +200,33 @@ impl Cluster {
     }
 
     pub fn client_with_deadline(&self, deadline: Duration) -> Client {
-        let options = ClientOptions { timeout: Duration::from_millis(1_000), deadline, ..ClientOptions::default() };
+        let options = ClientOptions {
+            timeout: Duration::from_millis(1_000),
+            deadline,
+            security: client_security(),
+            ..ClientOptions::default()
+        };
         Client::with_options(&self.addrs, options).unwrap()
     }
 
     pub fn status(&self, id: usize) -> Result<PaxosStatus, String> {
-        let status = client::status(self.addrs[id - 1], Duration::from_millis(500))?;
+        let status = client::status(self.addrs[id - 1], Duration::from_millis(500), &client_security())?;
         status.paxos().cloned().ok_or_else(|| "not a Paxos replica".to_string())
     }
 
     pub fn status_2pc(&self, id: usize) -> Result<TwoPcStatus, String> {
-        let status = client::status(self.addrs[id - 1], Duration::from_millis(500))?;
+        let status = client::status(self.addrs[id - 1], Duration::from_millis(500), &client_security())?;
         status.twopc().cloned().ok_or_else(|| "not a 2PC replica".to_string())
     }
 
     /// A client that talks to replica `id` only.
     pub fn client_of(&self, id: usize, deadline: Duration) -> Client {
-        let options = ClientOptions { timeout: Duration::from_millis(1_000), deadline, ..ClientOptions::default() };
+        let options = ClientOptions {
+            timeout: Duration::from_millis(1_000),
+            deadline,
+            security: client_security(),
+            ..ClientOptions::default()
+        };
         Client::with_options(&self.addrs[id - 1..id], options).unwrap()
     }
 
@@ -218,6 +252,8 @@ impl Cluster {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
             .args(["--servers", &self.servers_arg(), "--timeout-ms", "1000"])
+            .arg("--certs")
+            .arg(certs_dir())
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
