@@ -4,7 +4,7 @@
 
 use super::ballot::{Ballot, NodeId, Slot};
 use super::messages::*;
-use log::{debug, info};
+use log::{debug, info, warn};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -201,6 +201,17 @@ impl Acceptor {
     }
 
     pub fn on_message(&mut self, from: NodeId, msg: Message, out: &mut AcceptorOutbox) {
+        // A proposer only ever speaks with its own ballots, and no real round
+        // comes near ROUND_MAX: anything else is refused before it can raise
+        // a promise (a promise never goes down, so a bad one would be forever).
+        if let Some(ballot) = msg.ballot() {
+            let own = !matches!(msg, Message::Prepare(_) | Message::Accept(_) | Message::Heartbeat(_))
+                || ballot.node_id == from;
+            if !ballot.is_sane() || !own {
+                warn!("refusing {} from {from} with ballot {ballot}", msg.kind());
+                return;
+            }
+        }
         if self.state.rebuilding {
             self.watch_while_rebuilding(from, &msg);
             return;
@@ -421,12 +432,30 @@ mod tests {
         // Slot 10 was in flight before the quiet period ended: it proves nothing.
         acceptor.on_learner_progress(11, &mut out);
         assert!(acceptor.is_rebuilding());
-        acceptor.on_message(1, Message::Accept(Accept { ballot: b(8, 2), slot: 11, value: value(2) }), &mut out);
+        acceptor.on_message(2, Message::Accept(Accept { ballot: b(8, 2), slot: 11, value: value(2) }), &mut out);
         assert!(out.messages.is_empty());
         acceptor.on_learner_progress(12, &mut out);
         assert!(!acceptor.is_rebuilding());
         assert_eq!(out.records, vec![AcceptorRecord::Promised(b(8, 2)), AcceptorRecord::RebuildFinished]);
         let late = step(&mut acceptor, 1, Message::Accept(Accept { ballot: b(7, 1), slot: 12, value: value(3) }));
         assert!(matches!(late.messages[0].msg, Message::Nack(_)), "it must not accept below a ballot it watched");
+    }
+
+    #[test]
+    fn ballots_beyond_any_real_round_or_not_the_senders_own_are_refused_without_a_trace() {
+        let mut acceptor = Acceptor::new(3, AcceptorState::default(), 1 << 20);
+        for (from, msg) in [
+            (1, Message::Prepare(Prepare { ballot: b(u64::MAX, 1), first_slot: 0 })),
+            (1, Message::Prepare(Prepare { ballot: b(Ballot::ROUND_MAX + 1, 1), first_slot: 0 })),
+            (1, Message::Prepare(Prepare { ballot: b(9, 2), first_slot: 0 })),
+            (2, Message::Accept(Accept { ballot: b(1000, 9), slot: 0, value: value(1) })),
+            (1, Message::Heartbeat(Heartbeat { ballot: b(u64::MAX, 1) })),
+        ] {
+            let out = step(&mut acceptor, from, msg.clone());
+            assert!(out.records.is_empty() && out.messages.is_empty(), "{msg:?} from {from} was let in");
+        }
+        assert_eq!(acceptor.state().promised, Ballot::ZERO);
+        let out = step(&mut acceptor, 1, Message::Prepare(Prepare { ballot: b(Ballot::ROUND_MAX, 1), first_slot: 0 }));
+        assert_eq!(out.records, vec![AcceptorRecord::Promised(b(Ballot::ROUND_MAX, 1))]);
     }
 }

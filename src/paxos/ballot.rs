@@ -20,6 +20,21 @@ pub struct Ballot {
 impl Ballot {
     /// Below every ballot a proposer can issue (rounds start at 1).
     pub const ZERO: Ballot = Ballot { round: 0, node_id: 0 };
+    /// No honest cluster gets near this (a thousand elections a second for
+    /// eight thousand years): a ballot above it is refused, so `round + 1`
+    /// can never wrap.
+    pub const ROUND_MAX: u64 = 1 << 48;
+
+    /// False for a round no honest proposer reaches: such a message is refused.
+    pub fn is_sane(&self) -> bool {
+        self.round <= Self::ROUND_MAX
+    }
+
+    /// The next round above this ballot's.
+    pub fn next_round(&self) -> u64 {
+        assert!(self.is_sane(), "ballot {self} above ROUND_MAX was let in");
+        self.round + 1
+    }
 
     pub fn new(round: u64, node_id: NodeId) -> Self {
         Ballot { round, node_id }

@@ -183,6 +183,21 @@ impl Message {
         }
     }
 
+    /// The ballot a message carries, if any.
+    pub fn ballot(&self) -> Option<Ballot> {
+        match self {
+            Message::Prepare(m) => Some(m.ballot),
+            Message::Promise(m) => Some(m.ballot),
+            Message::Nack(m) => Some(m.ballot.max(m.promised)),
+            Message::Accept(m) => Some(m.ballot),
+            Message::Accepted(m) => Some(m.ballot),
+            Message::Heartbeat(m) => Some(m.ballot),
+            Message::HeartbeatAck(m) => Some(m.ballot),
+            Message::LeaderAlive(m) => Some(m.ballot),
+            Message::Decide(_) | Message::CatchupRequest(_) | Message::CatchupReply(_) => None,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Message::Prepare(_) => "PREPARE",

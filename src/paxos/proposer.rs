@@ -186,6 +186,7 @@ impl Proposer {
     /// (the highest ballot the rebuilt acceptor saw) lifts the next ballot above it.
     pub fn set_may_lead(&mut self, may_lead: bool, ballot_seen: Ballot) {
         self.may_lead = may_lead;
+        let ballot_seen = if ballot_seen.is_sane() { ballot_seen } else { Ballot::ZERO };
         self.highest_seen = self.highest_seen.max(ballot_seen);
         self.reset_deadline();
     }
@@ -194,6 +195,9 @@ impl Proposer {
     /// then gives that candidate a full election timeout to finish phase 1
     /// (as a Raft vote resets the timer), instead of starting a duel.
     pub fn on_candidate_seen(&mut self, ballot: Ballot) {
+        if !ballot.is_sane() {
+            return;
+        }
         self.highest_seen = self.highest_seen.max(ballot);
         if matches!(self.state, State::Follower { .. }) && ballot.node_id != self.id {
             self.reset_deadline();
@@ -319,6 +323,10 @@ impl Proposer {
     }
 
     pub fn on_message(&mut self, from: NodeId, msg: Message, out: &mut ProposerOutbox) {
+        if let Some(ballot) = msg.ballot().filter(|b| !b.is_sane()) {
+            warn!("refusing {} from {from}: ballot {ballot} is beyond any real round", msg.kind());
+            return;
+        }
         match msg {
             Message::Promise(promise) => {
                 self.heard_from(from);
@@ -455,7 +463,7 @@ impl Proposer {
     }
 
     fn start_election(&mut self, out: &mut ProposerOutbox) {
-        let ballot = Ballot::new(self.highest_seen.round + 1, self.id);
+        let ballot = Ballot::new(self.highest_seen.next_round(), self.id);
         self.highest_seen = ballot;
         out.persist_ballot = Some(ballot);
         let start_slot = self.learned_next_slot;

@@ -146,6 +146,19 @@ impl Participant {
     }
 
     pub fn on_message(&mut self, from: NodeId, msg: TxMessage, out: &mut ParticipantOutbox) {
+        // Only a transaction's own coordinator may ask for votes or decide it:
+        // a request naming anyone else would lock its key with nobody to decide.
+        let coordinator = match &msg {
+            TxMessage::VoteRequest(request) => Some(request.txn.coordinator),
+            TxMessage::Decision(decision) => Some(decision.txn.coordinator),
+            _ => None,
+        };
+        if let Some(coordinator) = coordinator {
+            if coordinator != from {
+                warn!("refusing {} from {from}: its transaction belongs to coordinator {coordinator}", msg.kind());
+                return;
+            }
+        }
         match msg {
             TxMessage::VoteRequest(request) => self.on_vote_request(from, request, out),
             TxMessage::Decision(decision) => self.on_decision(from, decision, out),
@@ -267,6 +280,23 @@ mod tests {
         assert!(late.records.is_empty());
         let TxMessage::Vote(vote) = &late.messages[0].msg else { panic!() };
         assert!(!vote.yes);
+    }
+
+    #[test]
+    fn only_a_transactions_own_coordinator_may_ask_for_votes_or_decide_it() {
+        let mut p = Participant::new(2, ParticipantState::default(), 10);
+        let ghost = TxnId { coordinator: 99, epoch: 1, seq: 1 };
+        let mut out = ParticipantOutbox::default();
+        p.on_message(1, TxMessage::VoteRequest(VoteRequest { txn: ghost, command: put("a", "1") }), &mut out);
+        assert!(
+            out.records.is_empty() && out.messages.is_empty(),
+            "a key was locked for a coordinator that does not exist"
+        );
+        assert_eq!(p.read("a"), Ok(None));
+        step(&mut p, request(1, put("a", "1")));
+        p.on_message(3, TxMessage::Decision(Decision { txn: txn(1), commit: true }), &mut out);
+        assert!(out.records.is_empty(), "a decision from another replica was applied");
+        assert_eq!(p.read("a"), Err(Locked(txn(1))));
     }
 
     #[test]
