@@ -61,7 +61,9 @@ impl std::error::Error for ClientError {}
 
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
-    /// How long one attempt at one replica may take before trying another.
+    /// How long one attempt at one replica may take before trying another:
+    /// about one election timeout, so a client whose replica went silent
+    /// moves on about when a new leader is elected.
     pub timeout: Duration,
     /// How long one call may take in all, across retries.
     pub deadline: Duration,
@@ -73,7 +75,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            timeout: Duration::from_millis(2_000),
+            timeout: Duration::from_millis(1_000),
             deadline: Duration::from_millis(5_000),
             frame_bytes_max: wire::FRAME_BYTES_MAX_DEFAULT,
             security: ClientSecurity::Insecure,

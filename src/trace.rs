@@ -75,6 +75,10 @@ impl TraceEvent {
             Message::Heartbeat(m) => (Some(m.ballot), None, None, None),
             Message::HeartbeatAck(m) => (Some(m.ballot), None, None, None),
             Message::LeaderAlive(m) => (Some(m.ballot), None, None, None),
+            Message::PreVote(m) => (Some(m.ballot), None, None, None),
+            Message::PreVoteReply(m) => {
+                (Some(m.ballot), None, None, Some(if m.granted { "granted" } else { "denied" }.to_string()))
+            }
             Message::CatchupRequest(m) => (None, None, Some(m.next_slot), None),
             Message::CatchupReply(m) => (None, None, m.entries.first().map(|(s, _)| *s), None),
         };

@@ -26,7 +26,7 @@ struct Args {
     )]
     servers: Vec<SocketAddr>,
     /// How long one attempt at one replica may take before the next replica is tried.
-    #[arg(long, default_value_t = 2_000)]
+    #[arg(long, default_value_t = 1_000)]
     timeout_ms: u64,
     /// How long one command may take in all, across replicas and retries.
     #[arg(long, default_value_t = 5_000)]

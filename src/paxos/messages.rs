@@ -111,6 +111,22 @@ pub struct LeaderAlive {
     pub ballot: Ballot,
 }
 
+/// Pre-vote (Raft thesis 9.6, etcd's PreVote): "could I win an election with
+/// `ballot`?" Sent before any PREPARE, so a replica that was cut off raises
+/// no ballot, and deposes no healthy leader, unless a majority would join it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVote {
+    pub ballot: Ballot,
+}
+
+/// Granted only by a replica that has heard from no healthy leader for an
+/// election timeout (a leader grants only once it lost its quorum).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreVoteReply {
+    pub ballot: Ballot,
+    pub granted: bool,
+}
+
 /// Learner to learner: "send me what was decided from `next_slot` on".
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatchupRequest {
@@ -152,6 +168,8 @@ pub enum Message {
     Heartbeat(Heartbeat),
     HeartbeatAck(HeartbeatAck),
     LeaderAlive(LeaderAlive),
+    PreVote(PreVote),
+    PreVoteReply(PreVoteReply),
     CatchupRequest(CatchupRequest),
     CatchupReply(CatchupReply),
 }
@@ -165,7 +183,9 @@ impl Message {
             | Message::Nack(_)
             | Message::Accepted(_)
             | Message::HeartbeatAck(_)
-            | Message::LeaderAlive(_) => Role::Proposer,
+            | Message::LeaderAlive(_)
+            | Message::PreVote(_)
+            | Message::PreVoteReply(_) => Role::Proposer,
             Message::Decide(_) | Message::CatchupRequest(_) | Message::CatchupReply(_) => Role::Learner,
         }
     }
@@ -177,6 +197,8 @@ impl Message {
             | Message::Accept(_)
             | Message::Heartbeat(_)
             | Message::LeaderAlive(_)
+            | Message::PreVote(_)
+            | Message::PreVoteReply(_)
             | Message::Decide(_) => Role::Proposer,
             Message::Promise(_) | Message::Nack(_) | Message::Accepted(_) | Message::HeartbeatAck(_) => Role::Acceptor,
             Message::CatchupRequest(_) | Message::CatchupReply(_) => Role::Learner,
@@ -194,6 +216,8 @@ impl Message {
             Message::Heartbeat(m) => Some(m.ballot),
             Message::HeartbeatAck(m) => Some(m.ballot),
             Message::LeaderAlive(m) => Some(m.ballot),
+            Message::PreVote(m) => Some(m.ballot),
+            Message::PreVoteReply(m) => Some(m.ballot),
             Message::Decide(_) | Message::CatchupRequest(_) | Message::CatchupReply(_) => None,
         }
     }
@@ -209,6 +233,8 @@ impl Message {
             Message::Heartbeat(_) => "HEARTBEAT",
             Message::HeartbeatAck(_) => "HEARTBEAT_ACK",
             Message::LeaderAlive(_) => "LEADER_ALIVE",
+            Message::PreVote(_) => "PRE_VOTE",
+            Message::PreVoteReply(_) => "PRE_VOTE_REPLY",
             Message::CatchupRequest(_) => "CATCHUP_REQUEST",
             Message::CatchupReply(_) => "CATCHUP_REPLY",
         }

@@ -103,6 +103,9 @@ struct Leading {
     next_slot: Slot,
     in_flight: BTreeMap<Slot, InFlight>,
     heartbeat_at: u64,
+    /// Acceptors that promised a higher ballot: once no majority is left
+    /// without them, this leadership is over.
+    nacked_by: Votes,
 }
 
 enum State {
@@ -127,6 +130,10 @@ pub struct Proposer {
     acceptor_heard_at: BTreeMap<NodeId, u64>,
     deadline: u64,
     tick_flush: bool,
+    /// When a healthy leader (this one excepted) was last heard from.
+    leader_heard_at: Option<u64>,
+    /// A pre-vote in progress: the ballot it asks about and who granted it.
+    pre_vote: Option<(Ballot, Votes)>,
     /// False while the local acceptor rebuilds after losing its disk: its
     /// ballot file was lost too, so it must not run for election.
     may_lead: bool,
@@ -150,6 +157,8 @@ impl Proposer {
             acceptor_heard_at: BTreeMap::new(),
             deadline: 0,
             tick_flush: false,
+            leader_heard_at: None,
+            pre_vote: None,
             may_lead: true,
         };
         proposer.reset_deadline();
@@ -210,7 +219,7 @@ impl Proposer {
         match &mut self.state {
             State::Follower { .. } => {
                 if self.now >= self.deadline && self.may_lead {
-                    self.start_election(out);
+                    self.start_pre_vote(out);
                 }
             }
             State::Preparing(_) => {
@@ -221,7 +230,9 @@ impl Proposer {
                             out,
                         );
                     }
-                    self.start_election(out);
+                    // Phase 1 did not finish: ask again whether an election could win.
+                    self.state = State::Follower { leader: None };
+                    self.start_pre_vote(out);
                 }
             }
             State::Leading(lead) => {
@@ -229,12 +240,16 @@ impl Proposer {
                     lead.heartbeat_at = self.now;
                     let ballot = lead.ballot;
                     self.broadcast(Message::Heartbeat(Heartbeat { ballot }), out);
-                    for &peer in self.config.cluster.iter().filter(|&&p| p != self.id) {
-                        out.messages.push(Envelope {
-                            from: self.id,
-                            to: peer,
-                            msg: Message::LeaderAlive(LeaderAlive { ballot }),
-                        });
+                    // A leader that lost its quorum stops announcing itself, so
+                    // that the majority's pre-votes succeed and it is replaced.
+                    if self.reachable_acceptors() >= self.quorum() {
+                        for &peer in self.config.cluster.iter().filter(|&&p| p != self.id) {
+                            out.messages.push(Envelope {
+                                from: self.id,
+                                to: peer,
+                                msg: Message::LeaderAlive(LeaderAlive { ballot }),
+                            });
+                        }
                     }
                 }
                 let State::Leading(lead) = &mut self.state else { unreachable!() };
@@ -336,25 +351,96 @@ impl Proposer {
                 self.heard_from(from);
                 self.on_accepted(from, accepted, out);
             }
-            Message::Nack(nack) => {
-                self.heard_from(from);
-                self.highest_seen = self.highest_seen.max(nack.promised);
-                if self.own_ballot() == Some(nack.ballot) && nack.promised > nack.ballot {
-                    info!("NACK ballot={} from={from}: promised {}; stepping down", nack.ballot, nack.promised);
-                    self.step_down(Some(nack.promised.node_id), out);
-                }
-            }
+            // A refusing acceptor is not one that counts towards a quorum.
+            Message::Nack(nack) => self.on_nack(from, nack, out),
             Message::HeartbeatAck(_) => self.heard_from(from),
             Message::LeaderAlive(alive) => self.on_leader_alive(from, alive, out),
+            Message::PreVote(pre_vote) => self.on_pre_vote(from, pre_vote, out),
+            Message::PreVoteReply(reply) => self.on_pre_vote_reply(from, reply, out),
             other => debug!("ignoring {} from {from}: not a proposer message", other.kind()),
         }
     }
 
+    fn on_nack(&mut self, from: NodeId, nack: Nack, out: &mut ProposerOutbox) {
+        self.highest_seen = self.highest_seen.max(nack.promised);
+        if self.own_ballot() != Some(nack.ballot) || nack.promised <= nack.ballot {
+            return;
+        }
+        let (cluster, quorum) = (self.config.cluster.len(), self.quorum());
+        if let State::Leading(lead) = &mut self.state {
+            // One acceptor that promised a higher ballot (a candidate that
+            // failed, a replica back from a partition) does not end a
+            // leadership that still has a majority without it.
+            lead.nacked_by.add(from);
+            if lead.nacked_by.count() + quorum <= cluster {
+                debug!("NACK ballot={} from={from}: promised {}; a majority remains", nack.ballot, nack.promised);
+                return;
+            }
+        }
+        info!("NACK ballot={} from={from}: promised {}; stepping down", nack.ballot, nack.promised);
+        self.step_down(Some(nack.promised.node_id), out);
+    }
+
+    fn start_pre_vote(&mut self, out: &mut ProposerOutbox) {
+        let ballot = Ballot::new(self.highest_seen.next_round(), self.id);
+        let mut grants = Votes::default();
+        grants.add(self.id);
+        self.reset_deadline();
+        if grants.is_quorum(self.config.cluster.len()) {
+            return self.start_election(out);
+        }
+        debug!("PRE_VOTE ballot={ballot}");
+        self.pre_vote = Some((ballot, grants));
+        for &peer in self.config.cluster.iter().filter(|&&p| p != self.id) {
+            out.messages.push(Envelope { from: self.id, to: peer, msg: Message::PreVote(PreVote { ballot }) });
+        }
+    }
+
+    fn on_pre_vote(&mut self, from: NodeId, pre_vote: PreVote, out: &mut ProposerOutbox) {
+        let leader_is_healthy = match &self.state {
+            State::Leading(_) => self.reachable_acceptors() >= self.quorum(),
+            _ => self.leader_heard_at.is_some_and(|at| self.now < at + self.config.election_timeout_ticks),
+        };
+        let granted = !leader_is_healthy && pre_vote.ballot.node_id == from;
+        if !granted {
+            debug!("PRE_VOTE ballot={} from={from} denied: a healthy leader is known", pre_vote.ballot);
+        }
+        let reply = PreVoteReply { ballot: pre_vote.ballot, granted };
+        out.messages.push(Envelope { from: self.id, to: from, msg: Message::PreVoteReply(reply) });
+    }
+
+    fn on_pre_vote_reply(&mut self, from: NodeId, reply: PreVoteReply, out: &mut ProposerOutbox) {
+        let cluster = self.config.cluster.len();
+        let Some((ballot, grants)) = &mut self.pre_vote else { return };
+        if reply.ballot != *ballot || !reply.granted || !matches!(self.state, State::Follower { .. }) {
+            return;
+        }
+        grants.add(from);
+        if grants.is_quorum(cluster) {
+            self.pre_vote = None;
+            self.start_election(out);
+        }
+    }
+
     fn on_leader_alive(&mut self, from: NodeId, alive: LeaderAlive, out: &mut ProposerOutbox) {
-        if alive.ballot < self.highest_seen || alive.ballot.node_id != from {
+        if alive.ballot.node_id != from {
+            return;
+        }
+        if alive.ballot < self.highest_seen {
+            // A leader below a ballot this replica saw (its own, from before a
+            // restart, or a candidate's that failed) still leads while it has
+            // a majority: follow it rather than depose it.
+            if matches!(self.state, State::Follower { .. }) {
+                self.leader_heard_at = Some(self.now);
+                self.pre_vote = None;
+                self.state = State::Follower { leader: Some(from) };
+                self.reset_deadline();
+            }
             return;
         }
         self.highest_seen = alive.ballot;
+        self.leader_heard_at = Some(self.now);
+        self.pre_vote = None;
         match &self.state {
             State::Follower { leader } => {
                 if *leader != Some(from) {
@@ -437,6 +523,7 @@ impl Proposer {
             in_flight,
             // Announce at once so that other candidates stand down.
             heartbeat_at: self.now.saturating_sub(self.config.heartbeat_ticks),
+            nacked_by: Votes::default(),
         });
     }
 
@@ -559,15 +646,27 @@ mod tests {
     fn batch(ids: &[u64]) -> SlotValue {
         SlotValue::Batch(ids.iter().map(|&id| command(id)).collect())
     }
+    fn pre_vote_of(out: &ProposerOutbox) -> Option<Ballot> {
+        out.messages.iter().find_map(|e| match &e.msg {
+            Message::PreVote(v) => Some(v.ballot),
+            _ => None,
+        })
+    }
+    /// Ticks until the pre-vote, which one peer grants: the election follows.
     fn tick_until_prepare(p: &mut Proposer) -> ProposerOutbox {
         for _ in 0..100 {
             let mut out = ProposerOutbox::default();
             p.on_tick(&mut out);
-            if out.persist_ballot.is_some() {
+            if let Some(ballot) = pre_vote_of(&out) {
+                assert!(out.persist_ballot.is_none(), "a pre-vote must not raise the ballot");
+                let granter = *p.config.cluster.iter().find(|&&n| n != p.id).unwrap();
+                let mut out = ProposerOutbox::default();
+                p.on_message(granter, Message::PreVoteReply(PreVoteReply { ballot, granted: true }), &mut out);
+                assert!(out.persist_ballot.is_some(), "a majority of pre-votes must start the election");
                 return out;
             }
         }
-        panic!("no election within 100 ticks");
+        panic!("no pre-vote within 100 ticks");
     }
     fn promise(ballot: Ballot, accepted: Vec<AcceptedEntry>) -> Message {
         Message::Promise(Promise { ballot, first_slot: 0, log_start: 0, accepted, more_from: None })
@@ -697,6 +796,8 @@ mod tests {
         p.on_client_command(command(8), &mut out);
         let mut out = ProposerOutbox::default();
         p.on_message(3, Message::Nack(Nack { ballot, promised: Ballot::new(5, 3) }), &mut out);
+        assert!(p.is_leading(), "one acceptor promised higher, but a majority remains without it");
+        p.on_message(2, Message::Nack(Nack { ballot, promised: Ballot::new(5, 3) }), &mut out);
         assert!(!p.is_leading());
         assert_eq!(p.status().leader, Some(3));
         let replies: BTreeMap<u64, Reply> = out.replies.into_iter().map(|((c, _), r)| (c, r)).collect();
@@ -757,5 +858,60 @@ mod tests {
         assert_eq!(out.replies, vec![((7, 1), Reply::Rejected(RequestError::NotLeader { leader: None }))]);
         p.set_may_lead(true, Ballot::new(9, 3));
         assert_eq!(tick_until_prepare(&mut p).persist_ballot, Some(Ballot::new(10, 2)));
+    }
+
+    /// Raft thesis 9.6: a replica grants a pre-vote only if it has heard from
+    /// no healthy leader for an election timeout, so a replica back from a
+    /// partition cannot start an election, nor raise any ballot, while a leader serves.
+    #[test]
+    fn pre_votes_are_denied_while_a_healthy_leader_is_heard_and_granted_after() {
+        let mut follower = proposer(2);
+        let mut out = ProposerOutbox::default();
+        follower.on_message(1, Message::LeaderAlive(LeaderAlive { ballot: Ballot::new(3, 1) }), &mut out);
+        let ask = |p: &mut Proposer| {
+            let mut out = ProposerOutbox::default();
+            p.on_message(3, Message::PreVote(PreVote { ballot: Ballot::new(9, 3) }), &mut out);
+            match &out.messages[..] {
+                [Envelope { to: 3, msg: Message::PreVoteReply(reply), .. }] => reply.granted,
+                other => panic!("expected one reply, got {other:?}"),
+            }
+        };
+        assert!(!ask(&mut follower), "granted a pre-vote while hearing the leader");
+        for _ in 0..10 {
+            follower.on_tick(&mut out);
+        }
+        assert!(ask(&mut follower), "no leader heard for an election timeout: the pre-vote must be granted");
+        assert_eq!(follower.status().ballot, Ballot::new(3, 1), "answering a pre-vote raises nothing");
+    }
+
+    #[test]
+    fn a_cut_off_replica_asks_but_raises_no_ballot_without_a_majority() {
+        let mut p = proposer(3);
+        let mut out = ProposerOutbox::default();
+        for _ in 0..500 {
+            p.on_tick(&mut out);
+        }
+        assert!(pre_vote_of(&out).is_some(), "it must keep asking");
+        assert!(out.persist_ballot.is_none(), "a replica nobody answers must not raise its ballot");
+        assert!(out.messages.iter().all(|e| matches!(e.msg, Message::PreVote(_))));
+    }
+
+    #[test]
+    fn a_leader_that_lost_its_quorum_stops_announcing_itself_and_grants_pre_votes() {
+        let mut p = proposer(1);
+        let ballot = lead(&mut p);
+        let mut out = ProposerOutbox::default();
+        for _ in 0..100 {
+            p.on_tick(&mut out);
+        }
+        let mut out = ProposerOutbox::default();
+        for _ in 0..10 {
+            p.on_tick(&mut out);
+        }
+        assert!(out.messages.iter().any(|e| matches!(e.msg, Message::Heartbeat(_))), "it keeps probing acceptors");
+        assert!(!out.messages.iter().any(|e| matches!(e.msg, Message::LeaderAlive(_))));
+        let mut out = ProposerOutbox::default();
+        p.on_message(2, Message::PreVote(PreVote { ballot: Ballot::new(ballot.round + 1, 2) }), &mut out);
+        assert!(matches!(&out.messages[0].msg, Message::PreVoteReply(PreVoteReply { granted: true, .. })));
     }
 }

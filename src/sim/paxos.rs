@@ -79,9 +79,12 @@ impl SimConfig {
         match name {
             "default" => {}
             "amnesia" => {
+                // Frequent forgetting and enough loss to force elections
+                // (pre-vote keeps a healthy cluster from holding many).
                 config.amnesia = true;
-                config.crash_per_10k_ticks = 200;
-                config.downtime_ticks_max = 40;
+                config.crash_per_10k_ticks = 300;
+                config.downtime_ticks_max = 60;
+                config.loss_percent = 15;
                 config.profile = "amnesia";
             }
             "disk" => {
