@@ -81,9 +81,29 @@ pub fn connect_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpSt
     Ok(stream)
 }
 
+/// Unacknowledged data older than this kills a replica link, so that a link
+/// whose packets were lost in a partition reconnects at once when it heals,
+/// instead of waiting out TCP's backed-off retransmissions (seconds); idle
+/// links are probed as often.
+pub const LINK_DEAD_AFTER: Duration = Duration::from_secs(3);
+
+/// TCP keepalive and a bound on unacknowledged data, on both ends of a replica link.
+pub fn watch_link(tcp: &TcpStream) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(tcp);
+    let probes = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(1))
+        .with_interval(Duration::from_secs(1))
+        .with_retries(3);
+    socket.set_tcp_keepalive(&probes)?;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    socket.set_tcp_user_timeout(Some(LINK_DEAD_AFTER))?;
+    Ok(())
+}
+
 fn connect(ends: &LinkEnds) -> std::io::Result<BufWriter<Stream>> {
     let tcp = connect_tcp(ends.addr, Duration::from_millis(500))?;
     tcp.set_nodelay(true)?;
+    watch_link(&tcp)?;
     tcp.set_write_timeout(Some(WRITE_TIMEOUT))?;
     tcp.set_read_timeout(Some(WRITE_TIMEOUT))?;
     let stream = ends.security.wrap(tcp, &security::replica_name(ends.peer))?;

@@ -242,6 +242,8 @@ pub fn read_frame_timed<T: DeserializeOwned, R: TimedRead>(
         match reader.read(buf) {
             Ok(n) => return Ok(n),
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
+            // A TLS peer that closed without close_notify: between frames, just a close.
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && what == "idle too long" => return Ok(0),
             Err(e) => return Err(FrameError::Io(e)),
         }
     };

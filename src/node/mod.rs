@@ -68,8 +68,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// A client's request, once its first byte arrived, must arrive whole within this.
 const CLIENT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Peer links send a keepalive every second when idle (`transport`).
-const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Peer links send a keepalive every second when idle (`transport`): three
+/// missed in a row mean the link is dead.
+const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const PEER_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts a replica of the configured protocol and serves connections on the
@@ -423,23 +424,26 @@ fn serve_connection<R: Replica>(
             // A reconnecting peer may briefly hold two connections.
             admission.enter("replica", &admission.replicas, 2 * config.replicas.len())?;
             let _counted = Counted(&admission.replicas);
+            transport::watch_link(reader.get_ref().tcp()).map_err(FrameError::Io)?;
             debug!("replica {node_id} connected");
             // Links send a keepalive when idle: silence this long means a dead peer.
             let deadlines = FrameDeadlines { idle: PEER_IDLE_TIMEOUT, frame: PEER_FRAME_TIMEOUT };
-            loop {
-                let frame: PeerFrame<R::Envelope> = match wire::read_frame_timed(
-                    &mut reader,
-                    config.peer_frame_bytes_max,
-                    deadlines,
-                    &admission.budget,
-                ) {
-                    Err(FrameError::Closed) => return Ok(()),
-                    other => other?,
-                };
-                for envelope in frame {
-                    replica.deliver(node_id, envelope).map_err(FrameError::Malformed)?;
+            let mut receive = || -> Result<std::convert::Infallible, FrameError> {
+                loop {
+                    let frame: PeerFrame<R::Envelope> =
+                        wire::read_frame_timed(&mut reader, config.peer_frame_bytes_max, deadlines, &admission.budget)?;
+                    for envelope in frame {
+                        replica.deliver(node_id, envelope).map_err(FrameError::Malformed)?;
+                    }
                 }
+            };
+            // Replicas are few and authenticated: every closed link is worth a line.
+            match receive() {
+                Err(FrameError::Closed) => info!("replica {node_id} closed its link"),
+                Err(e) => warn!("closing the link from replica {node_id}: {e}"),
+                Ok(never) => match never {},
             }
+            Ok(())
         }
         Speaker::Client => {
             admission.enter("client", &admission.clients, config.connections_max)?;
