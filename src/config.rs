@@ -77,7 +77,8 @@ pub struct ServerConfig {
     pub connections_max: usize,
     /// Connections still in their TLS handshake or hello; beyond this the oldest is closed.
     pub handshakes_max: usize,
-    /// Bytes of frames being received on all connections together.
+    /// Bytes of frames being received from clients (and unidentified
+    /// connections) together; replica links have a budget of their own.
     pub inflight_bytes_max: usize,
     /// A client connection with no request for this long is closed.
     pub client_idle_timeout_ms: u64,
@@ -120,8 +121,8 @@ impl ServerConfig {
         ensure!(self.connections_max >= 1, "--connections-max must be at least 1");
         ensure!(self.handshakes_max >= 2 * self.replicas.len(), "--handshakes-max must leave room for the replicas");
         ensure!(
-            self.inflight_bytes_max >= self.peer_frame_bytes_max,
-            "--inflight-bytes-max must hold at least one peer frame (--peer-frame-bytes-max)"
+            self.inflight_bytes_max >= self.frame_bytes_max,
+            "--inflight-bytes-max must hold at least one client frame (--frame-bytes-max)"
         );
         ensure!(self.client_idle_timeout_ms >= 1_000, "--client-idle-timeout-ms must be at least 1000");
         if !self.security.is_tls() {

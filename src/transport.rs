@@ -75,7 +75,9 @@ pub fn spawn_link<T: Serialize + Send + 'static>(ends: LinkEnds, connected: Conn
 pub fn connect_tcp(addr: SocketAddr, timeout: Duration) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, timeout)?;
     if stream.local_addr()? == stream.peer_addr()? {
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+        // Reset rather than close: a closed socket would hold the port in TIME_WAIT.
+        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+        drop(stream);
         return Err(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connected to itself; closed"));
     }
     Ok(stream)

@@ -67,8 +67,9 @@ struct Args {
     /// Connections in their TLS handshake or hello at once; beyond this the oldest is closed.
     #[arg(long, default_value_t = 512)]
     handshakes_max: usize,
-    /// Bytes of frames being received on all connections together; beyond it a connection is closed.
-    #[arg(long, default_value_t = 512 << 20)]
+    /// Bytes of frames being received from all clients together; a connection that
+    /// would go beyond it is closed (replica links have a budget of their own).
+    #[arg(long, default_value_t = 256 << 20)]
     inflight_bytes_max: usize,
     /// A client connection without a request for this long is closed.
     #[arg(long, default_value_t = 60_000)]

@@ -288,6 +288,8 @@ impl RateLimitedLog {
 
 static REFUSED: RateLimitedLog = RateLimitedLog::new("refusing connections");
 static CLOSED: RateLimitedLog = RateLimitedLog::new("closing connections");
+/// Apart from client noise: with TLS only real replicas get this far.
+static LINKS: RateLimitedLog = RateLimitedLog::new("closing replica links");
 
 /// Connections by stage, each bounded on its own so that strangers stuck in
 /// a handshake cannot crowd out clients, nor clients the replicas.
@@ -298,7 +300,12 @@ struct Admission {
     next_id: AtomicU64,
     clients: AtomicUsize,
     replicas: AtomicUsize,
+    /// Frames being received from clients and from connections still in
+    /// their hello: what strangers can make a replica hold.
     budget: ByteBudget,
+    /// Frames being received from authenticated replicas: kept apart, so
+    /// that clients filling theirs never starve the cluster's own links.
+    replica_budget: ByteBudget,
 }
 
 /// Decrements a counter when a connection ends, however it ends.
@@ -348,6 +355,7 @@ fn accept_loop<R: Replica>(listener: TcpListener, replica: Arc<R>) -> Result<()>
         clients: AtomicUsize::new(0),
         replicas: AtomicUsize::new(0),
         budget: ByteBudget::new(config.inflight_bytes_max),
+        replica_budget: ByteBudget::new(2 * config.replicas.len() * config.peer_frame_bytes_max),
     });
     for stream in listener.incoming() {
         let stream = match stream {
@@ -430,8 +438,12 @@ fn serve_connection<R: Replica>(
             let deadlines = FrameDeadlines { idle: PEER_IDLE_TIMEOUT, frame: PEER_FRAME_TIMEOUT };
             let mut receive = || -> Result<std::convert::Infallible, FrameError> {
                 loop {
-                    let frame: PeerFrame<R::Envelope> =
-                        wire::read_frame_timed(&mut reader, config.peer_frame_bytes_max, deadlines, &admission.budget)?;
+                    let frame: PeerFrame<R::Envelope> = wire::read_frame_timed(
+                        &mut reader,
+                        config.peer_frame_bytes_max,
+                        deadlines,
+                        &admission.replica_budget,
+                    )?;
                     for envelope in frame {
                         replica.deliver(node_id, envelope).map_err(FrameError::Malformed)?;
                     }
@@ -440,7 +452,7 @@ fn serve_connection<R: Replica>(
             // Replicas are few and authenticated: every closed link is worth a line.
             match receive() {
                 Err(FrameError::Closed) => info!("replica {node_id} closed its link"),
-                Err(e) => warn!("closing the link from replica {node_id}: {e}"),
+                Err(e) => LINKS.record(&format!("from replica {node_id}: {e}")),
                 Ok(never) => match never {},
             }
             Ok(())

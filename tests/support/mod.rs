@@ -126,8 +126,7 @@ impl Cluster {
             .args(["--cluster-state", cluster_state])
             .arg("--data-dir")
             .arg(self.dir.join(id.to_string()))
-            .arg("--certs")
-            .arg(certs_dir())
+            .args(self.certs_args())
             .args(&self.extra_args)
             .args(&self.replica_args[id - 1])
             .stdout(Stdio::null())
@@ -167,6 +166,27 @@ impl Cluster {
         self.replica_args[id - 1] = saved;
     }
 
+    fn insecure(&self) -> bool {
+        self.extra_args.iter().any(|a| a == "--insecure")
+    }
+
+    fn certs_args(&self) -> Vec<std::ffi::OsString> {
+        if self.insecure() {
+            Vec::new()
+        } else {
+            vec!["--certs".into(), certs_dir().into()]
+        }
+    }
+
+    /// How this cluster's clients connect: with the test client certificate, or plain TCP.
+    pub fn security(&self) -> ClientSecurity {
+        if self.insecure() {
+            ClientSecurity::Insecure
+        } else {
+            client_security()
+        }
+    }
+
     pub fn data_dir(&self, id: usize) -> PathBuf {
         self.dir.join(id.to_string())
     }
@@ -183,8 +203,12 @@ impl Cluster {
     pub fn local_values(&self, key: &str) -> Vec<Result<paxos_kv::kv::Reply, String>> {
         self.addrs
             .iter()
-            .map(|&addr| client::local_get(addr, key, Duration::from_millis(1_000), &client_security()))
+            .map(|&addr| client::local_get(addr, key, Duration::from_millis(1_000), &self.security()))
             .collect()
+    }
+
+    pub fn pid(&self, id: usize) -> u32 {
+        self.children[id - 1].as_ref().expect("replica runs").id()
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
@@ -203,19 +227,19 @@ impl Cluster {
         let options = ClientOptions {
             timeout: Duration::from_millis(1_000),
             deadline,
-            security: client_security(),
+            security: self.security(),
             ..ClientOptions::default()
         };
         Client::with_options(&self.addrs, options).unwrap()
     }
 
     pub fn status(&self, id: usize) -> Result<PaxosStatus, String> {
-        let status = client::status(self.addrs[id - 1], Duration::from_millis(500), &client_security())?;
+        let status = client::status(self.addrs[id - 1], Duration::from_millis(500), &self.security())?;
         status.paxos().cloned().ok_or_else(|| "not a Paxos replica".to_string())
     }
 
     pub fn status_2pc(&self, id: usize) -> Result<TwoPcStatus, String> {
-        let status = client::status(self.addrs[id - 1], Duration::from_millis(500), &client_security())?;
+        let status = client::status(self.addrs[id - 1], Duration::from_millis(500), &self.security())?;
         status.twopc().cloned().ok_or_else(|| "not a 2PC replica".to_string())
     }
 
@@ -224,7 +248,7 @@ impl Cluster {
         let options = ClientOptions {
             timeout: Duration::from_millis(1_000),
             deadline,
-            security: client_security(),
+            security: self.security(),
             ..ClientOptions::default()
         };
         Client::with_options(&self.addrs[id - 1..id], options).unwrap()
@@ -252,8 +276,7 @@ impl Cluster {
         use std::io::Write;
         let mut child = Command::new(env!("CARGO_BIN_EXE_client"))
             .args(["--servers", &self.servers_arg(), "--timeout-ms", "1000"])
-            .arg("--certs")
-            .arg(certs_dir())
+            .args(if self.insecure() { vec!["--insecure".into()] } else { self.certs_args() })
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
