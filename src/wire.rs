@@ -197,6 +197,10 @@ impl ByteBudget {
 /// A reader whose next reads can be bounded in time.
 pub trait TimedRead: Read {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()>;
+    /// Bytes a read can return without touching the socket (no timeout needed then).
+    fn buffered(&self) -> usize {
+        0
+    }
 }
 
 /// How long a connection may take: to start a frame, and to finish one once started.
@@ -238,7 +242,9 @@ pub fn read_frame_timed<T: DeserializeOwned, R: TimedRead>(
         if left.is_zero() {
             return Err(FrameError::Deadline(what));
         }
-        reader.set_read_timeout(Some(left)).map_err(FrameError::Io)?;
+        if reader.buffered() == 0 {
+            reader.set_read_timeout(Some(left)).map_err(FrameError::Io)?;
+        }
         match reader.read(buf) {
             Ok(n) => return Ok(n),
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,

@@ -388,6 +388,10 @@ impl wire::TimedRead for BufReader<Stream> {
     fn set_read_timeout(&mut self, timeout: Option<Duration>) -> std::io::Result<()> {
         self.get_ref().tcp().set_read_timeout(timeout)
     }
+
+    fn buffered(&self) -> usize {
+        self.buffer().len()
+    }
 }
 
 fn serve_connection<R: Replica>(

@@ -61,7 +61,8 @@ impl fmt::Display for Identity {
 
 const REJOIN_ADVICE: &str = "the file was left untouched. This replica must not vote with state it cannot trust: \
      stop it, move its data directory aside (keep it for inspection) and start it again with --rejoin \
-     (`./run_servers.sh rejoin ID`); it then rebuilds from the other replicas without voting until it has caught up. \
+     (`./run_servers.sh rejoin ID`); it then rebuilds from the other replicas without voting until it has caught up \
+     (a 2PC replica cannot rebuild: restore its directory from a copy, or start the 2PC cluster anew). \
      See README, \"Disks and recovery\"";
 
 /// Why a data directory cannot be used as it is.
