@@ -19,6 +19,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 pub const CA_CERT: &str = "ca.pem";
 pub const CA_KEY: &str = "ca.key";
@@ -178,15 +179,45 @@ impl ServerSecurity {
         }
     }
 
-    /// Completes the server side of the handshake (the socket's timeouts bound it).
-    pub fn accept(&self, tcp: TcpStream) -> io::Result<Stream> {
+    /// Completes the server side of the handshake by `deadline`, however
+    /// slowly the peer sends its bytes.
+    pub fn accept(&self, tcp: TcpStream, deadline: Instant) -> io::Result<Stream> {
         match self {
             ServerSecurity::Insecure => Ok(Stream::Plain(tcp)),
             ServerSecurity::Tls { accept, .. } => {
                 let connection = ServerConnection::new(accept.clone()).map_err(io::Error::other)?;
                 let mut stream = StreamOwned::new(connection, tcp);
-                while stream.conn.is_handshaking() {
-                    stream.conn.complete_io(&mut stream.sock)?;
+                // Driven one socket read at a time (rustls' complete_io would keep
+                // reading while bytes trickle in), so the deadline is checked between reads.
+                let (conn, sock) = (&mut stream.conn, &mut stream.sock);
+                while conn.is_handshaking() {
+                    while conn.wants_write() {
+                        conn.write_tls(sock)?;
+                    }
+                    if !conn.is_handshaking() {
+                        break;
+                    }
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(io::Error::new(io::ErrorKind::TimedOut, "TLS handshake too slow"));
+                    }
+                    sock.set_read_timeout(Some(left))?;
+                    match conn.read_tls(sock) {
+                        Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                        Ok(_) => {
+                            if let Err(e) = conn.process_new_packets() {
+                                // Tell the peer why (best effort), then give up.
+                                let _ = conn.write_tls(sock);
+                                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+                            }
+                        }
+                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                while conn.wants_write() {
+                    conn.write_tls(sock)?;
                 }
                 Ok(Stream::Server(Box::new(stream)))
             }

@@ -338,3 +338,37 @@ fn reconnecting_to_a_closed_ephemeral_port_never_holds_it() {
     println!("{self_connects} self-connects seen and closed");
     std::net::TcpListener::bind(addr).expect("the port must stay bindable for the replica that owns it");
 }
+
+#[test]
+fn a_handshake_dribbled_a_byte_at_a_time_is_closed_at_its_deadline() {
+    let cluster = Cluster::start("dribble", 3, &[]);
+    let mut stream = TcpStream::connect(cluster.addrs[0]).unwrap();
+    stream.set_read_timeout(Some(Duration::from_millis(900))).unwrap();
+    // The start of a TLS ClientHello, one byte a second: each read gets a byte
+    // in time, only the whole handshake's deadline (5 s) can end it.
+    let started = Instant::now();
+    let mut closed = false;
+    for byte in [0x16u8, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03, 0x00] {
+        if stream.write_all(&[byte]).is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 64];
+        match stream.read(&mut buf) {
+            Ok(0) => {
+                closed = true;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "a handshake dribbled for {:?} was still open", started.elapsed());
+    println!("closed after {:?}", started.elapsed());
+    let mut client = cluster.client();
+    client.put("after-dribble", "served").unwrap();
+}

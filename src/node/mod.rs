@@ -406,7 +406,7 @@ fn serve_connection<R: Replica>(
     let hello_deadline = Instant::now() + HELLO_TIMEOUT;
     tcp.set_read_timeout(Some(HELLO_TIMEOUT)).map_err(FrameError::Io)?;
     tcp.set_write_timeout(Some(HELLO_TIMEOUT)).map_err(FrameError::Io)?;
-    let stream = config.security.accept(tcp).map_err(|e| match e.kind() {
+    let stream = config.security.accept(tcp, hello_deadline).map_err(|e| match e.kind() {
         // A port probe, or a stranger without a certificate.
         std::io::ErrorKind::UnexpectedEof => FrameError::Closed,
         _ => FrameError::Malformed(format!("TLS handshake failed: {e}")),
