@@ -129,7 +129,10 @@ pub enum Reply {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Session {
     seq: u64,
-    reply: Reply,
+    /// The reply of the last write; `None` after a read, whose retry simply
+    /// reads again (any point between a read's invocation and its reply is a
+    /// valid place for it), so values read are never kept here.
+    reply: Option<Reply>,
     /// Order of last use, to evict the idlest session when the table is full.
     last_used: u64,
 }
@@ -164,14 +167,18 @@ impl KvStore {
             }
             if command.seq == session.seq {
                 session.last_used = now;
-                return session.reply.clone();
+                if let Some(reply) = &session.reply {
+                    return reply.clone();
+                }
+                return self.execute(&command.op);
             }
         }
         let reply = self.execute(&command.op);
         if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&command.client_id) {
             self.evict_idlest_session();
         }
-        self.sessions.insert(command.client_id, Session { seq: command.seq, reply: reply.clone(), last_used: now });
+        let kept = (!matches!(command.op, Op::Get { .. })).then(|| reply.clone());
+        self.sessions.insert(command.client_id, Session { seq: command.seq, reply: kept, last_used: now });
         reply
     }
 
@@ -216,7 +223,7 @@ impl KvStore {
         let mut sessions = Vec::new();
         bytes = 0;
         for (client, session) in &self.sessions {
-            let size = 48 + reply_bytes(&session.reply);
+            let size = 48 + session.reply.as_ref().map_or(0, reply_bytes);
             if !sessions.is_empty() && bytes + size > bytes_max {
                 chunks.push(StoreChunk::Sessions(std::mem::take(&mut sessions)));
                 bytes = 0;
@@ -301,5 +308,18 @@ mod tests {
         assert_eq!(kv.apply(&cmd(1, 2, Op::Delete { key: "a".into() })), Reply::Deleted { existed: true });
         assert_eq!(kv.apply(&cmd(1, 1, put("a", "1"))), Reply::Rejected(RequestError::StaleRequest));
         assert!(kv.get("a").is_none());
+    }
+
+    #[test]
+    fn a_retried_read_reads_again_and_no_value_read_is_kept_in_the_session_table() {
+        let mut kv = KvStore::default();
+        kv.apply(&cmd(1, 1, put("a", &"x".repeat(1_000))));
+        let read = cmd(2, 1, Op::Get { key: "a".into() });
+        assert_eq!(kv.apply(&read), Reply::Value(Some("x".repeat(1_000))));
+        assert_eq!(kv.sessions[&2].reply, None, "a read's value must not be cached");
+        kv.apply(&cmd(1, 2, put("a", "y")));
+        // The retry lands later in the log: it reads what is there now.
+        assert_eq!(kv.apply(&read), Reply::Value(Some("y".into())));
+        assert_eq!(kv.apply(&cmd(2, 0, Op::Get { key: "a".into() })), Reply::Rejected(RequestError::StaleRequest));
     }
 }
