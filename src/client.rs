@@ -205,7 +205,7 @@ impl Client {
                     // A replica that received the request may have proposed it.
                     maybe_applied |= sent;
                     last_error = match e {
-                        FrameError::Io(ref io) if is_timeout(io) => ClientError::Timeout,
+                        FrameError::Io(ref io) if wire::is_timeout(io) => ClientError::Timeout,
                         _ => ClientError::Unreachable(format!("{}: {e}", self.replicas[target])),
                     };
                     hopeless[target] = true;
@@ -304,10 +304,6 @@ impl Client {
     pub fn replicas(&self) -> &[SocketAddr] {
         &self.replicas
     }
-}
-
-fn is_timeout(e: &std::io::Error) -> bool {
-    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
 
 fn unexpected(reply: Reply) -> ClientError {

@@ -211,7 +211,7 @@ impl ServerSecurity {
                                 return Err(io::Error::new(io::ErrorKind::InvalidData, e));
                             }
                         }
-                        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+                        Err(e) if crate::wire::is_timeout(&e) => {}
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => return Err(e),
                     }

@@ -23,7 +23,7 @@ const BACKOFF_MS_MIN: u64 = 20;
 const BACKOFF_MS_MAX: u64 = 500;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// An idle link sends an empty frame this often, so the peer can tell a
-/// quiet link from a dead one (it closes links silent for 10 s).
+/// quiet link from a dead one (it closes links silent for 3 s).
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
 pub struct PeerLink<T> {
@@ -47,7 +47,6 @@ impl<T> PeerLink<T> {
 /// Peers this replica currently holds an open outbound connection to.
 pub type Connected = Arc<Mutex<BTreeSet<NodeId>>>;
 
-/// Starts the writer thread of the link from `self_id` to `peer`.
 /// Who a link is from and to, and how it proves it.
 pub struct LinkEnds {
     pub self_id: NodeId,
@@ -57,6 +56,7 @@ pub struct LinkEnds {
     pub security: ClientSecurity,
 }
 
+/// Starts the writer thread of the link between `ends`.
 pub fn spawn_link<T: Serialize + Send + 'static>(ends: LinkEnds, connected: Connected) -> PeerLink<T> {
     let queue = Arc::new(Mailbox::new(LINK_QUEUE_MAX));
     let link_queue = queue.clone();

@@ -78,6 +78,15 @@ pub enum ClientResponse {
 /// Between replicas: every envelope queued for one peer since the last write.
 pub type PeerFrame<T> = Vec<T>;
 
+/// What a connection kept the reader waiting for when its deadline passed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Waited {
+    /// The first byte of a frame: the connection was idle.
+    ForAFrame,
+    /// The rest of a frame already begun.
+    ForTheRest,
+}
+
 #[derive(Debug)]
 pub enum FrameError {
     /// The peer closed the connection between frames.
@@ -89,7 +98,7 @@ pub enum FrameError {
     Malformed(String),
     Io(io::Error),
     /// The peer was idle too long, or sent a frame too slowly.
-    Deadline(&'static str),
+    Deadline(Waited),
     /// Frames in flight on every connection together reached the replica's budget.
     OverBudget {
         limit: usize,
@@ -103,7 +112,8 @@ impl std::fmt::Display for FrameError {
             FrameError::TooLarge { bytes, limit } => write!(f, "frame of {bytes} bytes exceeds the limit of {limit}"),
             FrameError::Malformed(why) => write!(f, "malformed frame: {why}"),
             FrameError::Io(e) => write!(f, "i/o error: {e}"),
-            FrameError::Deadline(what) => write!(f, "{what}"),
+            FrameError::Deadline(Waited::ForAFrame) => write!(f, "idle too long"),
+            FrameError::Deadline(Waited::ForTheRest) => write!(f, "a frame arrived too slowly"),
             FrameError::OverBudget { limit } => {
                 write!(f, "frames in flight on all connections reached the {limit}-byte budget")
             }
@@ -172,10 +182,6 @@ impl ByteBudget {
         ByteBudget { used: AtomicUsize::new(0), limit }
     }
 
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
     fn take(&self, bytes: usize) -> bool {
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
@@ -221,7 +227,8 @@ impl Drop for Held<'_> {
     }
 }
 
-fn is_timeout(e: &io::Error) -> bool {
+/// A read or write that ran out its socket timeout.
+pub fn is_timeout(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
 
@@ -237,10 +244,10 @@ pub fn read_frame_timed<T: DeserializeOwned, R: TimedRead>(
 ) -> Result<T, FrameError> {
     let started = Instant::now();
     let mut deadline = started + deadlines.idle;
-    let read_within = |reader: &mut R, buf: &mut [u8], deadline: Instant, what: &'static str| loop {
+    let read_within = |reader: &mut R, buf: &mut [u8], deadline: Instant, waited: Waited| loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return Err(FrameError::Deadline(what));
+            return Err(FrameError::Deadline(waited));
         }
         if reader.buffered() == 0 {
             reader.set_read_timeout(Some(left)).map_err(FrameError::Io)?;
@@ -249,15 +256,15 @@ pub fn read_frame_timed<T: DeserializeOwned, R: TimedRead>(
             Ok(n) => return Ok(n),
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
             // A TLS peer that closed without close_notify: between frames, just a close.
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && what == "idle too long" => return Ok(0),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && waited == Waited::ForAFrame => return Ok(0),
             Err(e) => return Err(FrameError::Io(e)),
         }
     };
     let mut prefix = [0u8; 4];
     let mut have = 0;
     while have < 4 {
-        let what = if have == 0 { "idle too long" } else { "a frame arrived too slowly" };
-        match read_within(reader, &mut prefix[have..], deadline, what)? {
+        let waited = if have == 0 { Waited::ForAFrame } else { Waited::ForTheRest };
+        match read_within(reader, &mut prefix[have..], deadline, waited)? {
             0 if have == 0 => return Err(FrameError::Closed),
             0 => return Err(FrameError::Malformed("connection closed inside a length prefix".into())),
             n => {
@@ -277,7 +284,7 @@ pub fn read_frame_timed<T: DeserializeOwned, R: TimedRead>(
     let mut chunk = [0u8; 64 * 1024];
     while body.len() < bytes {
         let want = (bytes - body.len()).min(chunk.len());
-        let n = read_within(reader, &mut chunk[..want], deadline, "a frame arrived too slowly")?;
+        let n = read_within(reader, &mut chunk[..want], deadline, Waited::ForTheRest)?;
         if n == 0 {
             return Err(FrameError::Malformed(format!("connection closed inside a {bytes}-byte frame")));
         }

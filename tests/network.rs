@@ -279,7 +279,8 @@ fn three_hosts_survive_a_leader_kill_partitions_and_heal_without_a_leader_change
     hosts.link(follower, false);
     assert!(cluster.put(&all, "majority", "served", 5_000), "the majority must serve");
     assert!(!cluster.put(&[follower], "minority", "refused", 3_000), "a cut-off replica must refuse writes");
-    std::thread::sleep(Duration::from_secs(3)); // long enough for its election timer to fire many times
+    // The partition lasts three seconds: several of its election timeouts, each a pre-vote nobody answers.
+    std::thread::sleep(Duration::from_secs(3));
     hosts.link(follower, true);
     wait_until("the healed replica to hear the leader again", Duration::from_secs(20), || {
         cluster.leader_seen_by(follower).is_some_and(|(l, _)| l == leader.0)

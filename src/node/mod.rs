@@ -473,7 +473,7 @@ fn serve_connection<R: Replica>(
                 let request: ClientRequest =
                     match wire::read_frame_timed(&mut reader, config.frame_bytes_max, deadlines, &admission.budget) {
                         Err(FrameError::Closed) => return Ok(()),
-                        Err(FrameError::Deadline("idle too long")) => {
+                        Err(FrameError::Deadline(wire::Waited::ForAFrame)) => {
                             debug!("closing a client connection idle for {:?}", deadlines.idle);
                             return Ok(());
                         }

@@ -16,6 +16,7 @@ use log::{debug, error, info, warn};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -80,6 +81,9 @@ pub(crate) struct PaxosReplica {
     status: Mutex<PaxosStatus>,
     disk: Arc<dyn Disk>,
     identity: Identity,
+    /// While the acceptor rebuilds, the learner reports its progress to it
+    /// too; the rest of the time that would be a wake-up per batch for nothing.
+    rebuilding: AtomicBool,
     /// The newest snapshot waiting for the snapshot writer thread.
     snapshot_to_write: (Mutex<Option<Snapshot>>, Condvar),
 }
@@ -272,6 +276,7 @@ impl RoleThread for AcceptorThread {
             fail_stop("acceptor log write failed", &e);
         }
         if out.records.contains(&AcceptorRecord::RebuildFinished) {
+            self.shared.rebuilding.store(false, Ordering::Relaxed);
             let _ = self.shared.proposer_inbox.push(ProposerInput::Rebuilt(self.core.ballot_seen()));
         }
         // Every promise to another candidate (each chunk of a long phase 1
@@ -346,7 +351,9 @@ impl RoleThread for LearnerThread {
         if next_slot != self.reported_next_slot {
             self.reported_next_slot = next_slot;
             let _ = self.shared.proposer_inbox.push(ProposerInput::LearnerProgress(next_slot));
-            let _ = self.shared.acceptor_inbox.push(AcceptorInput::LearnerProgress(next_slot));
+            if self.shared.rebuilding.load(Ordering::Relaxed) {
+                let _ = self.shared.acceptor_inbox.push(AcceptorInput::LearnerProgress(next_slot));
+            }
         }
         let mut status = self.shared.status.lock().unwrap();
         status.learner_next_slot = next_slot;
@@ -435,6 +442,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         status: Mutex::new(initial_status),
         disk,
         identity,
+        rebuilding: AtomicBool::new(acceptor_state.rebuilding),
         snapshot_to_write: Default::default(),
     });
     let tick = Duration::from_millis(config.tick_ms);

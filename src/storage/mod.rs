@@ -207,32 +207,10 @@ impl<R: Serialize + DeserializeOwned> RecordLog<R> {
 
     /// Replaces the whole log, atomically, with `records`.
     pub fn rewrite(&mut self, records: impl IntoIterator<Item = R>) -> Result<()> {
-        let header = FileHeader::new(self.kind, self.identity);
         let mut records = records.into_iter();
-        let mut written = 0u64;
-        let mut failure = None;
-        let disk = &*self.disk;
-        disk.replace(self.name, &mut |out: &mut dyn Write| {
-            let mut buf = Vec::new();
-            encode_frame(&mut buf, &header).map_err(std::io::Error::other)?;
-            for record in records.by_ref() {
-                if let Err(e) = encode_frame(&mut buf, &record) {
-                    failure = Some(e);
-                    return Err(std::io::Error::other("record too large"));
-                }
-                if buf.len() >= CHUNK_BYTES {
-                    out.write_all(&buf)?;
-                    written += buf.len() as u64;
-                    buf.clear();
-                }
-            }
-            out.write_all(&buf)?;
-            written += buf.len() as u64;
-            Ok(())
-        })
-        .map_err(|e| failure.take().unwrap_or_else(|| anyhow!(e)))
-        .with_context(|| io_context(disk, self.name, "rewriting"))?;
-        self.bytes = written;
+        self.bytes = replace_framed(&*self.disk, self.name, self.kind, self.identity, |file| {
+            records.by_ref().try_for_each(|record| file.push(&record))
+        })?;
         Ok(())
     }
 }
@@ -263,11 +241,54 @@ impl AcceptorLog {
 
 /// A file holding exactly one value after its header, replaced atomically.
 fn write_value<T: Serialize>(disk: &dyn Disk, name: &str, kind: FileKind, identity: Identity, value: &T) -> Result<()> {
-    let mut buf = Vec::new();
-    encode_frame(&mut buf, &FileHeader::new(kind, identity))?;
-    encode_frame(&mut buf, value)?;
-    disk.replace(name, &mut |out: &mut dyn Write| out.write_all(&buf))
-        .with_context(|| io_context(disk, name, "writing"))
+    replace_framed(disk, name, kind, identity, |file| file.push(value)).map(|_| ())
+}
+
+/// A file being replaced, written as frames in blocks of about [`CHUNK_BYTES`].
+struct FramedFile<'a> {
+    out: &'a mut dyn Write,
+    buf: Vec<u8>,
+    written: u64,
+}
+
+impl FramedFile<'_> {
+    fn push<T: Serialize>(&mut self, value: &T) -> std::io::Result<()> {
+        // A record too large for its reader fails here, before anything of it is written.
+        encode_frame(&mut self.buf, value).map_err(std::io::Error::other)?;
+        if self.buf.len() >= CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.written += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Replaces `name`, atomically and durably, with its file header followed by
+/// the frames `write` pushes; returns the bytes written.
+fn replace_framed(
+    disk: &dyn Disk,
+    name: &str,
+    kind: FileKind,
+    identity: Identity,
+    mut write: impl FnMut(&mut FramedFile<'_>) -> std::io::Result<()>,
+) -> Result<u64> {
+    let mut written = 0;
+    disk.replace(name, &mut |out: &mut dyn Write| {
+        let mut file = FramedFile { out, buf: Vec::new(), written: 0 };
+        file.push(&FileHeader::new(kind, identity))?;
+        write(&mut file)?;
+        file.flush()?;
+        written = file.written;
+        Ok(())
+    })
+    .with_context(|| io_context(disk, name, "writing"))?;
+    Ok(written)
 }
 
 /// Reads a file written whole by `write_value`; any damage is refused (it
@@ -328,33 +349,11 @@ pub fn save_snapshot(disk: &dyn Disk, identity: Identity, snapshot: &Snapshot) -
         applied_commands: snapshot.store.applied_commands(),
         chunks: chunks.len() as u64,
     };
-    let mut failure = None;
-    disk.replace(SNAPSHOT, &mut |out: &mut dyn Write| {
-        let mut buf = Vec::new();
-        let mut frame = |buf: &mut Vec<u8>, result: Result<()>| {
-            result.map_err(|e| {
-                let message = e.to_string();
-                failure = Some(e);
-                std::io::Error::other(message)
-            })?;
-            if buf.len() >= CHUNK_BYTES {
-                out.write_all(buf)?;
-                buf.clear();
-            }
-            Ok::<(), std::io::Error>(())
-        };
-        let header = encode_frame(&mut buf, &FileHeader::new(FileKind::Snapshot, identity));
-        frame(&mut buf, header)?;
-        let meta = encode_frame(&mut buf, &meta);
-        frame(&mut buf, meta)?;
-        for chunk in &chunks {
-            let encoded = encode_frame(&mut buf, chunk);
-            frame(&mut buf, encoded)?;
-        }
-        out.write_all(&buf)
+    replace_framed(disk, SNAPSHOT, FileKind::Snapshot, identity, |file| {
+        file.push(&meta)?;
+        chunks.iter().try_for_each(|chunk| file.push(chunk))
     })
-    .map_err(|e| failure.take().unwrap_or_else(|| anyhow!(e)))
-    .with_context(|| io_context(disk, SNAPSHOT, "writing"))
+    .map(|_| ())
 }
 
 /// The snapshot, if one was written; a damaged one is refused, never half-loaded.
