@@ -68,6 +68,8 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     pub tick_ms: u64,
     pub request_timeout_ms: u64,
+    /// 2PC only: a coordinator aborts a transaction missing a vote after this long.
+    pub vote_timeout_ms: u64,
     /// Largest frame accepted from a client (and before a handshake).
     pub frame_bytes_max: usize,
     /// Largest frame accepted from a replica that completed the handshake
@@ -112,6 +114,10 @@ impl ServerConfig {
         }
         ensure!(self.tick_ms >= 1, "--tick-ms must be at least 1");
         ensure!(self.request_timeout_ms >= self.tick_ms, "--request-timeout-ms must be at least one tick");
+        ensure!(
+            self.vote_timeout_ms >= self.tick_ms && self.vote_timeout_ms < self.request_timeout_ms,
+            "--vote-timeout-ms must be at least one tick and below --request-timeout-ms"
+        );
         ensure!(self.frame_bytes_max >= 1024, "--frame-bytes-max must be at least 1024");
         ensure!(
             self.peer_frame_bytes_max >= self.frame_bytes_max,

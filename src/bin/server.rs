@@ -53,6 +53,11 @@ struct Args {
     /// How long a replica waits for a request to be decided before answering "timeout".
     #[arg(long, default_value_t = 3_000)]
     request_timeout_ms: u64,
+    /// 2PC: how long a coordinator waits for every vote before it aborts. Keep it
+    /// below the client's wait for an answer (1 s by default), or clients see a
+    /// timeout where the store answered "aborted".
+    #[arg(long, default_value_t = 500)]
+    vote_timeout_ms: u64,
     /// Largest frame accepted from a client; larger length prefixes close the connection.
     #[arg(long, default_value_t = 4 << 20)]
     frame_bytes_max: usize,
@@ -141,6 +146,7 @@ fn main() -> Result<()> {
         data_dir: args.data_dir,
         tick_ms: args.tick_ms,
         request_timeout_ms: args.request_timeout_ms,
+        vote_timeout_ms: args.vote_timeout_ms,
         frame_bytes_max: args.frame_bytes_max,
         peer_frame_bytes_max: args.peer_frame_bytes_max,
         key_bytes_max: args.key_bytes_max,

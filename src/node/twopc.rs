@@ -341,7 +341,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<TwoPcReplica>> {
 
     let coordinator_config = CoordinatorConfig {
         participants: config.cluster(),
-        vote_timeout_ticks: ticks(config.request_timeout_ms / 3),
+        vote_timeout_ticks: ticks(config.vote_timeout_ms),
         retry_ticks: ticks(200),
         stall: config.stall_coordinator,
     };
