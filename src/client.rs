@@ -97,7 +97,7 @@ impl Connection {
         tcp.set_read_timeout(Some(timeout))?;
         tcp.set_write_timeout(Some(timeout))?;
         let mut stream = security.wrap(tcp, ANY_REPLICA)?;
-        stream.write_all(&wire::frame(&Hello::new(Speaker::Client)))?;
+        stream.write_all(&wire::frame(&Hello::new(Speaker::Client))?)?;
         Ok(Connection { stream: BufReader::new(stream) })
     }
 
@@ -112,8 +112,8 @@ impl Connection {
         frame_bytes_max: usize,
     ) -> Result<ClientResponse, (FrameError, bool)> {
         let stream = self.stream.get_mut();
-        stream
-            .write_all(&wire::frame(request))
+        wire::frame(request)
+            .and_then(|frame| stream.write_all(&frame))
             .and_then(|()| stream.flush())
             .map_err(|e| (FrameError::Io(e), false))?;
         wire::read_frame(&mut self.stream, frame_bytes_max).map_err(|e| (e, true))

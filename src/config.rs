@@ -72,8 +72,7 @@ pub struct ServerConfig {
     pub vote_timeout_ms: u64,
     /// Largest frame accepted from a client (and before a handshake).
     pub frame_bytes_max: usize,
-    /// Largest frame accepted from a replica that completed the handshake
-    /// (a catch-up snapshot travels in one frame).
+    /// Largest frame accepted from a replica that completed the handshake.
     pub peer_frame_bytes_max: usize,
     /// Open client connections beyond this are refused.
     pub connections_max: usize,
@@ -87,6 +86,11 @@ pub struct ServerConfig {
     pub key_bytes_max: usize,
     pub value_bytes_max: usize,
     pub snapshot_interval_slots: u64,
+    /// Decided bytes that make a snapshot due within the interval; also caps
+    /// the decided slots each learner keeps in memory for its peers.
+    pub snapshot_log_bytes: usize,
+    /// Bytes each role's mailbox and each link's send queue may hold.
+    pub queue_bytes_max: usize,
     pub window_slots: usize,
     pub seed: u64,
     pub failure: FailureConfig,
@@ -153,12 +157,39 @@ impl ServerConfig {
              (every replica holds its own decisions; that is the baseline's weakness)"
         );
         ensure!(self.snapshot_interval_slots >= 1, "--snapshot-interval-slots must be at least 1");
+        ensure!(self.snapshot_log_bytes >= 1 << 20, "--snapshot-log-bytes must be at least 1 MiB");
+        ensure!(
+            self.queue_bytes_max >= self.frame_bytes_max,
+            "--queue-bytes-max must hold at least one client frame (--frame-bytes-max)"
+        );
         ensure!(self.window_slots >= 1, "--window-slots must be at least 1");
         if let Some(mtbf) = self.failure.mtbf_ms {
             ensure!(mtbf >= 1, "--fail-mtbf-ms must be at least 1");
             ensure!(self.failure.downtime_ms >= 1, "--fail-downtime-ms must be at least 1");
         }
         Ok(())
+    }
+
+    /// Link frames, catch-up replies and snapshot chunks are cut at this size:
+    /// far below what a peer accepts, so that no limit turns into an outage.
+    /// (One value larger than this still travels alone, and is below
+    /// `--frame-bytes-max`, which a peer's limit is at least.)
+    pub fn link_frame_bytes(&self) -> usize {
+        (self.peer_frame_bytes_max / 4).clamp(64 << 10, 1 << 20)
+    }
+
+    /// What this replica's memory holds at most, beyond the store itself and
+    /// the replicated values written since the last snapshot, as
+    /// (what, bytes) for the startup log.
+    pub fn memory_budget(&self) -> Vec<(&'static str, usize)> {
+        let peers = self.replicas.len().saturating_sub(1);
+        vec![
+            ("decided values kept for peers", self.snapshot_log_bytes),
+            ("role mailboxes (3)", 3 * self.queue_bytes_max),
+            ("link send queues", peers * self.queue_bytes_max),
+            ("client frames being received", self.inflight_bytes_max),
+            ("replica frames being received", 2 * peers * self.peer_frame_bytes_max),
+        ]
     }
 
     pub fn listen_address(&self) -> SocketAddr {

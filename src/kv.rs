@@ -3,8 +3,8 @@
 //! It knows nothing of Paxos, 2PC or sockets.
 
 use crate::paxos::NodeId;
+use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// `(client_id, seq)`: names one request across retries and replicas.
@@ -43,6 +43,12 @@ pub struct Command {
 impl Command {
     pub fn request_id(&self) -> RequestId {
         (self.client_id, self.seq)
+    }
+
+    /// Upper bound of the encoded size: two varint ids, the operation's tag
+    /// and two length prefixes around the payload.
+    pub fn wire_bytes(&self) -> usize {
+        40 + self.op.payload_bytes()
     }
 }
 
@@ -138,19 +144,49 @@ pub struct Session {
 }
 
 /// Deterministic: every replica that applies the same commands holds the same value.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Persistent (copy-on-write) maps: a clone shares every node, so taking a
+/// snapshot or starting a catch-up transfer costs O(1) on the thread that
+/// applies, however large the store; the copy is then read at leisure by the
+/// snapshot writer or chunk by chunk. Each write copies O(log n) nodes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    data: BTreeMap<String, String>,
-    sessions: BTreeMap<u64, Session>,
+    data: OrdMap<String, String>,
+    sessions: OrdMap<u64, Session>,
+    /// Sessions by `last_used` (unique: the count of applied commands), so the
+    /// idlest is found in O(log n).
+    sessions_by_use: OrdMap<u64, u64>,
+    /// Keys and values, in bytes.
+    data_bytes: u64,
     applied_commands: u64,
 }
 
-/// Part of a store, for writing it in bounded pieces: a snapshot or compacted
-/// state is a sequence of chunks, none larger than a reader accepts.
+/// Part of a store, for writing or sending it in bounded pieces: a snapshot,
+/// compacted state or catch-up transfer is a sequence of chunks, none larger
+/// than its reader accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreChunk {
     Data(Vec<(String, String)>),
     Sessions(Vec<(u64, Session)>),
+}
+
+impl StoreChunk {
+    /// Upper bound of the encoded size.
+    pub fn wire_bytes(&self) -> usize {
+        match self {
+            StoreChunk::Data(entries) => 10 + entries.iter().map(|(k, v)| 20 + k.len() + v.len()).sum::<usize>(),
+            StoreChunk::Sessions(sessions) => 10 + sessions.iter().map(|(_, s)| session_bytes(s)).sum::<usize>(),
+        }
+    }
+}
+
+/// Where a chunked read of a store resumes: data in key order, then sessions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StoreCursor {
+    Start,
+    AfterKey(String),
+    SessionsStart,
+    AfterClient(u64),
 }
 
 /// Beyond this many clients the idlest session is forgotten; a retry from it
@@ -166,11 +202,14 @@ impl KvStore {
                 return Reply::Rejected(RequestError::StaleRequest);
             }
             if command.seq == session.seq {
-                session.last_used = now;
-                if let Some(reply) = &session.reply {
-                    return reply.clone();
-                }
-                return self.execute(&command.op);
+                let previous_use = std::mem::replace(&mut session.last_used, now);
+                let reply = session.reply.clone();
+                self.sessions_by_use.remove(&previous_use);
+                self.sessions_by_use.insert(now, command.client_id);
+                return match reply {
+                    Some(reply) => reply,
+                    None => self.execute(&command.op),
+                };
             }
         }
         let reply = self.execute(&command.op);
@@ -178,7 +217,11 @@ impl KvStore {
             self.evict_idlest_session();
         }
         let kept = (!matches!(command.op, Op::Get { .. })).then(|| reply.clone());
-        self.sessions.insert(command.client_id, Session { seq: command.seq, reply: kept, last_used: now });
+        let session = Session { seq: command.seq, reply: kept, last_used: now };
+        if let Some(previous) = self.sessions.insert(command.client_id, session) {
+            self.sessions_by_use.remove(&previous.last_used);
+        }
+        self.sessions_by_use.insert(now, command.client_id);
         reply
     }
 
@@ -188,61 +231,118 @@ impl KvStore {
     pub fn execute(&mut self, op: &Op) -> Reply {
         match op {
             Op::Put { key, value } => {
-                self.data.insert(key.clone(), value.clone());
+                self.data_bytes += (key.len() + value.len()) as u64;
+                if let Some(old) = self.data.insert(key.clone(), value.clone()) {
+                    self.data_bytes -= (key.len() + old.len()) as u64;
+                }
                 Reply::Stored
             }
             Op::Get { key } => Reply::Value(self.data.get(key).cloned()),
-            Op::Delete { key } => Reply::Deleted { existed: self.data.remove(key).is_some() },
+            Op::Delete { key } => {
+                let old = self.data.remove(key);
+                if let Some(old) = &old {
+                    self.data_bytes -= (key.len() + old.len()) as u64;
+                }
+                Reply::Deleted { existed: old.is_some() }
+            }
         }
     }
 
     fn evict_idlest_session(&mut self) {
-        let idlest = self.sessions.iter().min_by_key(|(_, s)| s.last_used).map(|(id, _)| *id);
-        if let Some(id) = idlest {
-            self.sessions.remove(&id);
+        let idlest = self.sessions_by_use.get_min().map(|(last_used, client)| (*last_used, *client));
+        if let Some((last_used, client)) = idlest {
+            self.sessions_by_use.remove(&last_used);
+            self.sessions.remove(&client);
         }
     }
 
-    /// The store as chunks of about `bytes_max` bytes each (one entry larger
-    /// than that makes a chunk of its own).
-    pub fn chunks(&self, bytes_max: usize) -> Vec<StoreChunk> {
-        let mut chunks = Vec::new();
-        let mut data = Vec::new();
-        let mut bytes = 0;
-        for (key, value) in &self.data {
-            if !data.is_empty() && bytes + key.len() + value.len() + 16 > bytes_max {
-                chunks.push(StoreChunk::Data(std::mem::take(&mut data)));
-                bytes = 0;
+    /// The chunk of about `bytes_max` bytes that follows `cursor` (one entry
+    /// larger than that makes a chunk of its own), and where the next one
+    /// starts: `None` after the last. Costs O(chunk + log n).
+    pub fn chunk_after(&self, cursor: &StoreCursor, bytes_max: usize) -> (StoreChunk, Option<StoreCursor>) {
+        use std::ops::Bound::{Excluded, Unbounded};
+        match cursor {
+            StoreCursor::Start | StoreCursor::AfterKey(_) => {
+                let mut range = match cursor {
+                    StoreCursor::AfterKey(key) => self.data.range::<_, str>((Excluded(key.as_str()), Unbounded)),
+                    _ => self.data.range::<_, str>(..),
+                }
+                .peekable();
+                let (mut entries, mut bytes) = (Vec::new(), 0);
+                while let Some((key, value)) = range.peek() {
+                    let size = 20 + key.len() + value.len();
+                    if !entries.is_empty() && bytes + size > bytes_max {
+                        break;
+                    }
+                    bytes += size;
+                    entries.push(((*key).clone(), (*value).clone()));
+                    range.next();
+                }
+                let next = match entries.last() {
+                    Some((key, _)) if range.peek().is_some() => Some(StoreCursor::AfterKey(key.clone())),
+                    _ if !self.sessions.is_empty() => Some(StoreCursor::SessionsStart),
+                    _ => None,
+                };
+                (StoreChunk::Data(entries), next)
             }
-            bytes += key.len() + value.len() + 16;
-            data.push((key.clone(), value.clone()));
-        }
-        if !data.is_empty() {
-            chunks.push(StoreChunk::Data(data));
-        }
-        let mut sessions = Vec::new();
-        bytes = 0;
-        for (client, session) in &self.sessions {
-            let size = 48 + session.reply.as_ref().map_or(0, reply_bytes);
-            if !sessions.is_empty() && bytes + size > bytes_max {
-                chunks.push(StoreChunk::Sessions(std::mem::take(&mut sessions)));
-                bytes = 0;
+            StoreCursor::SessionsStart | StoreCursor::AfterClient(_) => {
+                let mut range = match cursor {
+                    StoreCursor::AfterClient(client) => self.sessions.range((Excluded(*client), Unbounded)),
+                    _ => self.sessions.range::<_, u64>(..),
+                }
+                .peekable();
+                let (mut sessions, mut bytes) = (Vec::new(), 0);
+                while let Some((client, session)) = range.peek() {
+                    let size = session_bytes(session);
+                    if !sessions.is_empty() && bytes + size > bytes_max {
+                        break;
+                    }
+                    bytes += size;
+                    sessions.push((**client, (*session).clone()));
+                    range.next();
+                }
+                let next = match sessions.last() {
+                    Some((client, _)) if range.peek().is_some() => Some(StoreCursor::AfterClient(*client)),
+                    _ => None,
+                };
+                (StoreChunk::Sessions(sessions), next)
             }
-            bytes += size;
-            sessions.push((*client, session.clone()));
         }
-        if !sessions.is_empty() {
-            chunks.push(StoreChunk::Sessions(sessions));
-        }
-        chunks
     }
 
-    /// Adds one chunk written by [`KvStore::chunks`].
+    /// The whole store as chunks of about `bytes_max` bytes, produced as they
+    /// are consumed.
+    pub fn chunks(&self, bytes_max: usize) -> impl Iterator<Item = StoreChunk> + '_ {
+        let mut cursor = Some(StoreCursor::Start);
+        std::iter::from_fn(move || {
+            let (chunk, next) = self.chunk_after(cursor.as_ref()?, bytes_max);
+            cursor = next;
+            Some(chunk)
+        })
+    }
+
+    /// Adds one chunk written by [`KvStore::chunks`] or [`KvStore::chunk_after`].
     pub fn restore_chunk(&mut self, chunk: StoreChunk) {
         match chunk {
-            StoreChunk::Data(entries) => self.data.extend(entries),
-            StoreChunk::Sessions(sessions) => self.sessions.extend(sessions),
+            StoreChunk::Data(entries) => {
+                for (key, value) in entries {
+                    self.execute(&Op::Put { key, value });
+                }
+            }
+            StoreChunk::Sessions(sessions) => {
+                for (client, session) in sessions {
+                    self.sessions_by_use.insert(session.last_used, client);
+                    if let Some(previous) = self.sessions.insert(client, session) {
+                        self.sessions_by_use.remove(&previous.last_used);
+                    }
+                }
+            }
         }
+    }
+
+    /// Bytes of keys and values held.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
     }
 
     pub fn set_applied_commands(&mut self, applied_commands: u64) {
@@ -265,6 +365,10 @@ impl KvStore {
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
+}
+
+fn session_bytes(session: &Session) -> usize {
+    48 + session.reply.as_ref().map_or(0, reply_bytes)
 }
 
 fn reply_bytes(reply: &Reply) -> usize {

@@ -3,7 +3,7 @@
 //! threads only queue events; a writer thread does the disk I/O and stops
 //! recording at a size limit.
 
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Weigh};
 use crate::paxos::{Envelope, Message, NodeId, Role};
 use crate::twopc::{TxEnvelope, TxMessage};
 use log::{error, warn};
@@ -152,6 +152,13 @@ pub struct Tracer {
 }
 
 const TRACE_QUEUE_MAX: usize = 100_000;
+const TRACE_QUEUE_BYTES_MAX: usize = 16 << 20;
+
+impl Weigh for TraceEvent {
+    fn weight(&self) -> usize {
+        200 + self.value.as_ref().map_or(0, String::len)
+    }
+}
 
 impl Tracer {
     pub fn start(node: NodeId, path: PathBuf, bytes_max: u64) -> anyhow::Result<Self> {
@@ -159,7 +166,7 @@ impl Tracer {
             std::fs::create_dir_all(dir)?;
         }
         let file = std::fs::OpenOptions::new().create(true).append(true).open(&path)?;
-        let queue = Arc::new(Mailbox::new(TRACE_QUEUE_MAX));
+        let queue = Arc::new(Mailbox::new(TRACE_QUEUE_MAX, TRACE_QUEUE_BYTES_MAX));
         let writer_queue = queue.clone();
         std::thread::Builder::new().name(format!("s{node}/trace")).spawn(move || {
             let mut out = BufWriter::new(file);

@@ -4,7 +4,7 @@
 //! to a bounded queue and are dropped when it is full (Paxos tolerates loss).
 
 use crate::config::Protocol;
-use crate::mailbox::{Full, Mailbox};
+use crate::mailbox::{Full, Mailbox, Weigh};
 use crate::paxos::NodeId;
 use crate::security::{self, ClientSecurity, Stream};
 use crate::wire::{self, Hello, Speaker};
@@ -18,7 +18,6 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const LINK_QUEUE_MAX: usize = 100_000;
-const BATCH_ENVELOPES_MAX: usize = 4_096;
 const BACKOFF_MS_MIN: u64 = 20;
 const BACKOFF_MS_MAX: u64 = 500;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -31,7 +30,7 @@ pub struct PeerLink<T> {
     queue: Arc<Mailbox<T>>,
 }
 
-impl<T> PeerLink<T> {
+impl<T: Weigh> PeerLink<T> {
     /// Queues an envelope; returns false if it was dropped.
     pub fn send(&self, envelope: T) -> bool {
         match self.queue.push(envelope) {
@@ -56,16 +55,45 @@ pub struct LinkEnds {
     pub security: ClientSecurity,
 }
 
+/// How much a link holds and writes at once.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkLimits {
+    /// Bytes of envelopes waiting to be written; beyond it sends are dropped.
+    pub queue_bytes_max: usize,
+    /// Frames are cut at this many bytes (see `ServerConfig::link_frame_bytes`).
+    pub frame_bytes: usize,
+}
+
 /// Starts the writer thread of the link between `ends`.
-pub fn spawn_link<T: Serialize + Send + 'static>(ends: LinkEnds, connected: Connected) -> PeerLink<T> {
-    let queue = Arc::new(Mailbox::new(LINK_QUEUE_MAX));
+pub fn spawn_link<T: Serialize + Weigh + Send + 'static>(
+    ends: LinkEnds,
+    limits: LinkLimits,
+    connected: Connected,
+) -> PeerLink<T> {
+    let queue = Arc::new(Mailbox::new(LINK_QUEUE_MAX, limits.queue_bytes_max));
     let link_queue = queue.clone();
     let peer = ends.peer;
     thread::Builder::new()
         .name(format!("s{}/link-{peer}", ends.self_id))
-        .spawn(move || run_link(&ends, &link_queue, connected))
+        .spawn(move || run_link(&ends, limits, &link_queue, connected))
         .expect("spawning a link thread");
     PeerLink { peer, queue }
+}
+
+/// Takes the next frame's worth from the front of `batch`: envelopes whose
+/// weights add up to at most `bytes_max`, or one heavier envelope alone.
+pub fn next_frame<T: Weigh>(batch: &mut VecDeque<T>, bytes_max: usize) -> Vec<T> {
+    let mut bytes = 0;
+    let mut count = 0;
+    for envelope in batch.iter() {
+        let weight = envelope.weight();
+        if count > 0 && bytes + weight > bytes_max {
+            break;
+        }
+        bytes += weight;
+        count += 1;
+    }
+    batch.drain(..count).collect()
 }
 
 /// Connects to `addr`, refusing a connection to itself: connecting to a
@@ -116,7 +144,7 @@ fn connect(ends: &LinkEnds) -> std::io::Result<BufWriter<Stream>> {
     Ok(writer)
 }
 
-fn run_link<T: Serialize>(ends: &LinkEnds, queue: &Mailbox<T>, connected: Connected) -> ! {
+fn run_link<T: Serialize + Weigh>(ends: &LinkEnds, limits: LinkLimits, queue: &Mailbox<T>, connected: Connected) -> ! {
     let (peer, addr) = (ends.peer, ends.addr);
     let mut writer: Option<BufWriter<Stream>> = None;
     let mut backoff_ms = BACKOFF_MS_MIN;
@@ -151,8 +179,7 @@ fn run_link<T: Serialize>(ends: &LinkEnds, queue: &Mailbox<T>, connected: Connec
         let w = writer.as_mut().expect("connected above");
         let mut result = if idle { wire::write_frame(w, &Vec::<T>::new()) } else { Ok(()) };
         while !batch.is_empty() && result.is_ok() {
-            let frame: Vec<T> = batch.drain(..batch.len().min(BATCH_ENVELOPES_MAX)).collect();
-            result = wire::write_frame(w, &frame);
+            result = wire::write_frame(w, &next_frame(&mut batch, limits.frame_bytes));
         }
         batch.clear();
         if let Err(e) = result.and_then(|()| w.flush()) {
@@ -160,5 +187,42 @@ fn run_link<T: Serialize>(ends: &LinkEnds, queue: &Mailbox<T>, connected: Connec
             connected.lock().unwrap().remove(&peer);
             writer = None;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kv::{Command, Op};
+    use crate::paxos::messages::{Accept, Envelope, Message, SlotValue};
+    use crate::paxos::Ballot;
+
+    fn accept(slot: u64, value_bytes: usize) -> Envelope {
+        let op = Op::Put { key: format!("k{slot}"), value: "v".repeat(value_bytes) };
+        let value = SlotValue::Batch(vec![Command { client_id: u64::MAX, seq: u64::MAX, op }]);
+        Envelope {
+            from: 1,
+            to: 2,
+            msg: Message::Accept(Accept { ballot: Ballot::new(u64::MAX >> 16, 9), slot, value }),
+        }
+    }
+
+    #[test]
+    fn frames_are_cut_by_encoded_bytes_and_a_weight_bounds_the_encoding() {
+        let mut batch: VecDeque<Envelope> = (0..700).map(|slot| accept(slot, 60_000)).collect();
+        let mut frames = 0;
+        while !batch.is_empty() {
+            let frame = next_frame(&mut batch, 1 << 20);
+            let encoded = wire::frame(&frame).unwrap().len();
+            assert!(encoded <= (1 << 20) + 4, "a frame of {encoded} bytes exceeds the 1 MiB cut");
+            frames += 1;
+        }
+        assert!(frames >= 40, "700 values of 60 kB need at least 40 frames of 1 MiB, got {frames}");
+        for bytes in [0, 1, 127, 128, 16_383, 16_384, 1 << 20] {
+            let envelope = accept(u64::MAX, bytes);
+            assert!(wire::encode(&envelope).len() <= envelope.weight(), "weight below the encoding at {bytes}");
+        }
+        let mut heavy: VecDeque<Envelope> = [accept(1, 2 << 20), accept(2, 10)].into();
+        assert_eq!(next_frame(&mut heavy, 1 << 20).len(), 1, "a heavy envelope travels alone");
     }
 }

@@ -136,18 +136,21 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     }
 }
 
-/// Encodes `value` as one frame (length prefix included).
-pub fn frame<T: Serialize>(value: &T) -> Vec<u8> {
+/// Encodes `value` as one frame (length prefix included). Callers bound what
+/// they encode far below the prefix's 4 GiB; a frame beyond it is refused,
+/// never truncated.
+pub fn frame<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     let mut bytes = vec![0u8; 4];
     bincode::serde::encode_into_std_write(value, &mut bytes, config()).expect("encoding into a Vec cannot fail");
-    // Callers bound what they encode far below this (batches, chunks, frame limits).
-    let body = u32::try_from(bytes.len() - 4).expect("frame body over 4 GiB: a caller ignored its byte budget");
+    let body = u32::try_from(bytes.len() - 4).map_err(|_| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("a frame of {} bytes exceeds 4 GiB", bytes.len() - 4))
+    })?;
     bytes[..4].copy_from_slice(&body.to_be_bytes());
-    bytes
+    Ok(bytes)
 }
 
 pub fn write_frame<T: Serialize, W: Write>(writer: &mut W, value: &T) -> io::Result<()> {
-    writer.write_all(&frame(value))
+    writer.write_all(&frame(value)?)
 }
 
 pub fn read_frame<T: DeserializeOwned, R: Read>(reader: &mut R, frame_bytes_max: usize) -> Result<T, FrameError> {
@@ -305,7 +308,7 @@ mod tests {
     #[test]
     fn frames_round_trip() {
         let request = ClientRequest::Execute(Command { client_id: 7, seq: 9, op: Op::Get { key: "k".into() } });
-        let bytes = frame(&request);
+        let bytes = frame(&request).unwrap();
         let decoded: ClientRequest = read_frame(&mut &bytes[..], 1024).unwrap();
         assert_eq!(decoded, request);
     }
@@ -326,7 +329,7 @@ mod tests {
         let mut huge_claim = 10u32.to_be_bytes().to_vec();
         huge_claim.extend([0, 0, 0, 0, 252, 255, 255, 255, 127, 0]);
         assert!(read_frame::<ClientRequest, _>(&mut &huge_claim[..], 1024).is_err());
-        let truncated = frame(&ClientRequest::Status);
+        let truncated = frame(&ClientRequest::Status).unwrap();
         let mut cut = truncated.clone();
         cut[3] += 5;
         assert!(matches!(read_frame::<ClientRequest, _>(&mut &cut[..], 1024), Err(FrameError::Malformed(_))));

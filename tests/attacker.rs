@@ -7,9 +7,9 @@
 mod support;
 
 use paxos_kv::config::Protocol;
-use paxos_kv::kv::{Command, KvStore, Op, Reply};
-use paxos_kv::paxos::messages::CatchupReply;
-use paxos_kv::paxos::messages::{Decide, LeaderAlive, Prepare, Snapshot};
+use paxos_kv::kv::{Command, KvStore, Op, Reply, StoreCursor};
+use paxos_kv::paxos::messages::{CatchupReply, SnapshotPart};
+use paxos_kv::paxos::messages::{Decide, LeaderAlive, Prepare};
 use paxos_kv::paxos::{Ballot, Envelope, Message, SlotValue};
 use paxos_kv::security::{self, ClientSecurity, Stream, ANY_REPLICA};
 use paxos_kv::wire::{self, ClientRequest, Hello, Speaker};
@@ -56,7 +56,7 @@ fn foreign_client(dir: &Path) -> ClientSecurity {
 }
 
 fn replica_hello(node_id: u32) -> Vec<u8> {
-    wire::frame(&Hello::new(Speaker::Replica { node_id, protocol: Protocol::Paxos }))
+    wire::frame(&Hello::new(Speaker::Replica { node_id, protocol: Protocol::Paxos })).unwrap()
 }
 
 fn envelope(from: u32, to: u32, msg: Message) -> Envelope {
@@ -72,8 +72,16 @@ fn forgeries(to: u32, next_slot: u64) -> Vec<(&'static str, Vec<Envelope>)> {
     }]);
     let mut store = KvStore::default();
     store.apply(&Command { client_id: 666, seq: 1, op: Op::Put { key: "only".into(), value: "me".into() } });
-    let snapshot = Snapshot { next_slot: u64::MAX - 10, store };
-    let catchup = CatchupReply { snapshot_crc32: snapshot.crc32(), snapshot: Some(snapshot), entries: vec![] };
+    let chunk = store.chunk_after(&StoreCursor::Start, 1 << 20).0;
+    let part = SnapshotPart {
+        snapshot_slot: u64::MAX - 10,
+        applied_commands: 1,
+        after: StoreCursor::Start,
+        crc32: SnapshotPart::checksum(&chunk),
+        chunk,
+        next: None,
+    };
+    let catchup = CatchupReply { snapshot: Some(part), entries: vec![] };
     vec![
         ("Decide", vec![envelope(2, to, Message::Decide(Decide { slot: next_slot, value: forged }))]),
         ("CatchupReply", vec![envelope(2, to, Message::CatchupReply(catchup))]),
@@ -116,7 +124,7 @@ fn strangers_and_clients_cannot_speak_as_replicas_nor_forge_protocol_messages() 
         let to = id as u32 + 1;
         let next_slot = cluster.status(id + 1).unwrap().learner_next_slot;
         for (what, envelopes) in forgeries(to, next_slot) {
-            let frame = wire::frame(&envelopes);
+            let frame = wire::frame(&envelopes).unwrap();
             // Plain TCP: no TLS, no hearing.
             let mut plain = TcpStream::connect(addr).unwrap();
             plain.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
@@ -125,9 +133,10 @@ fn strangers_and_clients_cannot_speak_as_replicas_nor_forge_protocol_messages() 
             // A certificate from another CA: refused by the server (with TLS 1.3
             // the client's side of the handshake may complete first).
             if let Ok(mut stranger) = tls(addr, &foreign) {
-                let hello = wire::frame(&Hello::new(Speaker::Client));
-                let _ =
-                    stranger.write_all(&hello).and_then(|()| stranger.write_all(&wire::frame(&ClientRequest::Status)));
+                let hello = wire::frame(&Hello::new(Speaker::Client)).unwrap();
+                let _ = stranger
+                    .write_all(&hello)
+                    .and_then(|()| stranger.write_all(&wire::frame(&ClientRequest::Status).unwrap()));
                 assert!(closed_by_server(&mut stranger), "a certificate from another CA was accepted");
             }
             // The client certificate claiming replica 2: refused at the hello.
@@ -137,7 +146,7 @@ fn strangers_and_clients_cannot_speak_as_replicas_nor_forge_protocol_messages() 
             // The client certificate as a client: a peer frame is not a request.
             let mut as_client = tls(addr, &client_security()).unwrap();
             let _ = as_client
-                .write_all(&wire::frame(&Hello::new(Speaker::Client)))
+                .write_all(&wire::frame(&Hello::new(Speaker::Client)).unwrap())
                 .and_then(|()| as_client.write_all(&frame));
             assert!(closed_by_server(&mut as_client), "a client connection took a {what}");
         }
@@ -169,7 +178,7 @@ fn thirty_connections_declaring_maximal_frames_stay_within_the_byte_budget() {
     let mut holders = Vec::new();
     for _ in 0..30 {
         let Ok(mut stream) = tls(cluster.addrs[0], &client_security()) else { continue };
-        let hello = wire::frame(&Hello::new(Speaker::Client));
+        let hello = wire::frame(&Hello::new(Speaker::Client)).unwrap();
         if stream.write_all(&hello).is_err() || stream.write_all(&(4u32 << 20).to_be_bytes()).is_err() {
             continue;
         }
@@ -274,7 +283,7 @@ fn a_hundred_thousand_malformed_frames_on_every_path_change_nothing() {
                     match sent % 3 {
                         0 => bytes.extend(malformed::<Hello>(&mut rng)),
                         1 => {
-                            bytes.extend(wire::frame(&Hello::new(Speaker::Client)));
+                            bytes.extend(wire::frame(&Hello::new(Speaker::Client)).unwrap());
                             bytes.extend(malformed::<ClientRequest>(&mut rng));
                         }
                         _ => {

@@ -167,12 +167,16 @@ fn bad_input_gets_a_closed_connection_or_a_clear_error_and_the_server_keeps_serv
     assert_closed_by_server(garbage, "a garbage hello");
 
     let mut oversized = TcpStream::connect(addr).unwrap();
-    oversized.write_all(&paxos_kv::wire::frame(&paxos_kv::wire::Hello::new(paxos_kv::wire::Speaker::Client))).unwrap();
+    oversized
+        .write_all(&paxos_kv::wire::frame(&paxos_kv::wire::Hello::new(paxos_kv::wire::Speaker::Client)).unwrap())
+        .unwrap();
     oversized.write_all(&u32::MAX.to_be_bytes()).unwrap();
     assert_closed_by_server(oversized, "an oversized length prefix");
 
     let mut bad_body = TcpStream::connect(addr).unwrap();
-    bad_body.write_all(&paxos_kv::wire::frame(&paxos_kv::wire::Hello::new(paxos_kv::wire::Speaker::Client))).unwrap();
+    bad_body
+        .write_all(&paxos_kv::wire::frame(&paxos_kv::wire::Hello::new(paxos_kv::wire::Speaker::Client)).unwrap())
+        .unwrap();
     bad_body.write_all(&[0, 0, 0, 4, 0xde, 0xad, 0xbe, 0xef]).unwrap();
     assert_closed_by_server(bad_body, "an undecodable body");
 

@@ -61,8 +61,9 @@ struct Args {
     /// Largest frame accepted from a client; larger length prefixes close the connection.
     #[arg(long, default_value_t = 4 << 20)]
     frame_bytes_max: usize,
-    /// Largest frame accepted from another replica (snapshots travel in one frame).
-    #[arg(long, default_value_t = 256 << 20)]
+    /// Largest frame accepted from another replica. Replicas cut their frames
+    /// at a quarter of this (at most 1 MiB), and snapshots travel in chunks.
+    #[arg(long, default_value_t = 16 << 20)]
     peer_frame_bytes_max: usize,
     #[arg(long, default_value_t = 1_024)]
     key_bytes_max: usize,
@@ -86,6 +87,16 @@ struct Args {
     /// full-store snapshot writes.
     #[arg(long, default_value_t = 1_000)]
     snapshot_interval_slots: u64,
+    /// Also write a snapshot once this many bytes were decided since the last
+    /// one (either way only after a quarter of the store's size was). Bounds
+    /// the decided values each replica keeps in memory and re-proposes.
+    #[arg(long, default_value_t = 64 << 20)]
+    snapshot_log_bytes: usize,
+    /// Bytes each role's mailbox and each link's send queue may hold; beyond
+    /// it requests are refused as overloaded and peer messages dropped (the
+    /// protocols resend what matters).
+    #[arg(long, default_value_t = 64 << 20)]
+    queue_bytes_max: usize,
     /// How many slots the leader keeps in flight at once. Few slots with
     /// large batches beat many small ones: each slot costs every acceptor a sync.
     #[arg(long, default_value_t = 4)]
@@ -156,6 +167,8 @@ fn main() -> Result<()> {
         client_idle_timeout_ms: args.client_idle_timeout_ms,
         value_bytes_max: args.value_bytes_max,
         snapshot_interval_slots: args.snapshot_interval_slots,
+        snapshot_log_bytes: args.snapshot_log_bytes,
+        queue_bytes_max: args.queue_bytes_max,
         window_slots: args.window_slots,
         seed: args.seed,
         failure: FailureConfig {

@@ -14,11 +14,11 @@ pub mod twopc;
 use crate::config::{FailMode, Protocol, ServerConfig};
 use crate::fault;
 use crate::kv::{Command, Op, Reply, RequestError, RequestId};
-use crate::mailbox::{Mailbox, ReplyCell};
+use crate::mailbox::{Mailbox, ReplyCell, Weigh};
 use crate::paxos::NodeId;
 use crate::security::Stream;
 use crate::trace::{TraceEvent, Tracer};
-use crate::transport::{self, Connected, LinkEnds, PeerLink};
+use crate::transport::{self, Connected, LinkEnds, LinkLimits, PeerLink};
 use crate::wire::{
     self, ByteBudget, ClientRequest, ClientResponse, FrameDeadlines, FrameError, Hello, PeerFrame, Speaker,
 };
@@ -116,7 +116,7 @@ fn stop_on_panic() {
 }
 
 /// What the runtime needs to know of a protocol's envelope.
-pub(crate) trait Addressed: Serialize + DeserializeOwned + Send + 'static {
+pub(crate) trait Addressed: Serialize + DeserializeOwned + Weigh + Send + 'static {
     fn from(&self) -> NodeId;
     fn to(&self) -> NodeId;
     fn trace(&self, node: NodeId, event: &str) -> TraceEvent;
@@ -172,7 +172,9 @@ impl<E: Addressed> Plumbing<E> {
                     addr: config.address_of(peer),
                     security: config.security.connect(),
                 };
-                (peer, transport::spawn_link(ends, connected.clone()))
+                let limits =
+                    LinkLimits { queue_bytes_max: config.queue_bytes_max, frame_bytes: config.link_frame_bytes() };
+                (peer, transport::spawn_link(ends, limits, connected.clone()))
             })
             .collect();
         let tracer = match &config.trace {
@@ -503,7 +505,10 @@ fn serve_connection<R: Replica>(
                 // Replies are written by this thread: waking it costs less than
                 // writing every client's socket from a role thread.
                 let writer = reader.get_mut();
-                writer.write_all(&wire::frame(&response)).and_then(|()| writer.flush()).map_err(FrameError::Io)?;
+                wire::frame(&response)
+                    .and_then(|frame| writer.write_all(&frame))
+                    .and_then(|()| writer.flush())
+                    .map_err(FrameError::Io)?;
             }
         }
     }
@@ -586,7 +591,7 @@ pub(crate) trait RoleThread {
     fn finish_batch(&mut self);
 }
 
-pub(crate) fn run_role<R: RoleThread>(mut role: R, inbox: Arc<Mailbox<R::Input>>, tick: Duration) -> ! {
+pub(crate) fn run_role<R: RoleThread<Input: Weigh>>(mut role: R, inbox: Arc<Mailbox<R::Input>>, tick: Duration) -> ! {
     let mut next_tick = Instant::now() + tick;
     let mut inputs = VecDeque::new();
     loop {
@@ -614,7 +619,7 @@ pub(crate) fn spawn_named(name: String, body: impl FnOnce() + Send + 'static) ->
 
 /// Offline/restart toggles of the failure thread must not be lost to a
 /// momentarily full mailbox.
-pub(crate) fn push_control<T>(mailbox: &Mailbox<T>, mut input: T) {
+pub(crate) fn push_control<T: Weigh>(mailbox: &Mailbox<T>, mut input: T) {
     for _ in 0..1_000 {
         match mailbox.push(input) {
             Ok(()) => return,

@@ -4,7 +4,7 @@
 use super::{push_control, run_role, spawn_named, NodeStatus, Plumbing, Replica, RoleThread, ROLE_QUEUE_MAX};
 use crate::config::{FailMode, ServerConfig};
 use crate::kv::{Command, Reply, RequestId};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Weigh};
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox, AcceptorRecord, AcceptorState};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::messages::Snapshot;
@@ -59,6 +59,34 @@ pub enum LearnerInput {
         request: RequestId,
         key: String,
     },
+}
+
+impl Weigh for ProposerInput {
+    fn weight(&self) -> usize {
+        match self {
+            ProposerInput::Message(envelope) => envelope.weight(),
+            ProposerInput::Client(command) => command.wire_bytes(),
+            _ => 16,
+        }
+    }
+}
+
+impl Weigh for LearnerInput {
+    fn weight(&self) -> usize {
+        match self {
+            LearnerInput::Message(envelope) => envelope.weight(),
+            LearnerInput::LocalRead { key, .. } => 32 + key.len(),
+        }
+    }
+}
+
+impl Weigh for AcceptorInput {
+    fn weight(&self) -> usize {
+        match self {
+            AcceptorInput::Message(envelope) => envelope.weight(),
+            _ => 16,
+        }
+    }
 }
 
 pub enum AcceptorInput {
@@ -398,17 +426,21 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         warn!("REBUILDING: this replica lost its state; it catches up without voting or leading until it is safe");
     }
 
-    let proposer_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
-    let acceptor_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
-    let learner_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX));
+    let proposer_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX, config.queue_bytes_max));
+    let acceptor_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX, config.queue_bytes_max));
+    let learner_inbox = Arc::new(Mailbox::new(ROLE_QUEUE_MAX, config.queue_bytes_max));
     let cluster = config.cluster();
     let mut proposer_config = ProposerConfig::for_cluster(cluster.clone());
     proposer_config.window_slots = config.window_slots;
     proposer_config.batch_bytes_max = config.frame_bytes_max / 4;
+    proposer_config.inflight_bytes_max = config.queue_bytes_max / 4;
+    proposer_config.queue_bytes_max = config.queue_bytes_max;
     let mut learner_config = LearnerConfig::for_cluster(cluster);
     learner_config.snapshot_interval_slots = config.snapshot_interval_slots;
     learner_config.retain_slots = config.snapshot_interval_slots;
-    learner_config.catchup_bytes_max = config.frame_bytes_max / 2;
+    learner_config.snapshot_log_bytes = config.snapshot_log_bytes;
+    learner_config.buffer_bytes_max = config.queue_bytes_max;
+    learner_config.catchup_bytes_max = config.link_frame_bytes();
 
     let initial_status = PaxosStatus {
         node_id: id,

@@ -6,7 +6,7 @@
 use super::{push_control, run_role, spawn_named, NodeStatus, Plumbing, Replica, RoleThread, ROLE_QUEUE_MAX};
 use crate::config::{FailMode, ServerConfig};
 use crate::kv::{Command, Op, Reply, RequestError, RequestId};
-use crate::mailbox::Mailbox;
+use crate::mailbox::{Mailbox, Weigh};
 use crate::paxos::NodeId;
 use crate::storage::frames::FileKind;
 use crate::storage::{self, fail_stop, Disk, FsDisk, Identity, RecordLog, COORDINATOR_LOG, PARTICIPANT_LOG};
@@ -57,6 +57,25 @@ pub enum ParticipantInput {
     Read { request: RequestId, key: String },
     Crash,
     Recover,
+}
+
+impl Weigh for CoordinatorInput {
+    fn weight(&self) -> usize {
+        match self {
+            CoordinatorInput::Message(envelope) => envelope.weight(),
+            CoordinatorInput::Client(command) => command.wire_bytes(),
+        }
+    }
+}
+
+impl Weigh for ParticipantInput {
+    fn weight(&self) -> usize {
+        match self {
+            ParticipantInput::Message(envelope) => envelope.weight(),
+            ParticipantInput::Read { key, .. } => 32 + key.len(),
+            _ => 16,
+        }
+    }
 }
 
 pub(crate) struct TwoPcReplica {
@@ -317,8 +336,8 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<TwoPcReplica>> {
 
     let replica = Arc::new(TwoPcReplica {
         plumbing: Plumbing::start(config.clone())?,
-        coordinator_inbox: Arc::new(Mailbox::new(ROLE_QUEUE_MAX)),
-        participant_inbox: Arc::new(Mailbox::new(ROLE_QUEUE_MAX)),
+        coordinator_inbox: Arc::new(Mailbox::new(ROLE_QUEUE_MAX, config.queue_bytes_max)),
+        participant_inbox: Arc::new(Mailbox::new(ROLE_QUEUE_MAX, config.queue_bytes_max)),
         status: Mutex::new(TwoPcStatus { node_id: id, participant_online: true, ..Default::default() }),
         disk,
         identity,

@@ -252,11 +252,11 @@ impl Acceptor {
         let mut bytes = 0;
         let mut more_from = None;
         for (slot, (ballot, value)) in self.state.accepted.range(first_slot..) {
-            if bytes > 0 && bytes + value.approx_bytes() > self.promise_bytes_max {
+            if bytes > 0 && bytes + value.wire_bytes() > self.promise_bytes_max {
                 more_from = Some(*slot);
                 break;
             }
-            bytes += value.approx_bytes();
+            bytes += value.wire_bytes();
             accepted.push(AcceptedEntry { slot: *slot, ballot: *ballot, value: value.clone() });
         }
         info!(

@@ -4,7 +4,7 @@
 
 use super::ballot::{NodeId, Slot};
 use super::messages::*;
-use crate::kv::{KvStore, Reply, RequestId};
+use crate::kv::{KvStore, Reply, RequestId, StoreCursor};
 use log::{debug, error, info, warn};
 use std::collections::BTreeMap;
 
@@ -16,11 +16,22 @@ pub struct LearnerConfig {
     /// How soon a learner with a visible gap asks again.
     pub catchup_retry_ticks: u64,
     pub snapshot_interval_slots: u64,
-    /// Applied slots kept in memory to serve peers; older ones need a snapshot.
+    /// Decided bytes after which a snapshot is due even within the interval.
+    /// Either way it waits until a quarter of the store's size was written
+    /// since the last, so writing snapshots costs at most about four times
+    /// the bytes written however large the store grows.
+    pub snapshot_log_bytes: usize,
+    /// Applied slots kept in memory to serve peers (at most this many, and at
+    /// most `snapshot_log_bytes` of them); older ones need a snapshot.
     pub retain_slots: u64,
-    /// Decisions further ahead than this are dropped and fetched later.
+    /// Decisions further ahead than this (in slots or bytes) are dropped and fetched later.
     pub buffer_slots_max: u64,
+    pub buffer_bytes_max: usize,
+    /// Bytes of entries, or of one snapshot chunk, in one catch-up reply.
     pub catchup_bytes_max: usize,
+    /// A snapshot transfer with no request for this long is dropped by its
+    /// sender; a receiver that heard nothing for half of it starts over.
+    pub transfer_idle_ticks: u64,
     /// Report every applied slot in the outbox (the simulator checks them).
     pub report_applied: bool,
 }
@@ -32,9 +43,12 @@ impl LearnerConfig {
             catchup_poll_ticks: 50,
             catchup_retry_ticks: 10,
             snapshot_interval_slots: 10_000,
+            snapshot_log_bytes: 64 << 20,
             retain_slots: 20_000,
             buffer_slots_max: 50_000,
+            buffer_bytes_max: 64 << 20,
             catchup_bytes_max: 1 << 20,
+            transfer_idle_ticks: 1_000,
             report_applied: false,
         }
     }
@@ -52,6 +66,32 @@ pub struct LearnerOutbox {
     pub violation: Option<String>,
 }
 
+/// What catch-up did, for the simulator's coverage checks and for logs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CatchupCounts {
+    pub snapshot_parts_sent: u64,
+    pub snapshot_parts_received: u64,
+    pub snapshots_installed: u64,
+    pub transfers_restarted: u64,
+}
+
+/// A snapshot being sent to one peer: an O(1) copy of the store, read a
+/// chunk per request, so a transfer holds no more than the versions of keys
+/// written meanwhile.
+struct Outgoing {
+    snapshot: Snapshot,
+    last_request_at: u64,
+}
+
+/// A snapshot being received, chunk by chunk, from one peer.
+struct Incoming {
+    from: NodeId,
+    snapshot_slot: Slot,
+    store: KvStore,
+    next: StoreCursor,
+    progress_at: u64,
+}
+
 pub struct Learner {
     id: NodeId,
     config: LearnerConfig,
@@ -59,10 +99,17 @@ pub struct Learner {
     next_slot: Slot,
     store: KvStore,
     decided_ahead: BTreeMap<Slot, SlotValue>,
+    decided_ahead_bytes: usize,
     retained: BTreeMap<Slot, SlotValue>,
+    retained_bytes: usize,
     snapshot_slot: Slot,
+    bytes_since_snapshot: usize,
     catchup_sent_at: u64,
     catchup_cursor: usize,
+    /// At most one transfer per peer in each direction.
+    outgoing: BTreeMap<NodeId, Outgoing>,
+    incoming: Option<Incoming>,
+    counts: CatchupCounts,
 }
 
 impl Learner {
@@ -74,11 +121,26 @@ impl Learner {
             next_slot: snapshot.next_slot,
             store: snapshot.store,
             decided_ahead: BTreeMap::new(),
+            decided_ahead_bytes: 0,
             retained: BTreeMap::new(),
+            retained_bytes: 0,
             snapshot_slot: snapshot.next_slot,
+            bytes_since_snapshot: 0,
             catchup_sent_at: 0,
             catchup_cursor: id as usize,
+            outgoing: BTreeMap::new(),
+            incoming: None,
+            counts: CatchupCounts::default(),
         }
+    }
+
+    pub fn counts(&self) -> CatchupCounts {
+        self.counts
+    }
+
+    /// Bytes of decided values held for peers and for gaps.
+    pub fn held_bytes(&self) -> usize {
+        self.retained_bytes + self.decided_ahead_bytes
     }
 
     /// Every slot below this one has been applied.
@@ -102,8 +164,20 @@ impl Learner {
 
     pub fn on_tick(&mut self, out: &mut LearnerOutbox) {
         self.now += 1;
+        let now = self.now;
+        let idle = self.config.transfer_idle_ticks;
+        self.outgoing.retain(|_, t| now < t.last_request_at + idle);
+        if let Some(incoming) = &self.incoming {
+            if now >= incoming.progress_at + idle / 2 {
+                warn!("snapshot transfer from {} stalled; starting over", incoming.from);
+                self.incoming = None;
+                self.counts.transfers_restarted += 1;
+            }
+        }
         let waiting = self.now.saturating_sub(self.catchup_sent_at);
-        let has_gap = !self.decided_ahead.is_empty();
+        // A transfer asks for its next chunk as each arrives; it is asked
+        // again only when a reply seems lost, never twice at once.
+        let has_gap = !self.decided_ahead.is_empty() && self.incoming.is_none();
         if (has_gap && waiting >= self.config.catchup_retry_ticks) || waiting >= self.config.catchup_poll_ticks {
             self.request_catchup(out);
         }
@@ -115,15 +189,11 @@ impl Learner {
                 self.learn(decide.slot, decide.value, out);
                 self.apply_ready(out);
             }
-            Message::CatchupRequest(request) => self.serve_catchup(from, request.next_slot, out),
+            Message::CatchupRequest(request) => self.serve_catchup(from, request, out),
             Message::CatchupReply(reply) => {
                 let before = self.next_slot;
-                if let Some(snapshot) = reply.snapshot {
-                    if snapshot.crc32() != reply.snapshot_crc32 {
-                        warn!("refusing a snapshot from {from}: its checksum does not match its contents");
-                        return;
-                    }
-                    self.install(from, snapshot, out);
+                if let Some(part) = reply.snapshot {
+                    self.receive_part(from, part, out);
                 }
                 let more = !reply.entries.is_empty();
                 for (slot, value) in reply.entries {
@@ -140,7 +210,9 @@ impl Learner {
     }
 
     fn learn(&mut self, slot: Slot, value: SlotValue, out: &mut LearnerOutbox) {
-        if slot >= self.next_slot.saturating_add(self.config.buffer_slots_max) {
+        let beyond_buffer = slot >= self.next_slot.saturating_add(self.config.buffer_slots_max)
+            || (slot > self.next_slot && self.decided_ahead_bytes + value.wire_bytes() > self.config.buffer_bytes_max);
+        if beyond_buffer {
             return;
         }
         let known = if slot < self.next_slot { self.retained.get(&slot) } else { self.decided_ahead.get(&slot) };
@@ -159,12 +231,17 @@ impl Learner {
         if slot < self.next_slot {
             return;
         }
+        self.decided_ahead_bytes += value.wire_bytes();
         self.decided_ahead.insert(slot, value);
     }
 
     fn apply_ready(&mut self, out: &mut LearnerOutbox) {
         while let Some(value) = self.decided_ahead.remove(&self.next_slot) {
             let slot = self.next_slot;
+            let bytes = value.wire_bytes();
+            self.decided_ahead_bytes -= bytes;
+            self.retained_bytes += bytes;
+            self.bytes_since_snapshot += bytes;
             if let SlotValue::Batch(commands) = &value {
                 for command in commands {
                     let reply = self.store.apply(command);
@@ -178,17 +255,27 @@ impl Learner {
             self.next_slot += 1;
         }
         while let Some((&oldest, _)) = self.retained.first_key_value() {
-            if oldest + self.config.retain_slots >= self.next_slot {
+            if oldest + self.config.retain_slots >= self.next_slot
+                && self.retained_bytes <= self.config.snapshot_log_bytes
+            {
                 break;
             }
-            self.retained.pop_first();
+            let (_, value) = self.retained.pop_first().expect("checked above");
+            self.retained_bytes -= value.wire_bytes();
         }
-        if self.next_slot >= self.snapshot_slot + self.config.snapshot_interval_slots {
+        let due = self.next_slot >= self.snapshot_slot + self.config.snapshot_interval_slots
+            || self.bytes_since_snapshot >= self.config.snapshot_log_bytes;
+        // Scaled to the store: a large store is written again only after a
+        // quarter of its size was decided, so snapshot work per write stays bounded.
+        let amortized = self.bytes_since_snapshot as u64 >= self.store.data_bytes() / 4;
+        if due && amortized {
             self.snapshot_slot = self.next_slot;
+            self.bytes_since_snapshot = 0;
             out.snapshot = Some(self.snapshot());
         }
     }
 
+    /// O(1): the store's maps are persistent and shared with the copy.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot { next_slot: self.next_slot, store: self.store.clone() }
     }
@@ -198,40 +285,141 @@ impl Learner {
             return;
         }
         info!("installing snapshot from {from}: slot {} -> {}", self.next_slot, snapshot.next_slot);
+        self.counts.snapshots_installed += 1;
         self.next_slot = snapshot.next_slot;
         self.store = snapshot.store.clone();
         self.retained.clear();
+        self.retained_bytes = 0;
         self.decided_ahead = self.decided_ahead.split_off(&self.next_slot);
+        self.decided_ahead_bytes = self.decided_ahead.values().map(SlotValue::wire_bytes).sum();
         self.snapshot_slot = self.next_slot;
+        self.bytes_since_snapshot = 0;
         out.snapshot = Some(snapshot);
     }
 
-    fn serve_catchup(&self, to: NodeId, from_slot: Slot, out: &mut LearnerOutbox) {
-        if from_slot >= self.next_slot {
-            return;
+    fn serve_catchup(&mut self, to: NodeId, request: CatchupRequest, out: &mut LearnerOutbox) {
+        if let Some(outgoing) = self.outgoing.get(&to) {
+            if request.next_slot >= outgoing.snapshot.next_slot {
+                // The peer installed it (or got past it): the copy can go.
+                self.outgoing.remove(&to);
+            }
         }
         let retained_from = self.retained.first_key_value().map_or(self.next_slot, |(s, _)| *s);
-        let reply = if from_slot < retained_from {
-            // Served from state that was loaded through checksums or applied
-            // from decisions: never from a file that failed its checks.
-            let snapshot = self.snapshot();
-            CatchupReply { snapshot_crc32: snapshot.crc32(), snapshot: Some(snapshot), entries: Vec::new() }
+        let reply = if let Some(resume) = request.resume {
+            self.snapshot_part(to, Some(resume))
+        } else if request.next_slot >= self.next_slot {
+            return;
+        } else if request.next_slot < retained_from {
+            self.snapshot_part(to, None)
         } else {
             let mut entries = Vec::new();
             let mut bytes = 0;
-            for (slot, value) in self.retained.range(from_slot..) {
-                if bytes > 0 && bytes + value.approx_bytes() > self.config.catchup_bytes_max {
+            for (slot, value) in self.retained.range(request.next_slot..) {
+                if bytes > 0 && bytes + value.wire_bytes() > self.config.catchup_bytes_max {
                     break;
                 }
-                bytes += value.approx_bytes();
+                bytes += value.wire_bytes();
                 entries.push((*slot, value.clone()));
             }
-            CatchupReply { snapshot: None, snapshot_crc32: 0, entries }
+            CatchupReply { snapshot: None, entries }
         };
         out.messages.push(Envelope { from: self.id, to, msg: Message::CatchupReply(reply) });
     }
 
+    /// The next chunk of the transfer to `to`: where `resume` says if that
+    /// transfer is still held, else the first chunk of a new one of the
+    /// current state (served from state loaded through checksums or applied
+    /// from decisions, never from a file that failed its checks).
+    fn snapshot_part(&mut self, to: NodeId, resume: Option<SnapshotResume>) -> CatchupReply {
+        let held = self.outgoing.get(&to).map(|t| t.snapshot.next_slot);
+        let cursor = match resume {
+            Some(resume) if held == Some(resume.snapshot_slot) => resume.cursor,
+            _ => {
+                if self.next_slot == 0 {
+                    return CatchupReply { snapshot: None, entries: Vec::new() };
+                }
+                self.outgoing.insert(to, Outgoing { snapshot: self.snapshot(), last_request_at: self.now });
+                StoreCursor::Start
+            }
+        };
+        let outgoing = self.outgoing.get_mut(&to).expect("held or inserted above");
+        outgoing.last_request_at = self.now;
+        let store = &outgoing.snapshot.store;
+        let (chunk, next) = store.chunk_after(&cursor, self.config.catchup_bytes_max);
+        self.counts.snapshot_parts_sent += 1;
+        let part = SnapshotPart {
+            snapshot_slot: outgoing.snapshot.next_slot,
+            applied_commands: store.applied_commands(),
+            after: cursor,
+            crc32: SnapshotPart::checksum(&chunk),
+            chunk,
+            next,
+        };
+        CatchupReply { snapshot: Some(part), entries: Vec::new() }
+    }
+
+    fn receive_part(&mut self, from: NodeId, part: SnapshotPart, out: &mut LearnerOutbox) {
+        if SnapshotPart::checksum(&part.chunk) != part.crc32 {
+            warn!("refusing a snapshot chunk from {from}: its checksum does not match its contents");
+            return;
+        }
+        if part.snapshot_slot <= self.next_slot {
+            return;
+        }
+        let continues = self
+            .incoming
+            .as_ref()
+            .is_some_and(|i| i.from == from && i.snapshot_slot == part.snapshot_slot && i.next == part.after);
+        if !continues {
+            // A first chunk starts a transfer unless another peer's is under way.
+            let busy = self.incoming.as_ref().is_some_and(|i| i.from != from);
+            if part.after != StoreCursor::Start || busy {
+                return;
+            }
+            if self.incoming.take().is_some() {
+                self.counts.transfers_restarted += 1;
+            }
+            info!("receiving a snapshot at slot {} from {from} in chunks", part.snapshot_slot);
+            self.incoming = Some(Incoming {
+                from,
+                snapshot_slot: part.snapshot_slot,
+                store: KvStore::default(),
+                next: StoreCursor::Start,
+                progress_at: self.now,
+            });
+        }
+        self.counts.snapshot_parts_received += 1;
+        let incoming = self.incoming.as_mut().expect("continued or started above");
+        incoming.store.restore_chunk(part.chunk);
+        incoming.progress_at = self.now;
+        match part.next {
+            Some(next) => {
+                incoming.next = next.clone();
+                let resume = SnapshotResume { snapshot_slot: part.snapshot_slot, cursor: next };
+                self.catchup_sent_at = self.now;
+                let request = CatchupRequest { next_slot: self.next_slot, resume: Some(resume) };
+                out.messages.push(Envelope { from: self.id, to: from, msg: Message::CatchupRequest(request) });
+            }
+            None => {
+                let Incoming { mut store, snapshot_slot, .. } = self.incoming.take().expect("present");
+                store.set_applied_commands(part.applied_commands);
+                self.install(from, Snapshot { next_slot: snapshot_slot, store }, out);
+                self.apply_ready(out);
+                self.request_catchup(out);
+            }
+        }
+    }
+
     fn request_catchup(&mut self, out: &mut LearnerOutbox) {
+        if let Some(incoming) = &self.incoming {
+            // A transfer under way continues with its sender, where it stopped.
+            self.catchup_sent_at = self.now;
+            let resume = SnapshotResume { snapshot_slot: incoming.snapshot_slot, cursor: incoming.next.clone() };
+            let request = CatchupRequest { next_slot: self.next_slot, resume: Some(resume) };
+            let to = incoming.from;
+            out.messages.push(Envelope { from: self.id, to, msg: Message::CatchupRequest(request) });
+            return;
+        }
         let peers: Vec<NodeId> = self.config.cluster.iter().copied().filter(|&p| p != self.id).collect();
         if peers.is_empty() {
             return;
@@ -241,7 +429,7 @@ impl Learner {
         out.messages.push(Envelope {
             from: self.id,
             to: peers[self.catchup_cursor],
-            msg: Message::CatchupRequest(CatchupRequest { next_slot: self.next_slot }),
+            msg: Message::CatchupRequest(CatchupRequest { next_slot: self.next_slot, resume: None }),
         });
     }
 }
@@ -249,7 +437,7 @@ impl Learner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kv::{Command, Op};
+    use crate::kv::{Command, Op, StoreChunk};
 
     fn put(client_id: u64, key: &str) -> SlotValue {
         SlotValue::Batch(vec![Command { client_id, seq: 1, op: Op::Put { key: key.into(), value: "v".into() } }])
@@ -270,7 +458,9 @@ mod tests {
             learner.on_tick(&mut out);
         }
         assert!(
-            out.messages.iter().any(|e| matches!(e.msg, Message::CatchupRequest(CatchupRequest { next_slot: 0 }))),
+            out.messages
+                .iter()
+                .any(|e| matches!(e.msg, Message::CatchupRequest(CatchupRequest { next_slot: 0, resume: None }))),
             "a learner with a gap must ask a peer"
         );
         learner.on_message(2, decide(0, put(10, "a")), &mut out);
@@ -279,25 +469,81 @@ mod tests {
         assert_eq!(learner.next_slot(), 2);
     }
 
+    /// Delivers messages between learners until none is left; returns how many were delivered.
+    fn exchange(learners: &mut [Learner], mut out: Vec<Envelope>, drop_every: usize) -> usize {
+        let mut delivered = 0;
+        while let Some(envelope) = out.pop() {
+            delivered += 1;
+            assert!(delivered < 100_000, "catch-up does not converge");
+            if drop_every > 0 && delivered % drop_every == 0 {
+                continue;
+            }
+            let mut next = LearnerOutbox::default();
+            learners[envelope.to as usize - 1].on_message(envelope.from, envelope.msg, &mut next);
+            out.extend(next.messages);
+        }
+        delivered
+    }
+
     #[test]
-    fn a_peer_far_behind_gets_a_snapshot_then_the_rest() {
+    fn a_peer_far_behind_gets_a_snapshot_in_chunks_then_the_rest() {
         let mut config = LearnerConfig::for_cluster(vec![1, 2]);
         config.retain_slots = 2;
+        config.catchup_bytes_max = 200;
         let mut ahead = Learner::new(1, config.clone(), Snapshot::default());
         let mut out = LearnerOutbox::default();
-        for slot in 0..6 {
+        for slot in 0..40 {
             ahead.on_message(1, decide(slot, put(slot, &format!("k{slot}"))), &mut out);
         }
-        let mut behind = Learner::new(2, config, Snapshot::default());
-        let mut reply = LearnerOutbox::default();
-        ahead.on_message(2, Message::CatchupRequest(CatchupRequest { next_slot: 0 }), &mut reply);
-        let Message::CatchupReply(catchup) = &reply.messages[0].msg else { panic!("expected a catch-up reply") };
-        assert!(catchup.snapshot.is_some());
-        let mut installed = LearnerOutbox::default();
-        behind.on_message(1, reply.messages[0].msg.clone(), &mut installed);
-        assert_eq!(behind.next_slot(), 6);
-        assert_eq!(behind.store(), ahead.store());
-        assert!(installed.snapshot.is_some(), "an installed snapshot must be persisted");
+        let mut learners = [ahead, Learner::new(2, config, Snapshot::default())];
+        let mut first = LearnerOutbox::default();
+        learners[1].request_catchup(&mut first);
+        exchange(&mut learners, first.messages, 0);
+        assert_eq!(learners[1].next_slot(), 40);
+        assert_eq!(learners[1].store(), learners[0].store());
+        let (sent, received) = (learners[0].counts(), learners[1].counts());
+        assert!(sent.snapshot_parts_sent > 3, "a 200-byte chunk limit must split the store: {sent:?}");
+        assert_eq!(received.snapshot_parts_received, sent.snapshot_parts_sent);
+        assert_eq!(received.snapshots_installed, 1);
+    }
+
+    #[test]
+    fn a_transfer_that_loses_replies_resumes_where_it_stopped_and_writes_meanwhile_do_not_leak_in() {
+        let mut config = LearnerConfig::for_cluster(vec![1, 2]);
+        config.retain_slots = 1;
+        config.catchup_bytes_max = 100;
+        let mut ahead = Learner::new(1, config.clone(), Snapshot::default());
+        let mut out = LearnerOutbox::default();
+        for slot in 0..30 {
+            ahead.on_message(1, decide(slot, put(slot, &format!("k{slot:02}"))), &mut out);
+        }
+        let expected = ahead.store().clone();
+        let mut learners = [ahead, Learner::new(2, config, Snapshot::default())];
+        let mut first = LearnerOutbox::default();
+        learners[1].request_catchup(&mut first);
+        // Every third message is lost: the receiver's ticks ask again.
+        let mut pending = first.messages;
+        let mut slot = 30;
+        for _ in 0..500 {
+            exchange(&mut learners, std::mem::take(&mut pending), 3);
+            if learners[1].next_slot() >= 30 {
+                break;
+            }
+            // The sender keeps applying while the transfer runs.
+            let mut applied = LearnerOutbox::default();
+            learners[0].on_message(1, decide(slot, put(slot, "later")), &mut applied);
+            slot += 1;
+            let mut tick = LearnerOutbox::default();
+            for _ in 0..learners[1].config.catchup_poll_ticks {
+                learners[1].on_tick(&mut tick);
+            }
+            pending = tick.messages;
+        }
+        assert!(learners[1].next_slot() >= 30, "the transfer must finish despite losses");
+        assert_eq!(learners[1].counts().snapshots_installed, 1, "{:?}", learners[1].counts());
+        if learners[1].next_slot() == 30 {
+            assert_eq!(learners[1].store(), &expected, "a transfer is one consistent cut of the store");
+        }
     }
 
     #[test]
@@ -317,19 +563,25 @@ mod tests {
     }
 
     #[test]
-    fn a_snapshot_whose_checksum_does_not_match_is_not_installed() {
+    fn a_snapshot_chunk_whose_checksum_does_not_match_is_not_used() {
         let mut learner = Learner::new(2, LearnerConfig::for_cluster(vec![1, 2]), Snapshot::default());
-        let mut store = KvStore::default();
-        store.apply(&Command { client_id: 1, seq: 1, op: Op::Put { key: "k".into(), value: "v".into() } });
-        let snapshot = Snapshot { next_slot: 172_000, store };
-        let bad =
-            CatchupReply { snapshot_crc32: snapshot.crc32() ^ 1, snapshot: Some(snapshot.clone()), entries: vec![] };
+        let chunk = StoreChunk::Data(vec![("k".into(), "v".into())]);
+        let part = SnapshotPart {
+            snapshot_slot: 172_000,
+            applied_commands: 1,
+            after: StoreCursor::Start,
+            crc32: SnapshotPart::checksum(&chunk) ^ 1,
+            chunk,
+            next: None,
+        };
+        let bad = CatchupReply { snapshot: Some(part.clone()), entries: vec![] };
         let mut out = LearnerOutbox::default();
         learner.on_message(1, Message::CatchupReply(bad), &mut out);
         assert_eq!(learner.next_slot(), 0);
         assert!(out.snapshot.is_none());
-        let good = CatchupReply { snapshot_crc32: snapshot.crc32(), snapshot: Some(snapshot), entries: vec![] };
+        let good = CatchupReply { snapshot: Some(SnapshotPart { crc32: part.crc32 ^ 1, ..part }), entries: vec![] };
         learner.on_message(1, Message::CatchupReply(good), &mut out);
         assert_eq!(learner.next_slot(), 172_000);
+        assert_eq!(learner.store().get("k").map(String::as_str), Some("v"));
     }
 }

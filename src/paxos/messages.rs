@@ -2,7 +2,8 @@
 //! envelope. The enum decides which role receives a message.
 
 use super::ballot::{Ballot, NodeId, Slot};
-use crate::kv::{Command, KvStore};
+use crate::kv::{Command, KvStore, StoreChunk, StoreCursor};
+use crate::mailbox::Weigh;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -21,11 +22,11 @@ pub enum SlotValue {
 }
 
 impl SlotValue {
-    /// Rough encoded size, for budgets; exactness is not needed.
-    pub fn approx_bytes(&self) -> usize {
+    /// Upper bound of the encoded size, for frame, batch and queue budgets.
+    pub fn wire_bytes(&self) -> usize {
         match self {
             SlotValue::Noop => 1,
-            SlotValue::Batch(commands) => commands.iter().map(|c| 24 + c.op.payload_bytes()).sum(),
+            SlotValue::Batch(commands) => 10 + commands.iter().map(Command::wire_bytes).sum::<usize>(),
         }
     }
 
@@ -127,33 +128,56 @@ pub struct PreVoteReply {
     pub granted: bool,
 }
 
-/// Learner to learner: "send me what was decided from `next_slot` on".
+/// Learner to learner: "send me what was decided from `next_slot` on", or
+/// the next chunk of the snapshot transfer in progress.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatchupRequest {
     pub next_slot: Slot,
+    pub resume: Option<SnapshotResume>,
+}
+
+/// Where a snapshot transfer continues: the chunk after `cursor` of the
+/// snapshot taken at `snapshot_slot`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotResume {
+    pub snapshot_slot: Slot,
+    pub cursor: StoreCursor,
 }
 
 /// A learner's state after applying every slot below `next_slot`.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
     pub next_slot: Slot,
     pub store: KvStore,
 }
 
-impl Snapshot {
-    /// Checksum of the encoded snapshot: what a receiver verifies.
-    pub fn crc32(&self) -> u32 {
-        crc32fast::hash(&crate::wire::encode(self))
+/// One chunk of a snapshot sent to a lagging learner. Chunks travel one per
+/// request, so a store of any size crosses links whose frames are small, and
+/// an interrupted transfer resumes where it stopped.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotPart {
+    pub snapshot_slot: Slot,
+    pub applied_commands: u64,
+    /// The chunk follows this cursor (`StoreCursor::Start` for the first).
+    pub after: StoreCursor,
+    pub chunk: StoreChunk,
+    /// Where the next chunk starts; `None` for the last.
+    pub next: Option<StoreCursor>,
+    /// Checksum of the encoded chunk, verified before it is used.
+    pub crc32: u32,
+}
+
+impl SnapshotPart {
+    pub fn checksum(chunk: &StoreChunk) -> u32 {
+        crc32fast::hash(&crate::wire::encode(chunk))
     }
 }
 
-/// Decided entries from the requested slot on, preceded by a snapshot when the
-/// requested slots were already compacted away.
+/// Decided entries from the requested slot on, or one chunk of a snapshot when
+/// the requested slots were already compacted away.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CatchupReply {
-    pub snapshot: Option<Snapshot>,
-    /// Checksum of the encoded snapshot, verified before it is installed.
-    pub snapshot_crc32: u32,
+    pub snapshot: Option<SnapshotPart>,
     pub entries: Vec<(Slot, SlotValue)>,
 }
 
@@ -246,4 +270,40 @@ pub struct Envelope {
     pub from: NodeId,
     pub to: NodeId,
     pub msg: Message,
+}
+
+/// Ballots, slots, ids and tags: what a message without a value costs at most.
+const HEADER_BYTES: usize = 64;
+
+impl Message {
+    /// Upper bound of the encoded size.
+    pub fn wire_bytes(&self) -> usize {
+        HEADER_BYTES
+            + match self {
+                Message::Accept(m) => m.value.wire_bytes(),
+                Message::Decide(m) => m.value.wire_bytes(),
+                Message::Promise(m) => m.accepted.iter().map(|e| 32 + e.value.wire_bytes()).sum(),
+                Message::CatchupRequest(CatchupRequest { resume: Some(r), .. }) => cursor_bytes(&r.cursor),
+                Message::CatchupReply(m) => {
+                    m.entries.iter().map(|(_, v)| 10 + v.wire_bytes()).sum::<usize>()
+                        + m.snapshot.as_ref().map_or(0, |p| {
+                            p.chunk.wire_bytes() + cursor_bytes(&p.after) + p.next.as_ref().map_or(0, cursor_bytes)
+                        })
+                }
+                _ => 0,
+            }
+    }
+}
+
+fn cursor_bytes(cursor: &StoreCursor) -> usize {
+    match cursor {
+        StoreCursor::AfterKey(key) => 10 + key.len(),
+        _ => 10,
+    }
+}
+
+impl Weigh for Envelope {
+    fn weight(&self) -> usize {
+        self.msg.wire_bytes()
+    }
 }

@@ -27,13 +27,23 @@ pub struct ProposerConfig {
     pub retransmit_ticks: u64,
     /// An acceptor not heard from for this long counts as unreachable.
     pub liveness_ticks: u64,
+    /// Slots of new client batches in flight at once.
     pub window_slots: usize,
+    /// Slots re-proposed after an election in flight at once: they wait for
+    /// no batching, so more of them share each acceptor sync.
+    pub reproposal_window_slots: usize,
+    /// Bytes of values in flight at once (a slot heavier than this still goes
+    /// alone), whether new or re-proposed: what each acceptor's queue and link
+    /// must hold, whatever the window in slots.
+    pub inflight_bytes_max: usize,
     /// While a slot is in flight, a new one opens only with this many
     /// commands queued, or at the next tick.
     pub batch_commands_min: usize,
     pub batch_commands_max: usize,
     pub batch_bytes_max: usize,
     pub queue_max: usize,
+    /// Bytes of client commands queued for the next batches.
+    pub queue_bytes_max: usize,
 }
 
 impl ProposerConfig {
@@ -45,10 +55,13 @@ impl ProposerConfig {
             retransmit_ticks: 20,
             liveness_ticks: 25,
             window_slots: 4,
+            reproposal_window_slots: 64,
+            inflight_bytes_max: 8 << 20,
             batch_commands_min: 32,
             batch_commands_max: 1024,
             batch_bytes_max: 512 * 1024,
             queue_max: 100_000,
+            queue_bytes_max: 64 << 20,
         }
     }
 }
@@ -102,10 +115,34 @@ struct Leading {
     ballot: Ballot,
     next_slot: Slot,
     in_flight: BTreeMap<Slot, InFlight>,
+    in_flight_bytes: usize,
+    /// Slots phase 1 found to re-propose, sent as the window allows, before
+    /// any new batch.
+    reproposals: BTreeMap<Slot, SlotValue>,
     heartbeat_at: u64,
     /// Acceptors that promised a higher ballot: once no majority is left
     /// without them, this leadership is over.
     nacked_by: Votes,
+}
+
+impl Leading {
+    fn propose(
+        &mut self,
+        slot: Slot,
+        value: SlotValue,
+        cluster: &[NodeId],
+        from: NodeId,
+        now: u64,
+        out: &mut ProposerOutbox,
+    ) {
+        debug!("ACCEPT ballot={} slot={slot} value={}", self.ballot, value.describe());
+        for &acceptor in cluster {
+            let accept = Accept { ballot: self.ballot, slot, value: value.clone() };
+            out.messages.push(Envelope { from, to: acceptor, msg: Message::Accept(accept) });
+        }
+        self.in_flight_bytes += value.wire_bytes();
+        self.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: now });
+    }
 }
 
 enum State {
@@ -124,6 +161,7 @@ pub struct Proposer {
     learned_next_slot: Slot,
     state: State,
     queue: VecDeque<Command>,
+    queue_bytes: usize,
     /// Requests queued or in flight here: a retry of one of them joins it
     /// instead of being proposed again or refused as "not applied".
     in_progress: BTreeSet<RequestId>,
@@ -153,6 +191,7 @@ impl Proposer {
             learned_next_slot: 0,
             state: State::Follower { leader: None },
             queue: VecDeque::new(),
+            queue_bytes: 0,
             in_progress: BTreeSet::new(),
             acceptor_heard_at: BTreeMap::new(),
             deadline: 0,
@@ -288,22 +327,41 @@ impl Proposer {
             }
             State::Follower { leader: Some(leader) } => Some(RequestError::NotLeader { leader: Some(*leader) }),
             State::Follower { leader: None } if !self.may_lead => Some(RequestError::NotLeader { leader: None }),
-            _ if self.queue.len() >= self.config.queue_max => Some(RequestError::Overloaded),
+            _ if self.queue.len() >= self.config.queue_max
+                || self.queue_bytes + command.wire_bytes() > self.config.queue_bytes_max =>
+            {
+                Some(RequestError::Overloaded)
+            }
             _ => None,
         };
         match refusal {
             Some(error) => out.replies.push((command.request_id(), Reply::Rejected(error))),
             None => {
                 self.in_progress.insert(command.request_id());
+                self.queue_bytes += command.wire_bytes();
                 self.queue.push_back(command);
             }
         }
     }
 
-    /// Proposes queued commands in batches while the window has room.
+    /// Re-proposes what phase 1 found, then proposes queued commands in
+    /// batches, while the window has room in slots and in bytes.
     pub fn flush(&mut self, out: &mut ProposerOutbox) {
         let State::Leading(lead) = &mut self.state else { return };
-        while lead.in_flight.len() < self.config.window_slots && !self.queue.is_empty() {
+        let config = &self.config;
+        let room = |lead: &Leading, window: usize, bytes: usize| {
+            lead.in_flight.is_empty()
+                || (lead.in_flight.len() < window && lead.in_flight_bytes + bytes <= config.inflight_bytes_max)
+        };
+        while let Some(bytes) = lead.reproposals.first_key_value().map(|(_, value)| value.wire_bytes()) {
+            if !room(lead, config.reproposal_window_slots, bytes) {
+                self.tick_flush = false;
+                return;
+            }
+            let (slot, value) = lead.reproposals.pop_first().expect("checked above");
+            lead.propose(slot, value, &config.cluster, self.id, self.now, out);
+        }
+        while !self.queue.is_empty() && room(lead, config.window_slots, config.batch_bytes_max) {
             // With a slot already in flight, a small batch waits for company
             // until the next tick: fewer, fuller slots cost fewer syncs.
             if !lead.in_flight.is_empty() && self.queue.len() < self.config.batch_commands_min && !self.tick_flush {
@@ -312,27 +370,20 @@ impl Proposer {
             let mut batch = Vec::new();
             let mut bytes = 0;
             while let Some(command) = self.queue.front() {
-                let size = 24 + command.op.payload_bytes();
+                let size = command.wire_bytes();
                 if !batch.is_empty()
                     && (batch.len() >= self.config.batch_commands_max || bytes + size > self.config.batch_bytes_max)
                 {
                     break;
                 }
                 bytes += size;
-                batch.push(self.queue.pop_front().expect("front was Some"));
+                let command = self.queue.pop_front().expect("front was Some");
+                self.queue_bytes -= command.wire_bytes();
+                batch.push(command);
             }
             let slot = lead.next_slot;
             lead.next_slot += 1;
-            let value = SlotValue::Batch(batch);
-            debug!("ACCEPT ballot={} slot={} value={}", lead.ballot, slot, value.describe());
-            for &acceptor in &self.config.cluster {
-                out.messages.push(Envelope {
-                    from: self.id,
-                    to: acceptor,
-                    msg: Message::Accept(Accept { ballot: lead.ballot, slot, value: value.clone() }),
-                });
-            }
-            lead.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: self.now });
+            lead.propose(slot, SlotValue::Batch(batch), &config.cluster, self.id, self.now, out);
         }
         self.tick_flush = false;
     }
@@ -501,30 +552,24 @@ impl Proposer {
         };
         let start = prep.start_slot.max(prep.log_start);
         let end = prep.constrained.last_key_value().map_or(start, |(slot, _)| (slot + 1).max(start));
-        let mut in_flight = BTreeMap::new();
         let mut constrained = prep.constrained;
-        for slot in start..end {
-            // Paxos Made Simple 2.2: propose the highest-ballot value reported
-            // by the quorum; a slot nobody accepted is free, so fill it with a no-op.
-            let value = constrained.remove(&slot).map_or(SlotValue::Noop, |(_, value)| value);
-            for &acceptor in &self.config.cluster {
-                out.messages.push(Envelope {
-                    from: self.id,
-                    to: acceptor,
-                    msg: Message::Accept(Accept { ballot: prep.ballot, slot, value: value.clone() }),
-                });
-            }
-            in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: self.now });
-        }
+        // Paxos Made Simple 2.2: propose the highest-ballot value reported by
+        // the quorum; a slot nobody accepted is free, so fill it with a no-op.
+        let reproposals = (start..end)
+            .map(|slot| (slot, constrained.remove(&slot).map_or(SlotValue::Noop, |(_, value)| value)))
+            .collect();
         info!("LEADER ballot={} from slot {start}; re-proposing {} slot(s)", prep.ballot, end - start);
         self.state = State::Leading(Leading {
             ballot: prep.ballot,
             next_slot: end,
-            in_flight,
+            in_flight: BTreeMap::new(),
+            in_flight_bytes: 0,
+            reproposals,
             // Announce at once so that other candidates stand down.
             heartbeat_at: self.now.saturating_sub(self.config.heartbeat_ticks),
             nacked_by: Votes::default(),
         });
+        self.flush(out);
     }
 
     fn on_accepted(&mut self, from: NodeId, accepted: Accepted, out: &mut ProposerOutbox) {
@@ -539,6 +584,7 @@ impl Proposer {
             return;
         }
         let entry = lead.in_flight.remove(&accepted.slot).expect("entry was present");
+        lead.in_flight_bytes -= entry.value.wire_bytes();
         debug!("DECIDE slot={} ballot={} value={}", accepted.slot, lead.ballot, entry.value.describe());
         if let SlotValue::Batch(commands) = &entry.value {
             commands.iter().for_each(|c| {
@@ -569,13 +615,13 @@ impl Proposer {
 
     fn step_down(&mut self, leader: Option<NodeId>, out: &mut ProposerOutbox) {
         let abandoned = match std::mem::replace(&mut self.state, State::Follower { leader }) {
-            State::Leading(lead) => lead.in_flight.into_values().collect(),
+            State::Leading(lead) => lead.in_flight.into_values().map(|entry| entry.value).collect(),
             _ => Vec::new(),
         };
         // Commands in flight may still be chosen; the client retries with the
         // same sequence number and the store applies it once.
-        for entry in abandoned {
-            if let SlotValue::Batch(commands) = entry.value {
+        for value in abandoned {
+            if let SlotValue::Batch(commands) = value {
                 for command in commands {
                     self.in_progress.remove(&command.request_id());
                     out.replies.push((command.request_id(), Reply::Rejected(RequestError::Abandoned { leader })));
@@ -590,6 +636,7 @@ impl Proposer {
         if !self.queue.is_empty() {
             warn!("refusing {} queued command(s): {error}", self.queue.len());
         }
+        self.queue_bytes = 0;
         for command in self.queue.drain(..) {
             self.in_progress.remove(&command.request_id());
             out.replies.push((command.request_id(), Reply::Rejected(error.clone())));

@@ -337,21 +337,27 @@ pub fn load_ballot(disk: &dyn Disk, identity: Identity) -> Result<Ballot> {
 struct SnapshotMeta {
     next_slot: Slot,
     applied_commands: u64,
+}
+
+/// The last record of a snapshot file: how many chunks precede it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct SnapshotEnd {
     chunks: u64,
 }
 
 /// Writes `snapshot` in chunks of about [`CHUNK_BYTES`], each checksummed, so
 /// that no record exceeds what the reader accepts however large the store.
+/// Chunks are produced as they are written: the store is never copied whole.
 pub fn save_snapshot(disk: &dyn Disk, identity: Identity, snapshot: &Snapshot) -> Result<()> {
-    let chunks = snapshot.store.chunks(CHUNK_BYTES);
-    let meta = SnapshotMeta {
-        next_slot: snapshot.next_slot,
-        applied_commands: snapshot.store.applied_commands(),
-        chunks: chunks.len() as u64,
-    };
+    let meta = SnapshotMeta { next_slot: snapshot.next_slot, applied_commands: snapshot.store.applied_commands() };
     replace_framed(disk, SNAPSHOT, FileKind::Snapshot, identity, |file| {
         file.push(&meta)?;
-        chunks.iter().try_for_each(|chunk| file.push(chunk))
+        let mut chunks = 0;
+        for chunk in snapshot.store.chunks(CHUNK_BYTES) {
+            file.push(&chunk)?;
+            chunks += 1;
+        }
+        file.push(&SnapshotEnd { chunks })
     })
     .map(|_| ())
 }
@@ -368,9 +374,12 @@ pub fn load_snapshot(disk: &dyn Disk, identity: Identity) -> Result<Option<Snaps
         return Err(Damage::Corrupt { file, offset: 0, record: 1, reason: "no snapshot description".into() }.into());
     };
     let meta: SnapshotMeta = decode_body(&file, &contents, meta_body, 1)?;
-    let chunk_bodies = &parsed.bodies[2..];
-    if chunk_bodies.len() as u64 != meta.chunks {
-        let reason = format!("{} chunks where {} were written", chunk_bodies.len(), meta.chunks);
+    let last = parsed.bodies.len() - 1;
+    let end: Option<SnapshotEnd> =
+        if last >= 2 { Some(decode_body(&file, &contents, &parsed.bodies[last], last)?) } else { None };
+    let chunk_bodies = &parsed.bodies[2..last.max(2)];
+    if end.as_ref().is_none_or(|end| end.chunks != chunk_bodies.len() as u64) {
+        let reason = format!("{} chunks and no end record that counts them", chunk_bodies.len());
         return Err(Damage::Corrupt { file, offset: meta_body.start as u64, record: 1, reason }.into());
     }
     let mut store = KvStore::default();

@@ -79,3 +79,19 @@ pub struct TxEnvelope {
     pub to: NodeId,
     pub msg: TxMessage,
 }
+
+impl crate::mailbox::Weigh for TxEnvelope {
+    /// Upper bound of the encoded size.
+    fn weight(&self) -> usize {
+        64 + match &self.msg {
+            TxMessage::VoteRequest(request) => request.command.wire_bytes(),
+            TxMessage::Vote(vote) => vote.reason.as_ref().map_or(0, String::len),
+            TxMessage::Decision(_) => 0,
+            TxMessage::Ack(ack) => match &ack.reply {
+                Some(crate::kv::Reply::Value(Some(value))) => value.len() + 16,
+                Some(crate::kv::Reply::Rejected(error)) => error.to_string().len() + 16,
+                _ => 16,
+            },
+        }
+    }
+}

@@ -32,7 +32,7 @@ pub enum ParticipantRecord {
 /// How many finished transactions are remembered to refuse late duplicates.
 const FINISHED_REMEMBERED: usize = 100_000;
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ParticipantState {
     pub store: KvStore,
     pub prepared: BTreeMap<TxnId, Command>,
