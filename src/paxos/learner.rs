@@ -523,8 +523,7 @@ mod tests {
         learners[1].request_catchup(&mut first);
         // Every third message is lost: the receiver's ticks ask again.
         let mut pending = first.messages;
-        let mut slot = 30;
-        for _ in 0..500 {
+        for slot in 30..530 {
             exchange(&mut learners, std::mem::take(&mut pending), 3);
             if learners[1].next_slot() >= 30 {
                 break;
@@ -532,7 +531,6 @@ mod tests {
             // The sender keeps applying while the transfer runs.
             let mut applied = LearnerOutbox::default();
             learners[0].on_message(1, decide(slot, put(slot, "later")), &mut applied);
-            slot += 1;
             let mut tick = LearnerOutbox::default();
             for _ in 0..learners[1].config.catchup_poll_ticks {
                 learners[1].on_tick(&mut tick);

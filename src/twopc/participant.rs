@@ -89,8 +89,7 @@ impl ParticipantState {
 
     /// The records that rebuild exactly this state, in chunks of about `bytes_max`.
     pub fn to_records(&self, bytes_max: usize) -> Vec<ParticipantRecord> {
-        let mut records: Vec<_> =
-            self.store.chunks(bytes_max).into_iter().map(ParticipantRecord::RestoreStore).collect();
+        let mut records: Vec<_> = self.store.chunks(bytes_max).map(ParticipantRecord::RestoreStore).collect();
         records.extend(
             self.prepared
                 .iter()
