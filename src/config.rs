@@ -175,7 +175,7 @@ impl ServerConfig {
     /// (One value larger than this still travels alone, and is below
     /// `--frame-bytes-max`, which a peer's limit is at least.)
     pub fn link_frame_bytes(&self) -> usize {
-        (self.peer_frame_bytes_max / 4).clamp(64 << 10, 1 << 20)
+        (self.peer_frame_bytes_max / 4).min(1 << 20)
     }
 
     /// What this replica's memory holds at most, beyond the store itself and

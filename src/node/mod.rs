@@ -83,6 +83,14 @@ pub fn serve(config: ServerConfig) -> Result<()> {
         warn!("INSECURE: plain TCP without certificates; anyone who can reach {listen} can speak as a replica");
     }
     let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+    let budget = config.memory_budget();
+    let total: usize = budget.iter().map(|(_, bytes)| bytes).sum();
+    let parts: Vec<String> = budget.iter().map(|(what, bytes)| format!("{what} {} MiB", bytes >> 20)).collect();
+    info!(
+        "memory budget beyond the store and the values decided since the last snapshot: {} MiB ({})",
+        total >> 20,
+        parts.join(", ")
+    );
     let banner = format!(
         "replica {} of {} ({}) listening on {listen}; data in {}",
         config.id,

@@ -16,11 +16,11 @@ use crate::paxos::acceptor::{Acceptor, AcceptorOutbox, AcceptorRecord};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerOutbox};
 use crate::paxos::quorum::majority;
-use crate::paxos::{Ballot, Envelope, NodeId, Role, Slot, SlotValue};
+use crate::paxos::{Ballot, Envelope, Message, NodeId, Role, Slot, SlotValue};
 use crate::storage::{self, AcceptorLog, ClusterState, Damage, Disk, Identity, SimDisk};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -47,6 +47,14 @@ pub struct SimConfig {
     /// the log or snapshot, or a lost data directory), while at most f
     /// replicas have lost their state at once.
     pub disk_damage_percent: u32,
+    /// Bytes at which promises, catch-up replies and snapshot chunks are cut.
+    pub promise_bytes_max: usize,
+    pub catchup_bytes_max: usize,
+    pub batch_bytes_max: usize,
+    /// Envelopes one role sends a peer in one step travel in frames cut at
+    /// this many bytes (each frame lost, duplicated or delayed whole), as the
+    /// real links do; `None`: every envelope travels alone.
+    pub frame_bytes: Option<usize>,
     /// Named so that a failure's replay command rebuilds this configuration.
     pub profile: &'static str,
 }
@@ -68,6 +76,10 @@ impl SimConfig {
             replica_crash_per_10k_ticks: 0,
             sync_failure_per_10k_ticks: 0,
             disk_damage_percent: 0,
+            promise_bytes_max: 2_000,
+            catchup_bytes_max: 1 << 20,
+            batch_bytes_max: 512 << 10,
+            frame_bytes: None,
             profile: "default",
         }
     }
@@ -86,6 +98,20 @@ impl SimConfig {
                 config.downtime_ticks_max = 60;
                 config.loss_percent = 15;
                 config.profile = "amnesia";
+            }
+            "limits" => {
+                // Small byte limits, so that promises, frames, catch-up
+                // replies and snapshot transfers are all cut in pieces, and
+                // long outages so that snapshots must be sent.
+                config.promise_bytes_max = 150;
+                config.catchup_bytes_max = 120;
+                config.batch_bytes_max = 100;
+                config.frame_bytes = Some(200);
+                config.snapshot_interval_slots = 10;
+                config.crash_per_10k_ticks = 10;
+                config.replica_crash_per_10k_ticks = 20;
+                config.downtime_ticks_max = 400;
+                config.profile = "limits";
             }
             "disk" => {
                 config.crash_per_10k_ticks = 10;
@@ -144,8 +170,40 @@ impl DiskFaultCounts {
     }
 }
 
+/// How often each byte limit cut something (a test asserts every one did).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounts {
+    pub promises_cut: u64,
+    pub frames_split: u64,
+    pub snapshot_parts_sent: u64,
+    pub snapshots_installed: u64,
+}
+
+impl FlowCounts {
+    pub fn add(&mut self, other: &FlowCounts) {
+        self.promises_cut += other.promises_cut;
+        self.frames_split += other.frames_split;
+        self.snapshot_parts_sent += other.snapshot_parts_sent;
+        self.snapshots_installed += other.snapshots_installed;
+    }
+
+    pub fn unreached(&self) -> Vec<&'static str> {
+        [
+            ("promise cut in chunks", self.promises_cut),
+            ("envelopes split into several frames", self.frames_split),
+            ("snapshot chunk sent", self.snapshot_parts_sent),
+            ("snapshot installed from chunks", self.snapshots_installed),
+        ]
+        .into_iter()
+        .filter(|(_, count)| *count == 0)
+        .map(|(name, _)| name)
+        .collect()
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct SimStats {
+    pub flow: FlowCounts,
     pub slots_chosen: usize,
     pub requests_completed: u64,
     pub acceptor_crashes: u64,
@@ -318,10 +376,12 @@ impl World {
         proposer_config.window_slots = 8;
         proposer_config.batch_commands_max = 3;
         proposer_config.batch_commands_min = 2;
+        proposer_config.batch_bytes_max = config.batch_bytes_max;
         let mut learner_config = LearnerConfig::for_cluster(cluster.clone());
         learner_config.report_applied = true;
         learner_config.snapshot_interval_slots = config.snapshot_interval_slots;
         learner_config.retain_slots = config.snapshot_interval_slots;
+        learner_config.catchup_bytes_max = config.catchup_bytes_max;
         let nodes = cluster
             .iter()
             .map(|&id| {
@@ -336,7 +396,7 @@ impl World {
                         Ballot::ZERO,
                         StdRng::seed_from_u64(root.random()),
                     ),
-                    acceptor: sim_acceptor(id, files.acceptor_state),
+                    acceptor: sim_acceptor(id, files.acceptor_state, config.promise_bytes_max),
                     log: files.acceptor_log,
                     acceptor_down_until: None,
                     down: None,
@@ -517,7 +577,7 @@ impl World {
         let (log, state, _) =
             AcceptorLog::open_acceptor(node.disk.clone(), sim_identity(id)).map_err(|e| e.to_string())?;
         node.log = log;
-        node.acceptor = sim_acceptor(id, state);
+        node.acceptor = sim_acceptor(id, state, self.config.promise_bytes_max);
         Ok(())
     }
 
@@ -615,7 +675,7 @@ impl World {
                     node.proposer.set_may_lead(false, Ballot::ZERO);
                 }
                 node.proposer.on_learner_progress(files.snapshot.next_slot);
-                node.acceptor = sim_acceptor(id, files.acceptor_state);
+                node.acceptor = sim_acceptor(id, files.acceptor_state, self.config.promise_bytes_max);
                 node.log = files.acceptor_log;
                 node.learner = Learner::new(id, self.learner_config.clone(), files.snapshot);
                 node.last_applied = None;
@@ -641,10 +701,41 @@ impl World {
         Ok(())
     }
 
+    /// Sends one role's outbox: to each peer in frames cut as the real links
+    /// cut them, or envelope by envelope.
+    fn send_all(&mut self, envelopes: Vec<Envelope>) {
+        for envelope in &envelopes {
+            match &envelope.msg {
+                Message::Promise(promise) if promise.more_from.is_some() => self.stats.flow.promises_cut += 1,
+                Message::CatchupReply(reply) if reply.snapshot.is_some() => self.stats.flow.snapshot_parts_sent += 1,
+                _ => {}
+            }
+        }
+        let Some(frame_bytes) = self.config.frame_bytes else {
+            envelopes.into_iter().for_each(|envelope| self.send(vec![envelope]));
+            return;
+        };
+        let mut by_peer: BTreeMap<NodeId, VecDeque<Envelope>> = BTreeMap::new();
+        for envelope in envelopes {
+            by_peer.entry(envelope.to).or_default().push_back(envelope);
+        }
+        for (_, mut queue) in by_peer {
+            let mut frames = 0;
+            while !queue.is_empty() {
+                self.send(crate::transport::next_frame(&mut queue, frame_bytes));
+                frames += 1;
+            }
+            if frames > 1 {
+                self.stats.flow.frames_split += 1;
+            }
+        }
+    }
+
     /// Messages between roles of one replica travel over channels in the real
-    /// runtime and are never lost; between replicas anything can happen.
-    fn send(&mut self, envelope: Envelope) {
-        let local = envelope.from == envelope.to;
+    /// runtime and are never lost; between replicas anything can happen, to a
+    /// frame as a whole.
+    fn send(&mut self, frame: Vec<Envelope>) {
+        let local = frame.iter().all(|envelope| envelope.from == envelope.to);
         if !local && !self.healing && self.net_rng.random_range(0..100) < self.config.loss_percent {
             return;
         }
@@ -652,8 +743,10 @@ impl World {
             if !self.healing && self.net_rng.random_range(0..100) < self.config.duplicate_percent { 2 } else { 1 };
         for _ in 0..copies {
             let delay = self.net_rng.random_range(1..=self.config.delay_ticks_max);
-            self.sequence += 1;
-            self.in_transit.insert((self.now + delay, self.sequence), envelope.clone());
+            for envelope in &frame {
+                self.sequence += 1;
+                self.in_transit.insert((self.now + delay, self.sequence), envelope.clone());
+            }
         }
     }
 
@@ -681,7 +774,10 @@ impl World {
             }
             Role::Learner => {
                 let mut out = LearnerOutbox::default();
+                let installed_before = self.nodes[index].learner.counts().snapshots_installed;
                 self.nodes[index].learner.on_message(envelope.from, envelope.msg, &mut out);
+                self.stats.flow.snapshots_installed +=
+                    self.nodes[index].learner.counts().snapshots_installed - installed_before;
                 self.after_learner(index, out)?;
             }
         }
@@ -708,9 +804,7 @@ impl World {
         for record in &out.records {
             self.checker.check_chosen_once(index as NodeId + 1, record)?;
         }
-        for envelope in out.messages {
-            self.send(envelope);
-        }
+        self.send_all(out.messages);
         Ok(())
     }
 
@@ -722,9 +816,7 @@ impl World {
                 return;
             }
         }
-        for envelope in out.messages {
-            self.send(envelope);
-        }
+        self.send_all(out.messages);
         self.deliver_replies(out.replies);
     }
 
@@ -767,9 +859,7 @@ impl World {
                 return Ok(());
             }
         }
-        for envelope in out.messages {
-            self.send(envelope);
-        }
+        self.send_all(out.messages);
         self.deliver_replies(out.replies);
         Ok(())
     }
@@ -845,6 +935,6 @@ fn sim_identity(replica_id: NodeId) -> Identity {
     Identity { cluster_id: 0x51_u64, replica_id }
 }
 
-fn sim_acceptor(id: NodeId, state: crate::paxos::acceptor::AcceptorState) -> Acceptor {
-    Acceptor::new(id, state, 2_000).with_rebuild_quiet_ticks(200)
+fn sim_acceptor(id: NodeId, state: crate::paxos::acceptor::AcceptorState, promise_bytes_max: usize) -> Acceptor {
+    Acceptor::new(id, state, promise_bytes_max).with_rebuild_quiet_ticks(200)
 }
