@@ -20,6 +20,9 @@ pub struct BenchOptions {
     /// Fraction of requests that are PUTs; the rest are GETs.
     pub put_ratio: f64,
     pub seed: u64,
+    /// Write every key once (worker `w` writes keys `w`, `w + clients`, ...)
+    /// instead of running for `duration`: loads a store of `keys` keys.
+    pub fill: bool,
 }
 
 #[derive(Debug)]
@@ -69,9 +72,21 @@ pub fn run(replicas: &[SocketAddr], options: &BenchOptions, client_options: &Cli
                 let Ok(mut client) = Client::with_options(&replicas, client_options) else {
                     return (histogram, 0, 1, Some("no replicas".to_string()));
                 };
-                while Instant::now() < stop_at {
-                    let key = format!("key-{}", rng.random_range(0..options.keys.max(1)));
-                    let op = if rng.random_bool(options.put_ratio.clamp(0.0, 1.0)) {
+                let mut next_fill = worker as u64;
+                loop {
+                    let key = if options.fill {
+                        if next_fill >= options.keys {
+                            break;
+                        }
+                        next_fill += options.clients as u64;
+                        format!("key-{}", next_fill - options.clients as u64)
+                    } else {
+                        if Instant::now() >= stop_at {
+                            break;
+                        }
+                        format!("key-{}", rng.random_range(0..options.keys.max(1)))
+                    };
+                    let op = if options.fill || rng.random_bool(options.put_ratio.clamp(0.0, 1.0)) {
                         // Distinct values let `client inspect` tell writes apart.
                         written += 1;
                         let mut value = format!("{worker}-{written}-");

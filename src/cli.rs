@@ -290,3 +290,43 @@ pub fn demo(client: &mut Client) -> ExitCode {
         ExitCode::SUCCESS
     }
 }
+
+/// Polls until replica `replica` (1-based) has applied every slot the others
+/// had decided when the wait began; prints the time it took.
+pub fn wait_caught_up(servers: &[SocketAddr], replica: usize, timeout_s: u64, security: &ClientSecurity) -> ExitCode {
+    let started = std::time::Instant::now();
+    let deadline = started + Duration::from_secs(timeout_s);
+    let poll = Duration::from_millis(500);
+    let others_decided = || {
+        client::status_all(servers, poll, security)
+            .iter()
+            .enumerate()
+            .filter(|(index, _)| index + 1 != replica)
+            .filter_map(|(_, (_, status))| status.as_ref().ok()?.paxos().map(|s| s.learner_next_slot))
+            .max()
+    };
+    let target = loop {
+        if let Some(target) = others_decided() {
+            break target;
+        }
+        if std::time::Instant::now() >= deadline {
+            eprintln!("ERROR: no other replica answers");
+            return ExitCode::from(EXIT_ERROR);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let Some(&addr) = servers.get(replica.wrapping_sub(1)) else {
+        eprintln!("ERROR: there is no replica {replica}");
+        return ExitCode::from(EXIT_ERROR);
+    };
+    while std::time::Instant::now() < deadline {
+        let applied = client::status(addr, poll, security).ok().and_then(|s| s.paxos().map(|s| s.learner_next_slot));
+        if applied.is_some_and(|slot| slot >= target) {
+            println!("replica {replica} caught up to slot {target} in {:.1} s", started.elapsed().as_secs_f64());
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("ERROR: replica {replica} did not reach slot {target} within {timeout_s} s");
+    ExitCode::from(EXIT_ERROR)
+}

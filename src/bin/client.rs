@@ -128,6 +128,21 @@ enum Command {
         put_ratio: f64,
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Write each of the --keys keys once, then stop (loads a large store).
+        #[arg(long)]
+        fill: bool,
+    },
+    /// For benchmarks: each replica's keys, store bytes, bytes its learner
+    /// holds and the longest pause of its apply thread.
+    Sizes,
+    /// For benchmarks: waits until replica REPLICA has applied every slot the
+    /// others had decided when the wait began, and prints how long it took.
+    WaitCaughtUp {
+        #[arg(long)]
+        replica: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
     },
 }
 
@@ -236,7 +251,28 @@ fn main() -> ExitCode {
             };
             cli::run_timeline(&selection, &traces, out)
         }
-        Command::Bench { clients, duration, value_size, keys, put_ratio, seed } => {
+        Command::Sizes => {
+            for (addr, status) in client::status_all(&args.servers, options.timeout, &security) {
+                match status.as_ref().map(|s| s.paxos()) {
+                    Ok(Some(s)) => println!(
+                        "replica {} {addr}: keys {} store {:.1} MiB learner-held {:.1} MiB apply-pause-max {:.1} ms next-slot {}",
+                        s.node_id,
+                        s.keys,
+                        s.store_bytes as f64 / (1 << 20) as f64,
+                        s.learner_held_bytes as f64 / (1 << 20) as f64,
+                        s.apply_pause_max_us as f64 / 1000.0,
+                        s.learner_next_slot
+                    ),
+                    Ok(None) => println!("{addr}: not a Paxos replica"),
+                    Err(e) => println!("{addr}: DOWN ({e})"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Command::WaitCaughtUp { replica, timeout_s } => {
+            cli::wait_caught_up(&args.servers, replica, timeout_s, &security)
+        }
+        Command::Bench { clients, duration, value_size, keys, put_ratio, seed, fill } => {
             let bench_options = BenchOptions {
                 clients,
                 duration: Duration::from_secs(duration),
@@ -244,6 +280,7 @@ fn main() -> ExitCode {
                 keys,
                 put_ratio,
                 seed,
+                fill,
             };
             println!(
                 "bench: {clients} closed-loop clients, {duration} s, {value_size}-byte values, {keys} keys, put ratio {put_ratio}, {} replicas",

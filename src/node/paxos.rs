@@ -18,7 +18,7 @@ use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A Paxos replica's roles, as `STATUS` shows them.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,6 +35,16 @@ pub struct PaxosStatus {
     /// Highest slot this replica knows decided (applied or waiting on a gap).
     pub decided_through: Option<Slot>,
     pub keys: usize,
+    /// Bytes of keys and values in the store.
+    #[serde(default)]
+    pub store_bytes: u64,
+    /// Decided values the learner holds for peers and for gaps, in bytes.
+    #[serde(default)]
+    pub learner_held_bytes: u64,
+    /// The longest the learner thread spent on one batch (applying,
+    /// replying, snapshotting, serving catch-up), in microseconds.
+    #[serde(default)]
+    pub apply_pause_max_us: u64,
     pub peers_connected: Vec<NodeId>,
     pub acceptor_failures: u64,
     pub commands_applied: u64,
@@ -337,6 +347,9 @@ struct LearnerThread {
     core: Learner,
     out: LearnerOutbox,
     reported_next_slot: Slot,
+    /// When the current batch's first input was handled.
+    batch_started: Option<Instant>,
+    pause_max: Duration,
     shared: Arc<PaxosReplica>,
 }
 
@@ -344,6 +357,7 @@ impl RoleThread for LearnerThread {
     type Input = LearnerInput;
 
     fn handle(&mut self, input: LearnerInput) {
+        self.batch_started.get_or_insert_with(Instant::now);
         match input {
             LearnerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
             LearnerInput::LocalRead { request, key } => {
@@ -383,8 +397,14 @@ impl RoleThread for LearnerThread {
                 let _ = self.shared.acceptor_inbox.push(AcceptorInput::LearnerProgress(next_slot));
             }
         }
+        if let Some(started) = self.batch_started.take() {
+            self.pause_max = self.pause_max.max(started.elapsed());
+        }
         let mut status = self.shared.status.lock().unwrap();
         status.learner_next_slot = next_slot;
+        status.store_bytes = self.core.store().data_bytes();
+        status.learner_held_bytes = self.core.held_bytes() as u64;
+        status.apply_pause_max_us = self.pause_max.as_micros() as u64;
         status.decided_through = self.core.decided_through();
         status.keys = self.core.store().len();
         status.commands_applied = self.core.store().applied_commands();
@@ -461,6 +481,9 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         learner_next_slot: snapshot.next_slot,
         decided_through: snapshot.next_slot.checked_sub(1),
         keys: snapshot.store.len(),
+        store_bytes: snapshot.store.data_bytes(),
+        learner_held_bytes: 0,
+        apply_pause_max_us: 0,
         peers_connected: Vec::new(),
         acceptor_failures: 0,
         commands_applied: snapshot.store.applied_commands(),
@@ -500,6 +523,8 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     spawn_named(format!("s{id}/acceptor"), move || run_role(acceptor, acceptor_inbox, tick))?;
     let learner = LearnerThread {
         reported_next_slot: snapshot.next_slot,
+        batch_started: None,
+        pause_max: Duration::ZERO,
         core: Learner::new(id, learner_config, snapshot),
         out: Default::default(),
         shared: shared.clone(),

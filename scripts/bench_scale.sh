@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# How five local replicas (mutual TLS, fsync on) behave as the store grows. Prints:
+#   - PUT throughput over 10k keys on a fresh cluster, then over KEYS keys after
+#     loading KEYS keys of VALUE_BYTES each, and the ratio of the medians;
+#   - each replica's resident memory next to the store's size, the bytes its
+#     learner holds and the longest pause of its apply (learner) thread;
+#   - how long a replica killed with -9 takes to restart and catch up after
+#     missing MISSED writes of VALUE_BYTES.
+# A benchmark, not a test: on a shared machine read medians and ratios.
+#
+#   scripts/bench_scale.sh [KEYS] [VALUE_BYTES] [ROUNDS] [SECONDS] [MISSED]
+#   (defaults: 200000 1024 3 10 KEYS/4)
+#   scripts/bench_scale.sh --help
+#
+# Uses its own data and log directories under a temporary folder and ports from
+# BENCH_BASE_PORT (default 6201); stops every replica it started.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+case "${1:-}" in
+  -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
+KEYS=${1:-200000}
+VALUE_BYTES=${2:-1024}
+ROUNDS=${3:-3}
+SECONDS_PER_RUN=${4:-10}
+MISSED=${5:-$((KEYS / 4))}
+WORK=$(mktemp -d)
+export PAXOS_KV_DATA=$WORK/data PAXOS_KV_LOGS=$WORK/logs BASE_PORT=${BENCH_BASE_PORT:-6201}
+trap './run_servers.sh stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+
+cargo build --release --quiet --bins
+export PAXOS_KV_BIN_DIR=target/release
+client() { ./run_client.sh "$@"; }
+ops() { awk '/ops\/s/ { for (i = 1; i <= NF; i++) if ($(i) ~ /ops\/s/) print $(i-1) }' | head -1; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+put_run() { client bench --clients 64 --duration "$SECONDS_PER_RUN" --value-size "$VALUE_BYTES" --keys "$1" | ops; }
+memory() {
+  for id in 1 2 3 4 5; do
+    pid=$(cat "$PAXOS_KV_DATA/$id/server.pid")
+    echo "replica $id: RSS $(awk '/VmRSS/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status")"
+  done
+  client sizes
+}
+
+./run_servers.sh 5 >/dev/null
+small=()
+for round in $(seq "$ROUNDS"); do
+  small+=("$(put_run 10000)")
+  echo "PUT over 10k keys, round $round: ${small[-1]} ops/s"
+done
+
+echo "loading $KEYS keys of $VALUE_BYTES bytes ..."
+started=$(date +%s.%N)
+client bench --clients 64 --fill --keys "$KEYS" --value-size "$VALUE_BYTES" | grep ops/s
+echo "loaded in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }') s"
+large=()
+for round in $(seq "$ROUNDS"); do
+  large+=("$(put_run "$KEYS")")
+  echo "PUT over $KEYS keys, round $round: ${large[-1]} ops/s"
+done
+s=$(printf '%s\n' "${small[@]}" | median)
+l=$(printf '%s\n' "${large[@]}" | median)
+echo "PUT medians: $s ops/s at 10k keys, $l ops/s at $KEYS keys, ratio $(awk -v s="$s" -v l="$l" 'BEGIN { printf "%.2f", l / s }')"
+memory
+
+echo "killing replica 5, then $MISSED writes it misses ..."
+kill -9 "$(cat "$PAXOS_KV_DATA/5/server.pid")"
+client bench --clients 64 --fill --keys "$MISSED" --value-size "$VALUE_BYTES" --seed 2 | grep ops/s
+./run_servers.sh 5 >/dev/null
+client wait-caught-up --replica 5
+memory
