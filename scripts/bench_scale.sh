@@ -25,15 +25,8 @@ VALUE_BYTES=${2:-1024}
 ROUNDS=${3:-3}
 SECONDS_PER_RUN=${4:-10}
 MISSED=${5:-$((KEYS / 4))}
-WORK=$(mktemp -d)
-export PAXOS_KV_DATA=$WORK/data PAXOS_KV_LOGS=$WORK/logs BASE_PORT=${BENCH_BASE_PORT:-6201}
-trap './run_servers.sh stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
-
-cargo build --release --quiet --bins
-export PAXOS_KV_BIN_DIR=target/release
+source scripts/bench_lib.sh 6201
 client() { ./run_client.sh "$@"; }
-ops() { awk '/ops\/s/ { for (i = 1; i <= NF; i++) if ($(i) ~ /ops\/s/) print $(i-1) }' | head -1; }
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 put_run() { client bench --clients 64 --duration "$SECONDS_PER_RUN" --value-size "$VALUE_BYTES" --keys "$1" | ops; }
 memory() {
   for id in 1 2 3 4 5; do

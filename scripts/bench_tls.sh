@@ -17,26 +17,17 @@ case "${1:-}" in
 esac
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-8}
-WORK=$(mktemp -d)
-export PAXOS_KV_DATA=$WORK/data PAXOS_KV_LOGS=$WORK/logs BASE_PORT=${BENCH_BASE_PORT:-6101}
-trap './run_servers.sh stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+source scripts/bench_lib.sh 6101
 
-cargo build --release --quiet --bins
-export PAXOS_KV_BIN_DIR=target/release
-
-# run MODE WORKLOAD -> prints "ops/s p50 p99"
+# run MODE PUT_RATIO -> prints ops/s
 run() {
   local mode=$1 ratio=$2 extra=()
   [ "$mode" = insecure ] && extra=(-- --insecure)
   ./run_servers.sh stop >/dev/null 2>&1 || true
   rm -rf "$PAXOS_KV_DATA"
   ./run_servers.sh 5 ${extra[@]+"${extra[@]}"} >/dev/null
-  local out
-  out=$(./run_client.sh bench --clients 64 --duration "$SECONDS_PER_RUN" --value-size 100 --keys 10000 --put-ratio "$ratio")
-  echo "$out" | awk '/ops\/s/ { for (i = 1; i <= NF; i++) if ($(i) ~ /ops\/s/) print $(i-1) }' | head -1
+  ./run_client.sh bench --clients 64 --duration "$SECONDS_PER_RUN" --value-size 100 --keys 10000 --put-ratio "$ratio" | ops
 }
-
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 for workload in put get; do
   ratio=1; [ $workload = get ] && ratio=0

@@ -305,12 +305,13 @@ impl Learner {
             }
         }
         let retained_from = self.retained.first_key_value().map_or(self.next_slot, |(s, _)| *s);
-        let reply = if let Some(resume) = request.resume {
-            self.snapshot_part(to, Some(resume))
+        let reply = if request.resume.is_some() || request.next_slot < retained_from {
+            match self.snapshot_part(to, request.next_slot, request.resume) {
+                Some(reply) => reply,
+                None => return,
+            }
         } else if request.next_slot >= self.next_slot {
             return;
-        } else if request.next_slot < retained_from {
-            self.snapshot_part(to, None)
         } else {
             let mut entries = Vec::new();
             let mut bytes = 0;
@@ -330,13 +331,19 @@ impl Learner {
     /// transfer is still held, else the first chunk of a new one of the
     /// current state (served from state loaded through checksums or applied
     /// from decisions, never from a file that failed its checks).
-    fn snapshot_part(&mut self, to: NodeId, resume: Option<SnapshotResume>) -> CatchupReply {
+    fn snapshot_part(
+        &mut self,
+        to: NodeId,
+        requester_next_slot: Slot,
+        resume: Option<SnapshotResume>,
+    ) -> Option<CatchupReply> {
         let held = self.outgoing.get(&to).map(|t| t.snapshot.next_slot);
         let cursor = match resume {
             Some(resume) if held == Some(resume.snapshot_slot) => resume.cursor,
             _ => {
-                if self.next_slot == 0 {
-                    return CatchupReply { snapshot: None, entries: Vec::new() };
+                if requester_next_slot >= self.next_slot {
+                    // Nothing here it lacks: no copy to hold for it.
+                    return None;
                 }
                 self.outgoing.insert(to, Outgoing { snapshot: self.snapshot(), last_request_at: self.now });
                 StoreCursor::Start
@@ -355,7 +362,7 @@ impl Learner {
             chunk,
             next,
         };
-        CatchupReply { snapshot: Some(part), entries: Vec::new() }
+        Some(CatchupReply { snapshot: Some(part), entries: Vec::new() })
     }
 
     fn receive_part(&mut self, from: NodeId, part: SnapshotPart, out: &mut LearnerOutbox) {
@@ -394,11 +401,8 @@ impl Learner {
         incoming.progress_at = self.now;
         match part.next {
             Some(next) => {
-                incoming.next = next.clone();
-                let resume = SnapshotResume { snapshot_slot: part.snapshot_slot, cursor: next };
-                self.catchup_sent_at = self.now;
-                let request = CatchupRequest { next_slot: self.next_slot, resume: Some(resume) };
-                out.messages.push(Envelope { from: self.id, to: from, msg: Message::CatchupRequest(request) });
+                incoming.next = next;
+                self.request_catchup(out);
             }
             None => {
                 let Incoming { mut store, snapshot_slot, .. } = self.incoming.take().expect("present");

@@ -136,12 +136,24 @@ impl Leading {
         out: &mut ProposerOutbox,
     ) {
         debug!("ACCEPT ballot={} slot={slot} value={}", self.ballot, value.describe());
-        for &acceptor in cluster {
-            let accept = Accept { ballot: self.ballot, slot, value: value.clone() };
-            out.messages.push(Envelope { from, to: acceptor, msg: Message::Accept(accept) });
-        }
+        send_accepts(from, self.ballot, slot, &value, cluster.iter().copied(), out);
         self.in_flight_bytes += value.wire_bytes();
         self.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: now });
+    }
+}
+
+/// Phase 2a for `slot` to each of `acceptors`.
+fn send_accepts(
+    from: NodeId,
+    ballot: Ballot,
+    slot: Slot,
+    value: &SlotValue,
+    acceptors: impl Iterator<Item = NodeId>,
+    out: &mut ProposerOutbox,
+) {
+    for to in acceptors {
+        let accept = Accept { ballot, slot, value: value.clone() };
+        out.messages.push(Envelope { from, to, msg: Message::Accept(accept) });
     }
 }
 
@@ -295,19 +307,8 @@ impl Proposer {
                 for (&slot, entry) in lead.in_flight.iter_mut() {
                     if self.now >= entry.sent_at + self.config.retransmit_ticks {
                         entry.sent_at = self.now;
-                        for &acceptor in &self.config.cluster {
-                            if !entry.acks.contains(acceptor) {
-                                out.messages.push(Envelope {
-                                    from: self.id,
-                                    to: acceptor,
-                                    msg: Message::Accept(Accept {
-                                        ballot: lead.ballot,
-                                        slot,
-                                        value: entry.value.clone(),
-                                    }),
-                                });
-                            }
-                        }
+                        let silent = self.config.cluster.iter().copied().filter(|&a| !entry.acks.contains(a));
+                        send_accepts(self.id, lead.ballot, slot, &entry.value, silent, out);
                     }
                 }
             }

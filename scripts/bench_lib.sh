@@ -1,0 +1,14 @@
+# Shared by the benchmark scripts (sourced, not run): a private cluster in a
+# temporary folder on ports from $1 (unless BENCH_BASE_PORT is set), stopped
+# and removed on exit, and helpers to read `client bench` output.
+WORK=$(mktemp -d)
+export PAXOS_KV_DATA=$WORK/data PAXOS_KV_LOGS=$WORK/logs BASE_PORT=${BENCH_BASE_PORT:-$1}
+trap './run_servers.sh stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+
+cargo build --release --quiet --bins
+export PAXOS_KV_BIN_DIR=target/release
+
+# The ops/s figure of a `client bench` report on stdin.
+ops() { awk '/ops\/s/ { for (i = 1; i <= NF; i++) if ($(i) ~ /ops\/s/) print $(i-1) }' | head -1; }
+# The median of numbers on stdin, one per line.
+median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
