@@ -298,6 +298,7 @@ mod tests {
             store_bytes: 0,
             learner_held_bytes: 0,
             apply_pause_max_us: 0,
+            apply_pause_cpu_max_us: 0,
             peers_connected: vec![],
             acceptor_failures: u64::from(!online),
             commands_applied: applied,

@@ -17,9 +17,10 @@ pub struct LearnerConfig {
     pub catchup_retry_ticks: u64,
     pub snapshot_interval_slots: u64,
     /// Decided bytes after which a snapshot is due even within the interval.
-    /// Either way it waits until a quarter of the store's size was written
-    /// since the last, so writing snapshots costs at most about four times
-    /// the bytes written however large the store grows.
+    /// Either way it waits until a quarter to a half of the store's size
+    /// (staggered by replica) was written since the last, so writing
+    /// snapshots costs at most about four times the bytes written however
+    /// large the store grows.
     pub snapshot_log_bytes: usize,
     /// Applied slots kept in memory to serve peers (at most this many, and at
     /// most `snapshot_log_bytes` of them); older ones need a snapshot.
@@ -64,6 +65,9 @@ pub struct LearnerOutbox {
     pub applied: Vec<(Slot, SlotValue)>,
     /// A slot learned two ways: agreement is broken, the replica must stop.
     pub violation: Option<String>,
+    /// The store a snapshot install replaced: the runtime frees it off the
+    /// applying thread (freeing a large store takes tens of milliseconds).
+    pub retired_store: Option<KvStore>,
 }
 
 /// What catch-up did, for the simulator's coverage checks and for logs.
@@ -266,8 +270,13 @@ impl Learner {
         let due = self.next_slot >= self.snapshot_slot + self.config.snapshot_interval_slots
             || self.bytes_since_snapshot >= self.config.snapshot_log_bytes;
         // Scaled to the store: a large store is written again only after a
-        // quarter of its size was decided, so snapshot work per write stays bounded.
-        let amortized = self.bytes_since_snapshot as u64 >= self.store.data_bytes() / 4;
+        // quarter of its size (up to half, staggered by replica, so that the
+        // replicas do not all write theirs at once) was decided since the
+        // last, so snapshot work per write stays bounded.
+        let quarter = self.store.data_bytes() / 4;
+        let cluster = self.config.cluster.len().max(1) as u64;
+        let rank = self.config.cluster.iter().position(|&id| id == self.id).unwrap_or(0) as u64;
+        let amortized = self.bytes_since_snapshot as u64 >= quarter + quarter * rank / cluster;
         if due && amortized {
             self.snapshot_slot = self.next_slot;
             self.bytes_since_snapshot = 0;
@@ -287,7 +296,7 @@ impl Learner {
         info!("installing snapshot from {from}: slot {} -> {}", self.next_slot, snapshot.next_slot);
         self.counts.snapshots_installed += 1;
         self.next_slot = snapshot.next_slot;
-        self.store = snapshot.store.clone();
+        out.retired_store = Some(std::mem::replace(&mut self.store, snapshot.store.clone()));
         self.retained.clear();
         self.retained_bytes = 0;
         self.decided_ahead = self.decided_ahead.split_off(&self.next_slot);
