@@ -5,8 +5,11 @@ WORK=$(mktemp -d)
 export PAXOS_KV_DATA=$WORK/data PAXOS_KV_LOGS=$WORK/logs BASE_PORT=${BENCH_BASE_PORT:-$1}
 trap './run_servers.sh stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 
-cargo build --release --quiet --bins
-export PAXOS_KV_BIN_DIR=target/release
+# PAXOS_KV_BIN_DIR runs prebuilt binaries instead (e.g. to compare two builds).
+if [ -z "${PAXOS_KV_BIN_DIR:-}" ]; then
+  cargo build --release --quiet --bins
+  export PAXOS_KV_BIN_DIR=target/release
+fi
 
 # The ops/s figure of a `client bench` report on stdin.
 ops() { awk '/ops\/s/ { for (i = 1; i <= NF; i++) if ($(i) ~ /ops\/s/) print $(i-1) }' | head -1; }

@@ -13,12 +13,13 @@
 #   scripts/bench_scale.sh --help
 #
 # Uses its own data and log directories under a temporary folder and ports from
-# BENCH_BASE_PORT (default 6201); stops every replica it started.
+# BENCH_BASE_PORT (default 6201); stops every replica it started. BENCH_SERVER_FLAGS
+# adds server flags (e.g. "--snapshot-log-bytes 1000000000000" to see what snapshots cost).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
-  -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 KEYS=${1:-200000}
 VALUE_BYTES=${2:-1024}
@@ -36,7 +37,8 @@ memory() {
   client sizes
 }
 
-./run_servers.sh 5 >/dev/null
+read -r -a server_flags <<< "${BENCH_SERVER_FLAGS:-}"
+./run_servers.sh 5 ${server_flags[@]+-- "${server_flags[@]}"} >/dev/null
 small=()
 for round in $(seq "$ROUNDS"); do
   small+=("$(put_run 10000)")

@@ -88,7 +88,7 @@ struct Args {
     #[arg(long, default_value_t = 1_000)]
     snapshot_interval_slots: u64,
     /// Also write a snapshot once this many bytes were decided since the last
-    /// one (either way only after a quarter to a half of the store's size was). Bounds
+    /// one (either way only after an eighth to a quarter of the store's size was). Bounds
     /// the decided values each replica keeps in memory and re-proposes.
     #[arg(long, default_value_t = 64 << 20)]
     snapshot_log_bytes: usize,

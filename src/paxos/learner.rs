@@ -17,10 +17,10 @@ pub struct LearnerConfig {
     pub catchup_retry_ticks: u64,
     pub snapshot_interval_slots: u64,
     /// Decided bytes after which a snapshot is due even within the interval.
-    /// Either way it waits until a quarter to a half of the store's size
+    /// Either way it waits until an eighth to a quarter of the store's size
     /// (staggered by replica) was written since the last, so writing
-    /// snapshots costs at most about four times the bytes written however
-    /// large the store grows.
+    /// snapshots costs at most about eight times the bytes written however
+    /// large the store grows, in the background.
     pub snapshot_log_bytes: usize,
     /// Applied slots kept in memory to serve peers (at most this many, and at
     /// most `snapshot_log_bytes` of them); older ones need a snapshot.
@@ -269,14 +269,15 @@ impl Learner {
         }
         let due = self.next_slot >= self.snapshot_slot + self.config.snapshot_interval_slots
             || self.bytes_since_snapshot >= self.config.snapshot_log_bytes;
-        // Scaled to the store: a large store is written again only after a
-        // quarter of its size (up to half, staggered by replica, so that the
+        // Scaled to the store: a large store is written again only after an
+        // eighth to a quarter of its size (staggered by replica, so that the
         // replicas do not all write theirs at once) was decided since the
-        // last, so snapshot work per write stays bounded.
-        let quarter = self.store.data_bytes() / 4;
+        // last, so snapshot work per write stays bounded, and so does what
+        // the acceptor keeps in memory until the snapshot lets it forget.
+        let eighth = self.store.data_bytes() / 8;
         let cluster = self.config.cluster.len().max(1) as u64;
         let rank = self.config.cluster.iter().position(|&id| id == self.id).unwrap_or(0) as u64;
-        let amortized = self.bytes_since_snapshot as u64 >= quarter + quarter * rank / cluster;
+        let amortized = self.bytes_since_snapshot as u64 >= eighth + eighth * rank / cluster;
         if due && amortized {
             self.snapshot_slot = self.next_slot;
             self.bytes_since_snapshot = 0;
