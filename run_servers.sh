@@ -26,6 +26,10 @@
 # with an empty data directory is refused until it is started with `rejoin`.
 # (PAXOS_KV_DATA and PAXOS_KV_LOGS move data/ and logs/ elsewhere).
 set -euo pipefail
+# Help changes nothing: answered before any directory is made.
+case "${1:-}" in
+  -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 cd "$(dirname "$0")"
 
 BASE_PORT=${BASE_PORT:-5001}

@@ -8,7 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+case "${1:-}" in
+  -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+esac
 rounds=${1:-5}
+case "$rounds" in
+  ''|*[!0-9]*) echo "usage: $0 [ROUNDS] (a number of kills); see $0 --help" >&2; exit 2 ;;
+esac
 if ./run_servers.sh status | grep -q running; then
   echo "a cluster of this checkout is running; stop it first (./run_servers.sh stop)" >&2
   exit 2

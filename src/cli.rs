@@ -129,12 +129,21 @@ pub fn one_shot(client: &mut Client, command: PromptCommand) -> ExitCode {
     }
 }
 
-/// Runs one parsed line; returns false on QUIT. Prints exactly one line per
-/// command (STATUS prints one per replica) so scripts can pair them up.
-fn run_line(client: &mut Client, options: &ClientOptions, line: &str, interactive: bool) -> bool {
+/// What one line of the prompt did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LineOutcome {
+    Continue,
+    /// The command failed or was not understood (pipe mode then exits 1).
+    Failed,
+    Quit,
+}
+
+/// Runs one parsed line. Prints exactly one line per command (STATUS prints
+/// one per replica) so scripts can pair them up.
+fn run_line(client: &mut Client, options: &ClientOptions, line: &str, interactive: bool) -> LineOutcome {
     match prompt::parse(line) {
         Ok(None) => {}
-        Ok(Some(PromptCommand::Quit)) => return false,
+        Ok(Some(PromptCommand::Quit)) => return LineOutcome::Quit,
         Ok(Some(PromptCommand::Help)) => {
             if interactive {
                 println!("{}", prompt::HELP);
@@ -160,21 +169,35 @@ fn run_line(client: &mut Client, options: &ClientOptions, line: &str, interactiv
         }
         Ok(Some(command)) => match prompt::execute(client, &command) {
             Outcome::Done(line) | Outcome::NotFound(line) => println!("{line}"),
-            Outcome::Failed(e) => println!("ERROR: {e}"),
+            Outcome::Failed(e) => {
+                println!("ERROR: {e}");
+                return LineOutcome::Failed;
+            }
         },
-        Err(usage) => println!("ERROR: {usage}"),
-    }
-    true
-}
-
-pub fn piped(client: &mut Client, options: &ClientOptions) -> ExitCode {
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        if !run_line(client, options, &line, false) {
-            break;
+        Err(usage) => {
+            println!("ERROR: {usage}");
+            return LineOutcome::Failed;
         }
     }
-    ExitCode::SUCCESS
+    LineOutcome::Continue
+}
+
+/// One command per input line; exits 1 if any of them failed.
+pub fn piped(client: &mut Client, options: &ClientOptions) -> ExitCode {
+    let mut failed = false;
+    for line in std::io::stdin().lock().lines() {
+        let Ok(line) = line else { break };
+        match run_line(client, options, &line, false) {
+            LineOutcome::Continue => {}
+            LineOutcome::Failed => failed = true,
+            LineOutcome::Quit => break,
+        }
+    }
+    if failed {
+        ExitCode::from(EXIT_NOT_FOUND)
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 pub fn interactive(client: &mut Client, options: &ClientOptions) -> ExitCode {
@@ -196,7 +219,7 @@ pub fn interactive(client: &mut Client, options: &ClientOptions) -> ExitCode {
                 if !line.trim().is_empty() {
                     let _ = editor.add_history_entry(line.as_str());
                 }
-                if !run_line(client, options, &line, true) {
+                if run_line(client, options, &line, true) == LineOutcome::Quit {
                     break;
                 }
             }

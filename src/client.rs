@@ -67,6 +67,8 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// How long one call may take in all, across retries.
     pub deadline: Duration,
+    /// The largest frame either side accepts (the server's `--frame-bytes-max`):
+    /// larger requests are refused before they are sent.
     pub frame_bytes_max: usize,
     /// The client certificate (mutual TLS), or plain TCP.
     pub security: ClientSecurity,
@@ -178,6 +180,16 @@ impl Client {
     pub fn execute(&mut self, op: Op) -> Result<Reply, ClientError> {
         self.seq += 1;
         let request = ClientRequest::Execute(Command { client_id: self.client_id, seq: self.seq, op });
+        // A frame over the server's limit would only get the connection
+        // closed, again at every replica: refuse it here, at once.
+        let bytes = wire::encode(&request).len();
+        if bytes > self.options.frame_bytes_max {
+            let what = match &request {
+                ClientRequest::Execute(Command { op: Op::Put { .. }, .. }) => "value",
+                _ => "request",
+            };
+            return Err(ClientError::TooLarge { what: what.into(), bytes, limit: self.options.frame_bytes_max });
+        }
         let deadline = Instant::now() + self.options.deadline;
         let mut last_error = ClientError::Unreachable("no attempt made".into());
         // Replicas that, since the last other answer, said "no quorum" or were unreachable.

@@ -195,7 +195,7 @@ fn bad_input_gets_a_closed_connection_or_a_clear_error_and_the_server_keeps_serv
     assert!(stderr.contains("not found"), "{stderr}");
     // Piped commands: one line per command, in order, errors included.
     let (code, stdout, _) = cluster.run_client(&[], Some("put a 1\nFROB\nget a\ndelete a\nGET a\n"));
-    assert_eq!(code, 0);
+    assert_eq!(code, 1, "a failed command (FROB) makes pipe mode exit 1");
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(lines.len(), 5, "{stdout}");
     assert_eq!(lines[0], "OK");
@@ -226,4 +226,31 @@ fn a_flood_of_idle_connections_ages_out_and_clients_are_served_meanwhile() {
     assert!(closed >= 12, "only {closed} of 20 idle connections beyond the limit were closed");
     drop(idle);
     assert_eq!(client.get("during-flood").unwrap().as_deref(), Some("ok"));
+}
+
+/// A value larger than any frame the servers accept is refused by the client
+/// at once, with the sizes, and never sent; one within the frame but over
+/// `--value-bytes-max` is refused by the server, also without retries.
+#[test]
+fn a_value_too_large_gets_a_clear_immediate_error_and_nothing_is_sent() {
+    let cluster = Cluster::start("too-large", 3, &[]);
+    let mut client = cluster.client();
+    let started = std::time::Instant::now();
+    match client.put("big", &"x".repeat(5 << 20)) {
+        Err(ClientError::TooLarge { what, bytes, limit }) => {
+            assert_eq!(what, "value");
+            assert!(bytes > 5 << 20 && limit == 4 << 20, "{bytes} / {limit}");
+        }
+        other => panic!("a 5 MiB value must be refused as too large, got {other:?}"),
+    }
+    match client.put("big", &"x".repeat(2 << 20)) {
+        Err(ClientError::TooLarge { what, limit, .. }) => {
+            assert!(what == "value" && limit == 1 << 20, "{what} {limit}")
+        }
+        other => panic!("a 2 MiB value must be refused by the server, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(3), "refusals took {:?}", started.elapsed());
+    let log = (1..=3).map(|id| std::fs::read_to_string(cluster.log_path(id)).unwrap()).collect::<String>();
+    assert!(!log.contains("exceeds the limit"), "an oversized frame reached a server");
+    client.put("small", "ok").unwrap();
 }

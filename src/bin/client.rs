@@ -157,6 +157,13 @@ fn security(args: &Args) -> Result<ClientSecurity, String> {
 }
 
 fn main() -> ExitCode {
+    // Output into a closed pipe (`client timeline ... | head`) ends the
+    // program quietly, as for any Unix filter, instead of a panic.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of one signal, before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let args = Args::parse();
     let needs_cluster = !matches!(args.command, Some(Command::Timeline { .. } | Command::Compare { .. }));
     let security = match security(&args) {
@@ -187,10 +194,15 @@ fn main() -> ExitCode {
         Command::Get { key } => cli::one_shot(&mut client, PromptCommand::Get { key }),
         Command::Delete { key } => cli::one_shot(&mut client, PromptCommand::Delete { key }),
         Command::Status => {
-            prompt::status_lines(&client::status_all(&args.servers, options.timeout, &security))
-                .iter()
-                .for_each(|l| println!("{l}"));
-            ExitCode::SUCCESS
+            let statuses = client::status_all(&args.servers, options.timeout, &security);
+            prompt::status_lines(&statuses).iter().for_each(|l| println!("{l}"));
+            let up = statuses.iter().filter(|(_, status)| status.is_ok()).count();
+            if up > args.servers.len() / 2 {
+                ExitCode::SUCCESS
+            } else {
+                eprintln!("ERROR: {up} of {} replicas answer; a majority is needed", args.servers.len());
+                ExitCode::from(EXIT_ERROR)
+            }
         }
         Command::Demo => cli::demo(&mut client),
         Command::Inspect { keys } => cli::inspect(&args.servers, &keys, options.timeout, &security),
