@@ -21,7 +21,7 @@ if [ $alive = 0 ]; then
   echo "no replica of this checkout is running; starting a cluster with ./run_servers.sh" >&2
   ./run_servers.sh >&2
 elif [ -z "${PAXOS_KV_BIN_DIR:-}" ] && { [ ! -x "$BIN_DIR/client" ] || [ -n "$(find src Cargo.toml Cargo.lock -newer "$BIN_DIR/client" 2>/dev/null | head -1)" ]; }; then
-  cargo build --release --quiet --bins
+  cargo build --release --bins
 fi
 export PAXOS_KV_SERVERS
 PAXOS_KV_SERVERS=$(cat "$DATA/servers")

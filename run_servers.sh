@@ -50,7 +50,7 @@ build_if_needed() {
     return
   fi
   echo "building release binaries (cargo build --release) ..."
-  cargo build --release --quiet --bins
+  cargo build --release --bins
 }
 
 pid_of() { cat "$DATA/$1/server.pid" 2>/dev/null || true; }

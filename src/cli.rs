@@ -212,7 +212,13 @@ pub fn interactive(client: &mut Client, options: &ClientOptions) -> ExitCode {
     if let Some(path) = &history {
         let _ = editor.load_history(path);
     }
-    println!("paxos-kv: connected to {} replicas. Type HELP for commands, QUIT to leave.", client.replicas().len());
+    let replicas = client.replicas().len();
+    let up = client::status_all(client.replicas(), options.timeout, &options.security)
+        .iter()
+        .filter(|(_, status)| status.is_ok())
+        .count();
+    let warning = if up * 2 <= replicas { " (no majority: requests fail until more are up)" } else { "" };
+    println!("paxos-kv: {up} of {replicas} replicas answer{warning}. Type HELP for commands, QUIT to leave.");
     loop {
         match editor.readline("paxos-kv> ") {
             Ok(line) => {

@@ -87,6 +87,8 @@ impl Default for ClientOptions {
 
 struct Connection {
     stream: BufReader<Stream>,
+    /// The socket's read and write timeout as last set.
+    timeout: Duration,
 }
 
 impl Connection {
@@ -100,7 +102,7 @@ impl Connection {
         tcp.set_write_timeout(Some(timeout))?;
         let mut stream = security.wrap(tcp, ANY_REPLICA)?;
         stream.write_all(&wire::frame(&Hello::new(Speaker::Client))?)?;
-        Ok(Connection { stream: BufReader::new(stream) })
+        Ok(Connection { stream: BufReader::new(stream), timeout })
     }
 
     fn call(&mut self, request: &ClientRequest, frame_bytes_max: usize) -> Result<ClientResponse, FrameError> {
@@ -205,7 +207,7 @@ impl Client {
                 continue;
             }
             let target = self.target;
-            let response = self.call_target(&request);
+            let response = self.call_target(&request, deadline);
             let reply = match response {
                 Ok(ClientResponse::Reply(reply)) => reply,
                 Ok(ClientResponse::Status(_)) => {
@@ -289,15 +291,30 @@ impl Client {
         }
     }
 
-    fn call_target(&mut self, request: &ClientRequest) -> Result<ClientResponse, (FrameError, bool)> {
+    /// One attempt at the current target, cut short at `deadline`: a call
+    /// never outlasts the deadline by more than a millisecond or so.
+    fn call_target(
+        &mut self,
+        request: &ClientRequest,
+        deadline: Instant,
+    ) -> Result<ClientResponse, (FrameError, bool)> {
         let target = self.target;
+        let timeout =
+            self.options.timeout.min(deadline.saturating_duration_since(Instant::now())).max(Duration::from_millis(1));
         if self.connection.as_ref().is_none_or(|(index, _)| *index != target) {
             self.connection = None;
-            let connection = Connection::open(self.replicas[target], self.options.timeout, &self.options.security)
+            let connection = Connection::open(self.replicas[target], timeout, &self.options.security)
                 .map_err(|e| (FrameError::Io(e), false))?;
             self.connection = Some((target, connection));
         }
         let (_, connection) = self.connection.as_mut().expect("opened above");
+        if connection.timeout != timeout {
+            let tcp = connection.stream.get_ref().tcp();
+            tcp.set_read_timeout(Some(timeout))
+                .and_then(|()| tcp.set_write_timeout(Some(timeout)))
+                .map_err(|e| (FrameError::Io(e), false))?;
+            connection.timeout = timeout;
+        }
         let result = connection.call_tracking_send(request, self.options.frame_bytes_max);
         if result.is_err() {
             self.connection = None;

@@ -64,7 +64,8 @@ fn three_down_refuses_with_no_quorum_and_nothing_half_applied() {
     }
     // The first attempts may race with failure detection and report a
     // timeout (outcome unknown); "no quorum" must follow, and must mean "not applied".
-    let mut client = cluster.client_with_deadline(Duration::from_millis(1_500));
+    // Attempts wait 1 s each; a 2.5 s deadline falls in the middle of the third.
+    let mut client = cluster.client_with_deadline(Duration::from_millis(2_500));
     let mut refused = Vec::new();
     for attempt in 0..20 {
         let key = format!("during-{attempt}");
@@ -253,4 +254,26 @@ fn a_value_too_large_gets_a_clear_immediate_error_and_nothing_is_sent() {
     let log = (1..=3).map(|id| std::fs::read_to_string(cluster.log_path(id)).unwrap()).collect::<String>();
     assert!(!log.contains("exceeds the limit"), "an oversized frame reached a server");
     client.put("small", "ok").unwrap();
+}
+
+/// A call ends by its deadline even when every replica is frozen (SIGSTOP):
+/// each attempt's wait is cut to what is left of the deadline.
+#[test]
+fn a_call_to_frozen_replicas_ends_at_its_deadline() {
+    let mut cluster = Cluster::start("deadline", 3, &[]);
+    cluster.client().put("k", "v").unwrap();
+    for id in 1..=3 {
+        cluster.pause(id, true);
+    }
+    // Attempts wait 1 s each; a 2.5 s deadline falls in the middle of the third.
+    let mut client = cluster.client_with_deadline(Duration::from_millis(2_500));
+    let started = std::time::Instant::now();
+    let result = client.get("k");
+    let elapsed = started.elapsed();
+    for id in 1..=3 {
+        cluster.pause(id, false);
+    }
+    assert!(result.is_err(), "frozen replicas cannot answer: {result:?}");
+    assert!(elapsed < Duration::from_millis(2_900), "a 2.5 s deadline took {elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(2_400), "gave up early, after {elapsed:?}");
 }
