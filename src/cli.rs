@@ -54,6 +54,14 @@ pub fn run_timeline(
 
 pub fn run_compare(options: &compare::CompareOptions, out: &std::path::Path) -> ExitCode {
     use indicatif::{ProgressBar, ProgressStyle};
+    /// The replicas' data and logs go with the run, however it ends.
+    struct RemoveOnDrop<'a>(&'a std::path::Path);
+    impl Drop for RemoveOnDrop<'_> {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0);
+        }
+    }
+    let _work_dir = RemoveOnDrop(&options.work_dir);
     let protocols = [Protocol::Paxos, Protocol::TwoPc];
     println!(
         "compare: {} replicas, {} clients, {} s per level, levels {:?}% downtime (mean failure {} ms), seed {}",
@@ -358,4 +366,23 @@ pub fn wait_caught_up(servers: &[SocketAddr], replica: usize, timeout_s: u64, se
     }
     eprintln!("ERROR: replica {replica} did not reach slot {target} within {timeout_s} s");
     ExitCode::from(EXIT_ERROR)
+}
+
+/// The value of a one-shot PUT: as given, from stdin for `-`, or from a file.
+pub fn read_value(value: Option<String>, file: Option<std::path::PathBuf>) -> Result<String, String> {
+    use std::io::Read;
+    match (value.as_deref(), file) {
+        (_, Some(path)) => {
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read the value from {}: {e}", path.display()))
+        }
+        (Some("-"), None) => {
+            let mut value = String::new();
+            std::io::stdin()
+                .read_to_string(&mut value)
+                .map_err(|e| format!("cannot read the value from stdin: {e}"))?;
+            Ok(value)
+        }
+        (Some(value), None) => Ok(value.to_string()),
+        (None, None) => Err("give a value, `-` for stdin, or --value-file F".into()),
+    }
 }

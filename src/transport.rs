@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 const LINK_QUEUE_MAX: usize = 100_000;
 const BACKOFF_MS_MIN: u64 = 20;
+/// How long after start a peer that was never reached is just not up yet.
+const PEER_STARTUP_GRACE: Duration = Duration::from_secs(10);
 const BACKOFF_MS_MAX: u64 = 500;
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// An idle link sends an empty frame this often, so the peer can tell a
@@ -149,6 +151,9 @@ fn run_link<T: Serialize + Weigh>(ends: &LinkEnds, limits: LinkLimits, queue: &M
     let mut writer: Option<BufWriter<Stream>> = None;
     let mut backoff_ms = BACKOFF_MS_MIN;
     let mut failures = 0u64;
+    let mut warned = false;
+    let mut ever_connected = false;
+    let started = Instant::now();
     let mut batch = VecDeque::new();
     loop {
         if writer.is_none() {
@@ -159,11 +164,20 @@ fn run_link<T: Serialize + Weigh>(ends: &LinkEnds, limits: LinkLimits, queue: &M
                     writer = Some(w);
                     backoff_ms = BACKOFF_MS_MIN;
                     failures = 0;
+                    warned = false;
+                    ever_connected = true;
                 }
                 Err(e) => {
                     failures += 1;
-                    if failures == 1 {
+                    // Peers of a cluster starting together come up over a
+                    // few seconds: only a peer still missing after that, or
+                    // one that was reached before, is worth a warning.
+                    let expected = !ever_connected && started.elapsed() < PEER_STARTUP_GRACE;
+                    if expected && failures == 1 {
+                        info!("replica {peer} at {addr} is not up yet ({e}); retrying");
+                    } else if !expected && !warned {
                         warn!("cannot reach replica {peer} at {addr}: {e}; retrying with backoff");
+                        warned = true;
                     }
                     // Drop what could not be sent (the protocols retransmit
                     // what matters), then wait for the backoff or for new

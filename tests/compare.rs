@@ -7,13 +7,18 @@ use std::process::Command;
 fn a_tiny_compare_run_writes_a_csv_and_a_chart_of_both_protocols() {
     let out = std::env::temp_dir().join(format!("paxos-kv-compare-test-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
-    let output = Command::new(env!("CARGO_BIN_EXE_client"))
+    let child = Command::new(env!("CARGO_BIN_EXE_client"))
         .args(["compare", "--replicas", "3", "--clients", "2", "--duration", "1", "--levels", "0,40"])
         .args(["--server-binary", env!("CARGO_BIN_EXE_server")])
         .arg("--out")
         .arg(&out)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run client compare");
+    let work_dir = std::env::temp_dir().join(format!("paxos-kv-compare-{}", child.id()));
+    let output = child.wait_with_output().unwrap();
+    assert!(!work_dir.exists(), "compare left {} behind", work_dir.display());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "compare failed:\n{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("availability") && stdout.contains("2pc"), "{stdout}");

@@ -277,3 +277,24 @@ fn a_call_to_frozen_replicas_ends_at_its_deadline() {
     assert!(elapsed < Duration::from_millis(2_900), "a 2.5 s deadline took {elapsed:?}");
     assert!(elapsed >= Duration::from_millis(2_400), "gave up early, after {elapsed:?}");
 }
+
+/// One-shot values of any size the store accepts, multi-line or empty, from
+/// stdin (`-`) or a file; the value read back is byte for byte the same.
+#[test]
+fn one_shot_values_come_from_stdin_or_a_file() {
+    let cluster = Cluster::start("values", 3, &[]);
+    let large = "line one\nline two\n".repeat(40_000); // 720 KB: beyond what argv accepts in one argument
+    let (code, stdout, stderr) = cluster.run_client(&["put", "from-stdin", "-"], Some(&large));
+    assert_eq!((code, stdout.as_str()), (0, "OK\n"), "{stderr}");
+    let file = std::env::temp_dir().join(format!("paxos-kv-value-{}", std::process::id()));
+    std::fs::write(&file, "").unwrap();
+    let (code, _, stderr) = cluster.run_client(&["put", "from-file", "--value-file", file.to_str().unwrap()], None);
+    let _ = std::fs::remove_file(&file);
+    assert_eq!(code, 0, "{stderr}");
+    let mut client = cluster.client();
+    assert_eq!(client.get("from-stdin").unwrap().as_deref(), Some(large.as_str()));
+    assert_eq!(client.get("from-file").unwrap().as_deref(), Some(""), "an empty file stores an empty value");
+    let (code, _, stderr) = cluster.run_client(&["put", "k", "--value-file", "/nonexistent/value"], None);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("cannot read the value"), "{stderr}");
+}

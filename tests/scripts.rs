@@ -75,6 +75,11 @@ fn start_use_kill_restart_and_stop_a_cluster_with_the_scripts() {
 
     let started = scripts.ok("run_servers.sh", &["3"]);
     assert!(started.contains("cluster of 3 paxos replicas up"), "{started}");
+    // Peers that are still starting are not worth a warning.
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(scripts.dir.join(format!("logs/server-{id}.log"))).unwrap();
+        assert!(!log.contains("WARN cannot reach replica"), "replica {id} warned at a normal start:\n{log}");
+    }
     assert_eq!(scripts.ok("run_client.sh", &["put", "greeting", "hello world"]), "OK\n");
     assert_eq!(scripts.ok("run_client.sh", &["get", "greeting"]), "hello world\n");
 

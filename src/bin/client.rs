@@ -45,8 +45,18 @@ struct Args {
 enum Command {
     /// Interactive prompt (the default); reads commands from stdin when it is not a terminal.
     Prompt,
-    /// Store a value; prints OK.
-    Put { key: String, value: String },
+    /// Store a value; prints OK. VALUE `-` reads the value from stdin.
+    #[command(
+        after_help = "Examples:\n  client put greeting hello\n  client put config - < config.json\n  client put photo --value-file photo.b64"
+    )]
+    Put {
+        key: String,
+        #[arg(required_unless_present = "value_file", conflicts_with = "value_file")]
+        value: Option<String>,
+        /// Read the value from this file (any size the store accepts).
+        #[arg(long)]
+        value_file: Option<std::path::PathBuf>,
+    },
     /// Print the value alone; exit 1 if the key is missing.
     Get { key: String },
     /// Remove a key; exit 1 if it was missing.
@@ -190,7 +200,13 @@ fn main() -> ExitCode {
     match args.command.unwrap_or(Command::Prompt) {
         Command::Prompt if std::io::stdin().is_terminal() => cli::interactive(&mut client, &options),
         Command::Prompt => cli::piped(&mut client, &options),
-        Command::Put { key, value } => cli::one_shot(&mut client, PromptCommand::Put { key, value }),
+        Command::Put { key, value, value_file } => match cli::read_value(value, value_file) {
+            Ok(value) => cli::one_shot(&mut client, PromptCommand::Put { key, value }),
+            Err(e) => {
+                eprintln!("ERROR: {e}");
+                ExitCode::from(EXIT_ERROR)
+            }
+        },
         Command::Get { key } => cli::one_shot(&mut client, PromptCommand::Get { key }),
         Command::Delete { key } => cli::one_shot(&mut client, PromptCommand::Delete { key }),
         Command::Status => {
