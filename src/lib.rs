@@ -5,6 +5,7 @@
 //! ([`storage`]) and random acceptor failures ([`fault`]); [`sim`] runs them
 //! in a seeded deterministic simulation; [`client`] is the remote stub.
 
+pub mod args;
 pub mod bench;
 pub mod cli;
 pub mod client;

@@ -1,7 +1,8 @@
 //! The paxos-kv client: an interactive prompt, a pipe reader, one-shot
 //! commands, a demo and a benchmark, all over the remote stub.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use paxos_kv::args::{ClientArgs, ClientCommand};
 use paxos_kv::bench::{self, BenchOptions};
 use paxos_kv::cli::{self, EXIT_ERROR};
 use paxos_kv::client::{self, Client, ClientOptions};
@@ -10,153 +11,10 @@ use paxos_kv::prompt::{self, PromptCommand};
 use paxos_kv::security::ClientSecurity;
 use paxos_kv::timeline;
 use std::io::IsTerminal;
-use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-#[derive(Parser, Debug)]
-#[command(version, about = "Talk to a paxos-kv cluster: prompt, pipe, one-shot commands, demo, bench")]
-struct Args {
-    /// Replica addresses, comma-separated, in id order.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        env = "PAXOS_KV_SERVERS",
-        default_value = "127.0.0.1:5001,127.0.0.1:5002,127.0.0.1:5003,127.0.0.1:5004,127.0.0.1:5005"
-    )]
-    servers: Vec<SocketAddr>,
-    /// How long one attempt at one replica may take before the next replica is tried.
-    #[arg(long, default_value_t = 1_000)]
-    timeout_ms: u64,
-    /// How long one command may take in all, across replicas and retries.
-    #[arg(long, default_value_t = 5_000)]
-    deadline_ms: u64,
-    /// Directory with ca.pem, client.pem and client.key (mutual TLS); `./run_client.sh` sets it.
-    #[arg(long, env = "PAXOS_KV_CERTS")]
-    certs: Option<std::path::PathBuf>,
-    /// Plain TCP, for clusters started with --insecure.
-    #[arg(long)]
-    insecure: bool,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Command {
-    /// Interactive prompt (the default); reads commands from stdin when it is not a terminal.
-    Prompt,
-    /// Store a value; prints OK. VALUE `-` reads the value from stdin.
-    #[command(
-        after_help = "Examples:\n  client put greeting hello\n  client put config - < config.json\n  client put photo --value-file photo.b64"
-    )]
-    Put {
-        key: String,
-        #[arg(required_unless_present = "value_file", conflicts_with = "value_file")]
-        value: Option<String>,
-        /// Read the value from this file (any size the store accepts).
-        #[arg(long)]
-        value_file: Option<std::path::PathBuf>,
-    },
-    /// Print the value alone; exit 1 if the key is missing.
-    Get { key: String },
-    /// Remove a key; exit 1 if it was missing.
-    Delete { key: String },
-    /// One line per replica.
-    Status,
-    /// Each replica's own copy of the keys, read outside the protocol: do the replicas agree?
-    Inspect {
-        #[arg(required = true)]
-        keys: Vec<String>,
-    },
-    /// Pre-populate the store, then run five PUTs, five GETs and five DELETEs.
-    Demo,
-    /// Paxos against 2PC under the same seeded failures: a table, a CSV and a chart.
-    Compare {
-        #[arg(long, default_value_t = 5)]
-        replicas: usize,
-        #[arg(long, default_value_t = 8)]
-        clients: usize,
-        /// Seconds of workload per protocol and failure level.
-        #[arg(long, default_value_t = 6)]
-        duration: u64,
-        /// Failure levels: percent of time each replica's acceptor (participant) is down.
-        #[arg(long, value_delimiter = ',', default_value = "0,5,10,20,40")]
-        levels: Vec<u32>,
-        /// Mean length of one failure.
-        #[arg(long, default_value_t = 500)]
-        downtime_ms: u64,
-        /// Seed of the failure schedule (the same for both protocols) and of the workload.
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value_t = 20)]
-        keys_per_client: u64,
-        #[arg(long, default_value_t = 0.5)]
-        put_ratio: f64,
-        /// Where the CSV and the chart go.
-        #[arg(long, default_value = "reports")]
-        out: std::path::PathBuf,
-        /// The server binary; by default the one beside this client.
-        #[arg(long)]
-        server_binary: Option<std::path::PathBuf>,
-    },
-    /// Live view of every replica: state, leader, slots, throughput, events (q quits).
-    Watch {
-        #[arg(long, default_value_t = 300)]
-        interval_ms: u64,
-        /// Stop by itself after this many seconds.
-        #[arg(long)]
-        duration: Option<u64>,
-    },
-    /// Draw one Paxos slot (or 2PC transaction) from the servers' --trace files:
-    /// an HTML page with a sequence diagram, and the same round as text.
-    Timeline {
-        #[arg(long, conflicts_with = "txn", required_unless_present = "txn")]
-        slot: Option<u64>,
-        /// A 2PC transaction id, as logged (coordinator:epoch:seq).
-        #[arg(long)]
-        txn: Option<String>,
-        /// Where the trace-<id>.jsonl files are.
-        #[arg(long, default_value = "logs")]
-        traces: std::path::PathBuf,
-        /// The HTML file to write (default: reports/timeline-<slot or txn>.html).
-        #[arg(long)]
-        out: Option<std::path::PathBuf>,
-    },
-    /// Closed-loop load: throughput and latency percentiles.
-    Bench {
-        #[arg(long, default_value_t = 64)]
-        clients: usize,
-        /// Seconds.
-        #[arg(long, default_value_t = 10)]
-        duration: u64,
-        #[arg(long, default_value_t = 100)]
-        value_size: usize,
-        #[arg(long, default_value_t = 10_000)]
-        keys: u64,
-        /// Fraction of PUTs (the rest are GETs).
-        #[arg(long, default_value_t = 1.0)]
-        put_ratio: f64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Write each of the --keys keys once, then stop (loads a large store).
-        #[arg(long)]
-        fill: bool,
-    },
-    /// For benchmarks: each replica's keys, store bytes, bytes its learner
-    /// holds and the longest pause of its apply thread.
-    Sizes,
-    /// For benchmarks: waits until replica REPLICA has applied every slot the
-    /// others had decided when the wait began, and prints how long it took.
-    WaitCaughtUp {
-        #[arg(long)]
-        replica: usize,
-        /// Give up after this many seconds.
-        #[arg(long, default_value_t = 600)]
-        timeout_s: u64,
-    },
-}
-
-fn security(args: &Args) -> Result<ClientSecurity, String> {
+fn security(args: &ClientArgs) -> Result<ClientSecurity, String> {
     match (&args.certs, args.insecure) {
         (_, true) => Ok(ClientSecurity::Insecure),
         (Some(dir), false) => ClientSecurity::from_dir(dir).map_err(|e| format!("{e:#}")),
@@ -174,8 +32,8 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let args = Args::parse();
-    let needs_cluster = !matches!(args.command, Some(Command::Timeline { .. } | Command::Compare { .. }));
+    let args = ClientArgs::parse();
+    let needs_cluster = !matches!(args.command, Some(ClientCommand::Timeline { .. } | ClientCommand::Compare { .. }));
     let security = match security(&args) {
         Ok(security) => security,
         Err(e) if needs_cluster => {
@@ -197,19 +55,19 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_ERROR);
         }
     };
-    match args.command.unwrap_or(Command::Prompt) {
-        Command::Prompt if std::io::stdin().is_terminal() => cli::interactive(&mut client, &options),
-        Command::Prompt => cli::piped(&mut client, &options),
-        Command::Put { key, value, value_file } => match cli::read_value(value, value_file) {
+    match args.command.unwrap_or(ClientCommand::Prompt) {
+        ClientCommand::Prompt if std::io::stdin().is_terminal() => cli::interactive(&mut client, &options),
+        ClientCommand::Prompt => cli::piped(&mut client, &options),
+        ClientCommand::Put { key, value, value_file } => match cli::read_value(value, value_file) {
             Ok(value) => cli::one_shot(&mut client, PromptCommand::Put { key, value }),
             Err(e) => {
                 eprintln!("ERROR: {e}");
                 ExitCode::from(EXIT_ERROR)
             }
         },
-        Command::Get { key } => cli::one_shot(&mut client, PromptCommand::Get { key }),
-        Command::Delete { key } => cli::one_shot(&mut client, PromptCommand::Delete { key }),
-        Command::Status => {
+        ClientCommand::Get { key } => cli::one_shot(&mut client, PromptCommand::Get { key }),
+        ClientCommand::Delete { key } => cli::one_shot(&mut client, PromptCommand::Delete { key }),
+        ClientCommand::Status => {
             let statuses = client::status_all(&args.servers, options.timeout, &security);
             prompt::status_lines(&statuses).iter().for_each(|l| println!("{l}"));
             let up = statuses.iter().filter(|(_, status)| status.is_ok()).count();
@@ -220,9 +78,9 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_ERROR)
             }
         }
-        Command::Demo => cli::demo(&mut client),
-        Command::Inspect { keys } => cli::inspect(&args.servers, &keys, options.timeout, &security),
-        Command::Compare {
+        ClientCommand::Demo => cli::demo(&mut client),
+        ClientCommand::Inspect { keys } => cli::inspect(&args.servers, &keys, options.timeout, &security),
+        ClientCommand::Compare {
             replicas,
             clients,
             duration,
@@ -253,7 +111,7 @@ fn main() -> ExitCode {
             };
             cli::run_compare(&options, &out)
         }
-        Command::Watch { interval_ms, duration } => {
+        ClientCommand::Watch { interval_ms, duration } => {
             if !std::io::stdout().is_terminal() {
                 eprintln!("error: watch needs a terminal; use `status` in scripts");
                 return ExitCode::from(EXIT_ERROR);
@@ -271,7 +129,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Timeline { slot, txn, traces, out } => {
+        ClientCommand::Timeline { slot, txn, traces, out } => {
             let selection = match (slot, txn) {
                 (Some(slot), _) => timeline::Selection::Slot(slot),
                 (None, Some(txn)) => timeline::Selection::Txn(txn),
@@ -279,7 +137,7 @@ fn main() -> ExitCode {
             };
             cli::run_timeline(&selection, &traces, out)
         }
-        Command::Sizes => {
+        ClientCommand::Sizes => {
             for (addr, status) in client::status_all(&args.servers, options.timeout, &security) {
                 match status.as_ref().map(|s| s.paxos()) {
                     Ok(Some(s)) => println!(
@@ -298,10 +156,10 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Command::WaitCaughtUp { replica, timeout_s } => {
+        ClientCommand::WaitCaughtUp { replica, timeout_s } => {
             cli::wait_caught_up(&args.servers, replica, timeout_s, &security)
         }
-        Command::Bench { clients, duration, value_size, keys, put_ratio, seed, fill } => {
+        ClientCommand::Bench { clients, duration, value_size, keys, put_ratio, seed, fill } => {
             let bench_options = BenchOptions {
                 clients,
                 duration: Duration::from_secs(duration),
