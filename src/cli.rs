@@ -176,6 +176,9 @@ fn run_line(client: &mut Client, options: &ClientOptions, line: &str, interactiv
             }
         }
         Ok(Some(command)) => match prompt::execute(client, &command) {
+            Outcome::Done(value) if matches!(command, PromptCommand::Get { .. }) => {
+                println!("{}", prompt::display_value(&value))
+            }
             Outcome::Done(line) | Outcome::NotFound(line) => println!("{line}"),
             Outcome::Failed(e) => {
                 println!("ERROR: {e}");

@@ -19,8 +19,12 @@ pub enum PromptCommand {
 pub const USAGE: &str = "usage: PUT <key> <value> | GET <key> | DELETE <key> | STATUS | HELP | QUIT";
 
 pub const HELP: &str = "\
-PUT <key> <value>   store value (the rest of the line, spaces included) under key
-GET <key>           print the value (linearizable: read through the Paxos log)
+PUT <key> <value>   store value (the rest of the line, spaces included) under key;
+                    in double quotes it may be empty or hold escapes:
+                    PUT k \"\"   PUT k \"line one\\nline two\"   (\\n \\r \\t \\\\ \\\" \\xHH \\u{HEX})
+GET <key>           print the value (linearizable: read through the Paxos log);
+                    an empty value, or one with a newline or other control
+                    character, is printed quoted, so each command is one line
 DELETE <key>        remove key
 STATUS              show every replica: up/down, acceptor online, role, ballot, leader, slots
 HELP                this text
@@ -43,9 +47,10 @@ pub fn parse(line: &str) -> Result<Option<PromptCommand>, String> {
     };
     let command = match verb.to_ascii_uppercase().as_str() {
         "PUT" | "SET" => {
-            let (key, value) =
-                rest.split_once(char::is_whitespace).ok_or(format!("PUT needs a key and a value; {USAGE}"))?;
-            PromptCommand::Put { key: key.to_string(), value: value.trim_start().to_string() }
+            let (key, value) = rest
+                .split_once(char::is_whitespace)
+                .ok_or(format!("PUT needs a key and a value (PUT {rest} \"\" stores an empty one); {USAGE}"))?;
+            PromptCommand::Put { key: key.to_string(), value: parse_value(value.trim_start())? }
         }
         "GET" => PromptCommand::Get { key: one_key("GET")? },
         "DELETE" | "DEL" => PromptCommand::Delete { key: one_key("DELETE")? },
@@ -57,7 +62,103 @@ pub fn parse(line: &str) -> Result<Option<PromptCommand>, String> {
     Ok(Some(command))
 }
 
-/// The outcome of one command: its line, and how a script should see it.
+/// A value as typed: the rest of the line as it is, or, when it starts with a
+/// double quote, a quoted string with escapes and nothing after its closing quote.
+fn parse_value(text: &str) -> Result<String, String> {
+    let Some(quoted) = text.strip_prefix('"') else {
+        return Ok(text.to_string());
+    };
+    let mut value = String::new();
+    let mut chars = quoted.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                let after = chars.as_str();
+                if !after.trim().is_empty() {
+                    return Err(format!("text after the closing quote: '{after}'; quote the whole value"));
+                }
+                return Ok(value);
+            }
+            '\\' => value.push(match chars.next() {
+                Some('n') => '\n',
+                Some('r') => '\r',
+                Some('t') => '\t',
+                Some('0') => '\0',
+                Some('\\') => '\\',
+                Some('"') => '"',
+                Some('x') => {
+                    let hex: String = chars.by_ref().take(2).collect();
+                    match u8::from_str_radix(&hex, 16) {
+                        Ok(byte) if hex.len() == 2 && byte.is_ascii() => byte as char,
+                        _ => return Err(format!("\\x{hex}: give two hex digits of an ASCII character (00 to 7f)")),
+                    }
+                }
+                Some('u') => {
+                    let rest = chars.as_str();
+                    let code = rest.strip_prefix('{').and_then(|r| r.split_once('}')).map(|(hex, _)| hex);
+                    match code.and_then(|hex| u32::from_str_radix(hex, 16).ok()).and_then(char::from_u32) {
+                        Some(c) => {
+                            chars = rest[code.map_or(0, str::len) + 2..].chars();
+                            c
+                        }
+                        None => return Err("\\u needs a character code in braces, e.g. \\u{e9}".into()),
+                    }
+                }
+                Some(other) => {
+                    return Err(format!("unknown escape \\{other}; use \\n \\r \\t \\0 \\\\ \\\" \\xHH or \\u{{HEX}}"))
+                }
+                None => break,
+            }),
+            c => value.push(c),
+        }
+    }
+    Err("the value's closing quote is missing".into())
+}
+
+/// Whether a value, printed as it is, would not read back as itself: empty,
+/// spread over lines, with edge spaces the prompt trims, starting with a
+/// quote, or looking like the prompt's own answers.
+pub fn needs_quoting(value: &str) -> bool {
+    value.is_empty()
+        || value.starts_with('"')
+        || value.chars().any(char::is_control)
+        || value.trim() != value
+        || value == NOT_FOUND
+        || value.starts_with("ERROR:")
+}
+
+/// The value in double quotes, with the escapes `parse_value` reads.
+pub fn quote(value: &str) -> String {
+    let mut quoted = String::with_capacity(value.len() + 2);
+    quoted.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => quoted.push_str("\\\""),
+            '\\' => quoted.push_str("\\\\"),
+            '\n' => quoted.push_str("\\n"),
+            '\r' => quoted.push_str("\\r"),
+            '\t' => quoted.push_str("\\t"),
+            c if c.is_control() && c.is_ascii() => quoted.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => quoted.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => quoted.push(c),
+        }
+    }
+    quoted.push('"');
+    quoted
+}
+
+/// How the prompt shows a value: as it is, or quoted when it must be (see
+/// `needs_quoting`), so that one answer is one line and reads back the same.
+pub fn display_value(value: &str) -> String {
+    if needs_quoting(value) {
+        quote(value)
+    } else {
+        value.to_string()
+    }
+}
+
+/// The outcome of one command: its line (a GET's value as stored), and how a
+/// script should see it.
 pub enum Outcome {
     Done(String),
     NotFound(String),
@@ -189,6 +290,55 @@ mod tests {
         assert_eq!(parse("status").unwrap(), Some(PromptCommand::Status));
         assert_eq!(parse("# comment").unwrap(), None);
         assert_eq!(parse("").unwrap(), None);
+    }
+
+    #[test]
+    fn quoted_values_may_be_empty_or_hold_escapes() {
+        let put = |line: &str| match parse(line) {
+            Ok(Some(PromptCommand::Put { value, .. })) => Ok(value),
+            other => Err(format!("{other:?}")),
+        };
+        assert_eq!(put(r#"PUT e """#).unwrap(), "");
+        assert_eq!(put(r#"PUT m "one\ntwo\t\"q\" \\ \x41""#).unwrap(), "one\ntwo\t\"q\" \\ A");
+        assert_eq!(put(r#"PUT s "  padded  "  "#).unwrap(), "  padded  ");
+        assert_eq!(put("PUT plain say \"hi\" there").unwrap(), "say \"hi\" there");
+        for bad in [r#"PUT k "open"#, r#"PUT k "a" b"#, r#"PUT k "\q""#, r#"PUT k "\x8f""#, r#"PUT k "\x4""#] {
+            assert!(parse(bad).is_err(), "{bad} was accepted");
+        }
+        let error = parse("PUT k").unwrap_err();
+        assert!(error.contains(r#"PUT k """#), "{error}");
+    }
+
+    #[test]
+    fn every_value_is_shown_on_one_line_and_reads_back_as_itself() {
+        let values = [
+            "plain",
+            "",
+            "two\nlines",
+            "\"quoted\"",
+            " edge ",
+            "tab\there",
+            "bell\u{7}",
+            "\u{85}next",
+            "(not found)",
+            "ERROR: x",
+            "üñí",
+        ];
+        for value in values {
+            let shown = display_value(value);
+            assert!(!shown.contains('\n') && !shown.contains('\r'), "{value:?} shown as {shown:?}");
+            assert_eq!(put_value_of(&shown), value, "{value:?} shown as {shown:?}");
+        }
+        assert_eq!(display_value("plain words"), "plain words");
+        assert_eq!(display_value(""), r#""""#);
+        assert_eq!(display_value("a\nb"), r#""a\nb""#);
+    }
+
+    fn put_value_of(shown: &str) -> String {
+        match parse(&format!("PUT k {shown}")) {
+            Ok(Some(PromptCommand::Put { value, .. })) => value,
+            other => panic!("{shown}: {other:?}"),
+        }
     }
 
     #[test]

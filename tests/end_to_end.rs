@@ -298,3 +298,34 @@ fn one_shot_values_come_from_stdin_or_a_file() {
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot read the value"), "{stderr}");
 }
+
+/// In pipe mode each command answers with one line: a quoted value may be
+/// empty or hold escaped newlines, and a value read back that would span lines
+/// (or be mistaken for an answer) is printed quoted, the way it can be typed.
+#[test]
+fn pipe_mode_takes_quoted_values_and_answers_one_line_per_command() {
+    let cluster = Cluster::start("quoted", 3, &[]);
+    let commands = "PUT empty \"\"\nGET empty\nPUT lines \"one\\ntwo\"\nGET lines\nPUT plain a b  c\nGET plain\nPUT bad \"open\nGET missing\n";
+    let (code, stdout, stderr) = cluster.run_client(&[], Some(commands));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "OK",
+            "\"\"",
+            "OK",
+            "\"one\\ntwo\"",
+            "OK",
+            "a b  c",
+            "ERROR: the value's closing quote is missing",
+            "(not found)"
+        ],
+        "{stderr}"
+    );
+    assert_eq!(code, 1, "a failed command makes pipe mode exit 1");
+    let mut client = cluster.client();
+    assert_eq!(client.get("empty").unwrap().as_deref(), Some(""));
+    assert_eq!(client.get("lines").unwrap().as_deref(), Some("one\ntwo"));
+    let (code, stdout, _) = cluster.run_client(&["get", "lines"], None);
+    assert_eq!((code, stdout.as_str()), (0, "one\ntwo\n"), "one-shot GET prints the value as stored");
+}
