@@ -12,7 +12,11 @@
 #   ./run_servers.sh stop [ID...]                           stop those replicas (default: all)
 #   ./run_servers.sh status                                 list replicas and whether they run
 #
-# Environment: BASE_PORT (default 5001; replica i listens on BASE_PORT+i-1),
+# The cluster is remembered in data/: its size, ports, protocol and flags. A later start
+# (say from a new terminal) restarts missing replicas with them; settings that conflict
+# with a running cluster are refused (stop it first, or drop the setting).
+#
+# Environment: BASE_PORT (default: the cluster's, else 5001; replica i listens on BASE_PORT+i-1),
 # LOG_LEVEL (default info; debug shows every ACCEPT/ACCEPTED/DECIDE),
 # with --failures: FAIL_MTBF_MS (default 10000), FAIL_DOWNTIME_MS (default 2000),
 # FAIL_SEED (default 1), FAIL_MODE (durable or amnesia; default durable).
@@ -28,19 +32,22 @@
 set -euo pipefail
 # Help changes nothing: answered before any directory is made.
 case "${1:-}" in
-  -h|--help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
 cd "$(dirname "$0")"
 
-BASE_PORT=${BASE_PORT:-5001}
 DATA=${PAXOS_KV_DATA:-data}
+# The recorded cluster's first port, if there is one.
+recorded_base_port() { [ -s "$DATA/servers" ] && cut -d, -f1 "$DATA/servers" | cut -d: -f2; }
+recorded_size() { [ -s "$DATA/servers" ] && tr ',' '\n' < "$DATA/servers" | wc -l; }
+BASE_PORT_GIVEN=${BASE_PORT:-}
+BASE_PORT=${BASE_PORT:-$(recorded_base_port || echo 5001)}
 LOGS=${PAXOS_KV_LOGS:-logs}
 LOG_LEVEL=${LOG_LEVEL:-info}
 # PAXOS_KV_BIN_DIR points at prebuilt binaries (the tests use it); otherwise
 # the release build of this checkout is used and rebuilt when sources changed.
 BIN_DIR=${PAXOS_KV_BIN_DIR:-target/release}
 SERVER=$BIN_DIR/server
-mkdir -p "$DATA" "$LOGS"
 
 # Builds the release binaries unless they are newer than every source file.
 build_if_needed() {
@@ -51,6 +58,18 @@ build_if_needed() {
   fi
   echo "building release binaries (cargo build --release) ..."
   cargo build --release --bins
+}
+
+# The error a replica stopped with, from the last error in its log, without
+# backtrace frames (which, with RUST_BACKTRACE set, would hide the message).
+error_of_log() {
+  local line
+  line=$(grep -nE '^error: |REFUSING TO START|panicked at' "$1" | tail -1 | cut -d: -f1)
+  if [ -n "$line" ]; then
+    tail -n +"$line" "$1" | sed '/[Ss]tack backtrace:/,$d' | head -6
+  else
+    grep -vE '^ +[0-9]+: |^ +at ' "$1" | tail -5
+  fi
 }
 
 pid_of() { cat "$DATA/$1/server.pid" 2>/dev/null || true; }
@@ -110,28 +129,43 @@ cluster_id() {
 cluster_state() { cat "$DATA/cluster.state" 2>/dev/null || echo new; }
 
 start() {
-  local n=5 failures=0 trace=0 protocol=paxos extra=() rejoin=()
+  local n="" failures=0 trace=0 protocol="" extra=() rejoin=() explicit=0
   while [ $# -gt 0 ]; do
     case "$1" in
-      --failures) failures=1 ;;
-      --trace) trace=1 ;;
-      --protocol) shift; protocol=${1:?--protocol needs paxos or 2pc} ;;
-      --protocol=*) protocol=${1#--protocol=} ;;
+      --failures) failures=1; explicit=1 ;;
+      --trace) trace=1; explicit=1 ;;
+      --protocol) shift; protocol=${1:?--protocol needs paxos or 2pc}; explicit=1 ;;
+      --protocol=*) protocol=${1#--protocol=}; explicit=1 ;;
       --rejoin) shift; rejoin=("$@"); break ;;
-      --) shift; extra=("$@"); break ;;
+      --) shift; extra=("$@"); explicit=1; break ;;
       [0-9]*) n=$1 ;;
-      *) echo "unknown argument '$1'; see the top of $0" >&2; exit 2 ;;
+      *) echo "unknown argument '$1'; see $0 --help" >&2; exit 2 ;;
     esac
     shift
   done
-  if [ -f "$DATA/servers" ] && [ "$(tr ',' '\n' < "$DATA/servers" | wc -l)" != "$n" ] && [ -n "$(known_ids)" ]; then
-    echo "$DATA holds a cluster of $(tr ',' '\n' < "$DATA/servers" | wc -l) replicas; stop it and remove $DATA to start $n" >&2
+  case "$protocol" in ""|paxos|2pc) ;; *) echo "--protocol takes paxos or 2pc, not '$protocol'" >&2; exit 2 ;; esac
+  local recorded_n some_running=0
+  recorded_n=$(recorded_size || true)
+  for id in $(known_ids); do running "$id" && some_running=1; done
+  n=${n:-${recorded_n:-5}}
+  if [ -n "$recorded_n" ] && [ "$recorded_n" != "$n" ] && [ -n "$(known_ids)" ]; then
+    echo "$DATA holds a cluster of $recorded_n replicas; run './run_servers.sh stop' and remove $DATA to start $n" >&2
     exit 2
   fi
-  build_if_needed
   local addrs=""
   for id in $(seq "$n"); do addrs+="${addrs:+,}127.0.0.1:$((BASE_PORT + id - 1))"; done
-  echo "$addrs" > "$DATA/servers"
+  if [ $some_running = 1 ] && [ "$addrs" != "$(cat "$DATA/servers")" ]; then
+    echo "the cluster in $DATA runs at $(cat "$DATA/servers") (BASE_PORT=$(recorded_base_port)), not at BASE_PORT=$BASE_PORT_GIVEN;" >&2
+    echo "unset BASE_PORT to use it, or run './run_servers.sh stop' first to move it" >&2
+    exit 2
+  fi
+  local recorded_protocol
+  recorded_protocol=$(cat "$DATA/protocol" 2>/dev/null || true)
+  protocol=${protocol:-${recorded_protocol:-paxos}}
+  if [ -n "$recorded_protocol" ] && [ "$recorded_protocol" != "$protocol" ]; then
+    echo "$DATA holds a $recorded_protocol cluster; run './run_servers.sh stop' and remove $DATA to start $protocol" >&2
+    exit 2
+  fi
   local flags=(--protocol "$protocol")
   if [ $failures = 1 ]; then
     flags+=(--fail-mtbf-ms "${FAIL_MTBF_MS:-10000}" --fail-downtime-ms "${FAIL_DOWNTIME_MS:-2000}"
@@ -139,28 +173,32 @@ start() {
   fi
   [ $trace = 1 ] && flags+=(--trace)
   flags+=(${extra[@]+"${extra[@]}"})
-  local some_running=0
-  for id in $(known_ids); do running "$id" && some_running=1; done
-  if { [ $some_running = 1 ] || [ ${#rejoin[@]} -gt 0 ]; } && [ -f "$DATA/server.flags" ]; then
-    # A replica that rejoins must speak the cluster's protocol with the cluster's settings.
-    mapfile -t flags < "$DATA/server.flags"
-    echo "cluster already running; restarting missing replicas with its flags: ${flags[*]}"
-  else
-    printf '%s\n' "${flags[@]}" > "$DATA/server.flags"
-  fi
-  local recorded_protocol
-  recorded_protocol=$(cat "$DATA/protocol" 2>/dev/null || true)
-  local flag_protocol
-  flag_protocol=$(awk 'prev == "--protocol" { print; exit } { prev = $0 }' "$DATA/server.flags")
-  if [ -n "$recorded_protocol" ] && [ "$recorded_protocol" != "$flag_protocol" ]; then
-    echo "$DATA holds a $recorded_protocol cluster; run './run_servers.sh stop' and remove $DATA to start $flag_protocol" >&2
-    exit 2
-  fi
-  echo "$flag_protocol" > "$DATA/protocol"
   if [ ${#rejoin[@]} -gt 0 ] && [ ! -f "$DATA/server.flags" ]; then
     echo "no cluster was started from $DATA; nothing to rejoin" >&2
     exit 2
   fi
+  if [ -f "$DATA/server.flags" ]; then
+    local recorded_flags=()
+    mapfile -t recorded_flags < "$DATA/server.flags"
+    if [ $explicit = 0 ]; then
+      # Without flags, a start is a restart of the cluster as it was made.
+      flags=("${recorded_flags[@]}")
+    elif [ $some_running = 1 ] && [ "${flags[*]}" != "${recorded_flags[*]}" ]; then
+      # Replicas restarted beside running ones must speak the cluster's
+      # protocol with the cluster's settings.
+      echo "the running cluster was started with: ${recorded_flags[*]}" >&2
+      echo "run './run_servers.sh stop' first to change its flags, or start without them to restart missing replicas with the cluster's own" >&2
+      exit 2
+    fi
+    [ $some_running = 1 ] && echo "cluster already running; restarting missing replicas with its flags: ${flags[*]}"
+  fi
+  build_if_needed
+  # Everything is checked: from here on the cluster's settings are recorded.
+  mkdir -p "$DATA" "$LOGS"
+  echo "$addrs" > "$DATA/servers"
+  printf '%s\n' "${flags[@]}" > "$DATA/server.flags"
+  echo "$protocol" > "$DATA/protocol"
+  local -A log_offset=()
   local id_flags=(--cluster-id "$(cluster_id)" --cluster-state "$(cluster_state)")
   if ! printf '%s\n' "${flags[@]}" | grep -qx -- --insecure; then
     if [ ! -f "$DATA/certs/client.pem" ] || [ ! -f "$DATA/certs/replica-$n.pem" ]; then
@@ -181,23 +219,26 @@ start() {
     for flag in "${flags[@]}"; do
       if [ "$flag" = --trace ]; then replica_flags+=(--trace "$LOGS/trace-$id.jsonl"); else replica_flags+=("$flag"); fi
     done
+    log_offset[$id]=$(( $(stat -c %s "$LOGS/server-$id.log" 2>/dev/null || echo 0) + 1 ))
     nohup "$SERVER" --id "$id" --replicas "$addrs" --data-dir "$DATA/$id" --log-level "$LOG_LEVEL" \
       "${id_flags[@]}" ${rejoin_flag[@]+"${rejoin_flag[@]}"} "${replica_flags[@]}" >> "$LOGS/server-$id.log" 2>&1 &
     echo $! > "$DATA/$id/server.pid"
     echo "started replica $id on 127.0.0.1:$((BASE_PORT + id - 1)) (pid $!), log $LOGS/server-$id.log"
   done
-  for id in $(seq "$n"); do
-    local port=$((BASE_PORT + id - 1))
-    for _ in $(seq 100); do
-      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-      running "$id" || { echo "replica $id exited; see $LOGS/server-$id.log:" >&2; tail -3 "$LOGS/server-$id.log" >&2; exit 1; }
+  # Ready when a replica started now logs that it listens: its own line, not
+  # merely an answering port, which could belong to another process.
+  for id in "${!log_offset[@]}"; do
+    local deadline=$((SECONDS + 60))
+    until tail -c +"${log_offset[$id]}" "$LOGS/server-$id.log" 2>/dev/null | grep -q " listening on "; do
+      running "$id" || { echo "replica $id exited; from $LOGS/server-$id.log:" >&2; error_of_log "$LOGS/server-$id.log" >&2; exit 1; }
+      [ $SECONDS -lt $deadline ] || { echo "replica $id did not start within 60 s; see $LOGS/server-$id.log" >&2; exit 1; }
       sleep 0.1
     done
   done
   # Every replica now has its identity: an empty data directory from here on
   # is a lost one, not a new one.
   echo existing > "$DATA/cluster.state"
-  echo "cluster of $n $flag_protocol replicas up at $addrs ($(tr '\n' ' ' < "$DATA/server.flags" | sed 's/ $//'))"
+  echo "cluster of $n $protocol replicas up at $addrs ($(tr '\n' ' ' < "$DATA/server.flags" | sed 's/ $//'))"
 }
 
 case "${1:-}" in

@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 /// `n` consecutive free ports (the scripts number replicas from BASE_PORT).
+/// Each call starts its search elsewhere, so tests running at once in this
+/// process do not pick the same ports before either binds them.
 fn free_consecutive_ports(n: u16) -> u16 {
-    for attempt in 0..200u32 {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    for attempt in (0..200u32).map(|a| a + call * 1_000) {
         // Below 32768, where the kernel's ephemeral ports begin.
         let base = 20_000 + ((std::process::id() * 7 + attempt * 131) % 12_000) as u16;
         let listeners: Vec<_> = (0..n).map_while(|i| TcpListener::bind(("127.0.0.1", base + i)).ok()).collect();
@@ -37,6 +41,18 @@ impl Scripts {
 
     fn run(&self, script: &str, args: &[&str]) -> Output {
         self.command(&format!("./{script}")).args(args).output().expect("run script")
+    }
+
+    /// Runs a script with changes to its environment (`None` removes a variable).
+    fn run_with(&self, script: &str, args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
+        let mut command = self.command(&format!("./{script}"));
+        for (name, value) in env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        command.args(args).output().expect("run script")
     }
 
     /// Runs a shell pipeline with the scripts' environment.
@@ -115,13 +131,69 @@ fn start_use_kill_restart_and_stop_a_cluster_with_the_scripts() {
     let (two, three) = (scripts.pid(2), scripts.pid(3));
     scripts.ok("run_servers.sh", &["stop"]);
     assert!(!alive(&two) && !alive(&three));
-    // (run_client.sh would start a cluster here: ask the client itself.)
-    let servers: Vec<String> = (0..3).map(|i| format!("127.0.0.1:{}", scripts.base_port + i)).collect();
-    let down = Command::new(env!("CARGO_BIN_EXE_client"))
-        .args(["--insecure", "--servers", &servers.join(","), "status"])
-        .output()
-        .unwrap();
+    // status (unlike put or the prompt) starts nothing: it reports.
+    let down = scripts.run("run_client.sh", &["status"]);
     assert_eq!(down.status.code(), Some(2), "status with no replica up must fail: {down:?}");
+    assert!(!scripts.ok("run_servers.sh", &["status"]).contains(": running"));
+    let help = scripts.run("run_client.sh", &["--help"]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("Examples"), "{help:?}");
+    assert!(!scripts.ok("run_servers.sh", &["status"]).contains(": running"), "--help started a cluster");
+}
+
+/// A second terminal cannot damage a running cluster: without BASE_PORT or
+/// flags a start restarts missing replicas as the cluster was made; another
+/// port, protocol or flag set is refused with what to do, and nothing changes.
+/// A replica that cannot start shows its error, not backtrace frames.
+#[test]
+fn a_second_start_keeps_the_cluster_it_made_and_refuses_conflicting_settings() {
+    let dir = std::env::temp_dir().join(format!("paxos-kv-remember-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let scripts = Scripts { dir: dir.clone(), base_port: free_consecutive_ports(3) };
+    scripts.ok("run_servers.sh", &["3", "--", "--window-slots", "8"]);
+    scripts.ok("run_client.sh", &["put", "k", "v"]);
+    let servers = std::fs::read_to_string(dir.join("data/servers")).unwrap();
+    let flags = std::fs::read_to_string(dir.join("data/server.flags")).unwrap();
+
+    let victim = scripts.pid(2);
+    assert!(Command::new("kill").args(["-9", &victim]).status().unwrap().success());
+    // A new terminal: no BASE_PORT, no size, no flags.
+    let out = scripts.run_with("run_servers.sh", &[], &[("BASE_PORT", None)]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && stdout.contains("started replica 2"), "{out:?}");
+    assert!(stdout.contains("--window-slots 8"), "the cluster's own flags were not used: {stdout}");
+    assert_eq!(std::fs::read_to_string(dir.join("data/servers")).unwrap(), servers);
+    assert_eq!(scripts.ok("run_client.sh", &["get", "k"]), "v\n");
+
+    let other_port = (scripts.base_port + 10).to_string();
+    for (args, env, says) in [
+        (vec![], vec![("BASE_PORT", Some(other_port.as_str()))], "stop"),
+        (vec!["--protocol", "2pc"], vec![], "holds a paxos cluster"),
+        (vec!["--failures"], vec![], "started with"),
+        (vec!["5"], vec![], "cluster of 3 replicas"),
+    ] {
+        let out = scripts.run_with("run_servers.sh", &args, &env);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?} {env:?}: {out:?}");
+        assert!(stderr.contains(says) && stderr.contains("./run_servers.sh stop"), "{args:?}: {stderr}");
+        assert_eq!(std::fs::read_to_string(dir.join("data/servers")).unwrap(), servers, "{args:?} changed the ports");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("data/server.flags")).unwrap(),
+            flags,
+            "{args:?} changed the flags"
+        );
+    }
+    assert_eq!(scripts.ok("run_client.sh", &["get", "k"]), "v\n");
+
+    // A replica that cannot bind its port says so, backtrace or not.
+    scripts.ok("run_servers.sh", &["stop", "3"]);
+    let squatter = TcpListener::bind(("127.0.0.1", scripts.base_port + 2)).unwrap();
+    let out = scripts.run_with("run_servers.sh", &[], &[("RUST_BACKTRACE", Some("1"))]);
+    drop(squatter);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(stderr.contains("replica 3 exited") && stderr.contains("error:"), "{stderr}");
+    assert!(stderr.to_lowercase().contains("in use"), "the cause is not shown: {stderr}");
+    assert!(!stderr.contains("backtrace") && !stderr.contains("  0: "), "{stderr}");
 }
 
 #[test]
@@ -138,5 +210,7 @@ fn help_answers_with_usage_and_changes_nothing_and_usage_errors_exit_2() {
     }
     assert!(!dir.join("data").exists() && !dir.join("logs").exists(), "--help must not create data or logs");
     assert_eq!(scripts.run("run_servers.sh", &["--frob"]).status.code(), Some(2));
+    assert_eq!(scripts.run("run_servers.sh", &["--protocol", "raft"]).status.code(), Some(2));
     assert_eq!(scripts.run("scripts/soak.sh", &["many"]).status.code(), Some(2));
+    assert!(!dir.join("data").exists() && !dir.join("logs").exists(), "a usage error must change nothing");
 }

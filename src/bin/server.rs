@@ -6,8 +6,27 @@ use paxos_kv::args::ServerArgs;
 use paxos_kv::config::{FailureConfig, ServerConfig};
 use paxos_kv::security::ServerSecurity;
 use paxos_kv::storage::{Damage, EXIT_STORAGE};
+use std::process::ExitCode;
 
-fn main() -> Result<()> {
+/// Errors end the process with one line on stderr saying what went wrong
+/// (with its causes), never a backtrace in place of the message.
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<Damage>().is_some() => {
+            log::error!("REFUSING TO START: {error:#}");
+            eprintln!("REFUSING TO START: {error:#}");
+            ExitCode::from(EXIT_STORAGE as u8)
+        }
+        Err(error) => {
+            log::error!("stopping: {error:#}");
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args = ServerArgs::parse();
     paxos_kv::logging::init(args.log_level);
     let config = ServerConfig {
@@ -50,12 +69,5 @@ fn main() -> Result<()> {
             failures_max: args.fail_max,
         },
     };
-    match paxos_kv::node::serve(config) {
-        Err(error) if error.downcast_ref::<Damage>().is_some() => {
-            log::error!("REFUSING TO START: {error:#}");
-            eprintln!("REFUSING TO START: {error:#}");
-            std::process::exit(EXIT_STORAGE)
-        }
-        other => other,
-    }
+    paxos_kv::node::serve(config)
 }

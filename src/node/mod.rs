@@ -73,6 +73,16 @@ const CLIENT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 const PEER_IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 const PEER_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Says the replica is ready, whatever the log level: run_servers.sh waits
+/// for this line (a port that answers may belong to another process).
+fn announce(banner: &str) {
+    if log::log_enabled!(log::Level::Info) {
+        info!("{banner}");
+    } else {
+        eprintln!("{banner}");
+    }
+}
+
 /// Starts a replica of the configured protocol and serves connections on the
 /// calling thread; returns only if the listener fails.
 pub fn serve(config: ServerConfig) -> Result<()> {
@@ -101,12 +111,12 @@ pub fn serve(config: ServerConfig) -> Result<()> {
     match config.protocol {
         Protocol::Paxos => {
             let replica = paxos::start(config)?;
-            info!("{banner}");
+            announce(&banner);
             accept_loop(listener, replica)
         }
         Protocol::TwoPc => {
             let replica = twopc::start(config)?;
-            info!("{banner}");
+            announce(&banner);
             accept_loop(listener, replica)
         }
     }
