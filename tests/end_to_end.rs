@@ -329,3 +329,22 @@ fn pipe_mode_takes_quoted_values_and_answers_one_line_per_command() {
     let (code, stdout, _) = cluster.run_client(&["get", "lines"], None);
     assert_eq!((code, stdout.as_str()), (0, "one\ntwo\n"), "one-shot GET prints the value as stored");
 }
+
+/// `bench` shows its progress while it runs (plain lines when stderr is not a
+/// terminal) and ends with a table of each kind of request.
+#[test]
+fn bench_shows_progress_then_a_table() {
+    let cluster = Cluster::start("bench", 3, &[]);
+    let (code, stdout, stderr) =
+        cluster.run_client(&["bench", "--clients", "4", "--duration", "5", "--put-ratio", "0.5", "--keys", "50"], None);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let progress: Vec<&str> = stderr.lines().filter(|l| l.starts_with("bench: ") && l.contains("ops/s")).collect();
+    assert!(progress.len() >= 2, "progress lines while running: {stderr}");
+    let header = stdout.lines().find(|l| l.contains("p99 ms")).unwrap_or_else(|| panic!("no table: {stdout}"));
+    assert!(header.contains("ops/s") && header.contains("failed"), "{header}");
+    for row in ["PUT ", "GET ", "all "] {
+        let line = stdout.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row}row: {stdout}"));
+        let ok: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(ok > 0, "{line}");
+    }
+}

@@ -174,6 +174,7 @@ fn main() -> ExitCode {
                 args.servers.len()
             );
             let report = bench::run(&args.servers, &bench_options, &options);
+            println!("{}", report.table());
             println!("{}", report.summary());
             if let Some(error) = &report.first_error {
                 println!("first error: {error}");
