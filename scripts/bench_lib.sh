@@ -7,7 +7,7 @@ trap './run_servers.sh stop >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 
 # PAXOS_KV_BIN_DIR runs prebuilt binaries instead (e.g. to compare two builds).
 if [ -z "${PAXOS_KV_BIN_DIR:-}" ]; then
-  cargo build --release --quiet --bins
+  cargo build --release --bins
   export PAXOS_KV_BIN_DIR=target/release
 fi
 

@@ -21,6 +21,9 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
   -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
+for arg in "$@"; do
+  [[ "$arg" =~ ^[0-9]+$ ]] || { echo "arguments are whole numbers, not '$arg'; see $0 --help" >&2; exit 2; }
+done
 KEYS=${1:-200000}
 VALUE_BYTES=${2:-1024}
 ROUNDS=${3:-3}

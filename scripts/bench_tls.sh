@@ -15,6 +15,9 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in
   -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
 esac
+for arg in "$@"; do
+  [[ "$arg" =~ ^[0-9]+$ ]] || { echo "arguments are whole numbers, not '$arg'; see $0 --help" >&2; exit 2; }
+done
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-8}
 source scripts/bench_lib.sh 6101

@@ -7,7 +7,7 @@ use paxos_kv::client::ClientError;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
-use support::{wait_until, Cluster};
+use support::{wait_until, Cluster, Terminal};
 
 #[test]
 fn demo_then_kill_two_keep_serving_and_restarted_replicas_catch_up() {
@@ -347,4 +347,30 @@ fn bench_shows_progress_then_a_table() {
         let ok: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
         assert!(ok > 0, "{line}");
     }
+}
+
+/// The interactive prompt on a real terminal: its banner counts the replicas
+/// that answer; a pasted value over the store's limit gets `value too large`
+/// at once and the prompt goes on; without a majority the banner says so.
+#[test]
+fn the_prompt_counts_replicas_and_refuses_a_pasted_value_too_large_at_once() {
+    let mut cluster = Cluster::start("prompt", 3, &[]);
+    cluster.client().put("k", "v").unwrap();
+    let mut terminal = Terminal::spawn(&cluster);
+    let at = terminal.wait_for("3 of 3 replicas answer.", 0, Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    terminal.paste_line(&format!("PUT big {}", "x".repeat(2 << 20)));
+    let at = terminal.wait_for("value too large: ", at, Duration::from_secs(20));
+    let refused_after = started.elapsed();
+    terminal.type_line("GET k");
+    let at = terminal.wait_for("\nv\r", at, Duration::from_secs(10));
+    terminal.type_line("QUIT");
+    wait_until("the prompt to exit", Duration::from_secs(10), || terminal.exited().is_some());
+    assert!(terminal.output()[..at].contains("limit 1048576"), "the limit is not named");
+    assert!(refused_after < Duration::from_secs(10), "a 2 MiB paste took {refused_after:?} to refuse");
+
+    cluster.kill(2);
+    cluster.kill(3);
+    let terminal = Terminal::spawn(&cluster);
+    terminal.wait_for("1 of 3 replicas answer (no majority", 0, Duration::from_secs(15));
 }

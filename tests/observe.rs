@@ -147,6 +147,21 @@ fn a_traced_paxos_run_renders_a_timeline_of_any_slot() {
 
     let (ok, _, stderr) = timeline(&["--slot", "999999"], &traces, &out);
     assert!(!ok && stderr.contains("slot 999999"), "{stderr}");
+
+    // Into a pipe closed early (`| head -1`): the first line, and a quiet end.
+    let piped = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "'{}' timeline --slot {slot} --traces '{}' --out '{}' | head -1",
+            env!("CARGO_BIN_EXE_client"),
+            traces.display(),
+            out.display()
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&piped.stderr);
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("Timeline of slot"), "{piped:?}");
+    assert!(!stderr.contains("panicked") && !stderr.contains("Broken pipe"), "{stderr}");
 }
 
 #[test]

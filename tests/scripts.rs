@@ -201,7 +201,12 @@ fn help_answers_with_usage_and_changes_nothing_and_usage_errors_exit_2() {
     let dir = std::env::temp_dir().join(format!("paxos-kv-help-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let scripts = Scripts { dir: dir.clone(), base_port: 20_000 };
-    for (script, expected) in [("run_servers.sh", "run_servers.sh [N]"), ("scripts/soak.sh", "soak.sh [ROUNDS]")] {
+    for (script, expected) in [
+        ("run_servers.sh", "run_servers.sh [N]"),
+        ("scripts/soak.sh", "soak.sh [ROUNDS]"),
+        ("scripts/bench_scale.sh", "bench_scale.sh [KEYS]"),
+        ("scripts/bench_tls.sh", "bench_tls.sh [ROUNDS]"),
+    ] {
         for flag in ["--help", "-h"] {
             let out = scripts.run(script, &[flag]);
             let stdout = String::from_utf8_lossy(&out.stdout);
@@ -211,6 +216,34 @@ fn help_answers_with_usage_and_changes_nothing_and_usage_errors_exit_2() {
     assert!(!dir.join("data").exists() && !dir.join("logs").exists(), "--help must not create data or logs");
     assert_eq!(scripts.run("run_servers.sh", &["--frob"]).status.code(), Some(2));
     assert_eq!(scripts.run("run_servers.sh", &["--protocol", "raft"]).status.code(), Some(2));
-    assert_eq!(scripts.run("scripts/soak.sh", &["many"]).status.code(), Some(2));
+    for script in ["scripts/soak.sh", "scripts/bench_scale.sh", "scripts/bench_tls.sh"] {
+        assert_eq!(scripts.run(script, &["many"]).status.code(), Some(2), "{script} many");
+    }
     assert!(!dir.join("data").exists() && !dir.join("logs").exists(), "a usage error must change nothing");
+}
+
+/// A new user learns from the README's first section what to install (rustup,
+/// the minimum Rust, the same as Cargo.toml's rust-version) and how long the
+/// first build and the tests take; builds started by the scripts show cargo's
+/// progress instead of a silent wait.
+#[test]
+fn the_readme_says_what_to_install_and_builds_show_progress() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let cargo = std::fs::read_to_string("Cargo.toml").unwrap();
+    let version = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .expect("Cargo.toml sets rust-version")
+        .trim_matches('"');
+    let first_section: String = readme.split("\n## ").take(2).collect();
+    assert!(first_section.contains("rustup"), "the first section does not say to install Rust with rustup");
+    assert!(first_section.contains(&format!("Rust {version}")), "the first section does not name Rust {version}");
+    assert!(first_section.contains("first release build takes about"), "no build time");
+    assert!(readme.contains("the tests take about"), "no test time");
+    for script in ["run_servers.sh", "run_client.sh", "scripts/bench_lib.sh", "scripts/soak.sh"] {
+        let text = std::fs::read_to_string(script).unwrap();
+        for line in text.lines().filter(|l| l.contains("cargo build")) {
+            assert!(!line.contains("--quiet") && !line.contains(" -q"), "{script} builds silently: {line}");
+        }
+    }
 }

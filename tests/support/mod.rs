@@ -297,6 +297,88 @@ impl Cluster {
     }
 }
 
+/// The client on a pseudo-terminal, so that it takes its interactive path
+/// (line editor, banner); killed on drop.
+pub struct Terminal {
+    child: Child,
+    master: std::fs::File,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    pub fn spawn(cluster: &Cluster) -> Terminal {
+        use std::os::fd::{FromRawFd, OwnedFd};
+        let (mut master, mut slave) = (0, 0);
+        // SAFETY: openpty writes two new descriptors into the given integers.
+        let rc =
+            unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned here alone.
+        let (master, slave) = unsafe { (std::fs::File::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let child = Command::new(env!("CARGO_BIN_EXE_client"))
+            .args(["--servers", &cluster.servers_arg(), "--timeout-ms", "1000"])
+            .args(if cluster.insecure() { vec!["--insecure".into()] } else { cluster.certs_args() })
+            .env("HOME", &cluster.dir)
+            .stdin(Stdio::from(slave.try_clone().unwrap()))
+            .stdout(Stdio::from(slave.try_clone().unwrap()))
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .expect("spawn client");
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (mut reader, sink) = (master.try_clone().unwrap(), output.clone());
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buffer = [0u8; 65_536];
+            while let Ok(n @ 1..) = reader.read(&mut buffer) {
+                sink.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Terminal { child, master, output }
+    }
+
+    /// Types `text` as a terminal paste (bracketed, the way terminals deliver
+    /// pastes to an editor that asks for it), then Enter.
+    pub fn paste_line(&mut self, text: &str) {
+        use std::io::Write;
+        let mut writer = self.master.try_clone().unwrap();
+        let text = format!("\x1b[200~{text}\x1b[201~\r");
+        // From a thread: the echo must be read while a long paste is written.
+        std::thread::spawn(move || writer.write_all(text.as_bytes())).join().unwrap().unwrap();
+    }
+
+    pub fn type_line(&mut self, text: &str) {
+        use std::io::Write;
+        self.master.write_all(format!("{text}\r").as_bytes()).unwrap();
+    }
+
+    /// Everything printed so far, escape sequences included.
+    pub fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output holds `text` (after `after` bytes of it); returns where it ends.
+    pub fn wait_for(&self, text: &str, after: usize, timeout: Duration) -> usize {
+        let mut found = None;
+        wait_until(&format!("{text:?} on the terminal"), timeout, || {
+            let output = self.output();
+            found = output.get(after..).and_then(|rest| rest.find(text)).map(|i| after + i + text.len());
+            found.is_some()
+        });
+        found.unwrap()
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         for id in 1..=self.children.len() {
