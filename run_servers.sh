@@ -29,10 +29,17 @@
 # first start is complete data/cluster.state says "existing": from then on a replica
 # with an empty data directory is refused until it is started with `rejoin`.
 # (PAXOS_KV_DATA and PAXOS_KV_LOGS move data/ and logs/ elsewhere).
+#
+# Examples:
+#   ./run_servers.sh                       five Paxos replicas on 5001..5005 (or the cluster in data/ as it was made)
+#   ./run_servers.sh 3 --failures          three replicas whose acceptors fail at random
+#   ./run_servers.sh --protocol 2pc        the two-phase-commit baseline (on a fresh data/)
+#   LOG_LEVEL=debug ./run_servers.sh --trace -- --window-slots 8
+#   ./run_servers.sh stop 2 && ./run_servers.sh     kill one replica, bring it back
 set -euo pipefail
 # Help changes nothing: answered before any directory is made.
 case "${1:-}" in
-  -h|--help) sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 cd "$(dirname "$0")"
 

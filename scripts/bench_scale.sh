@@ -15,11 +15,15 @@
 # Uses its own data and log directories under a temporary folder and ports from
 # BENCH_BASE_PORT (default 6201); stops every replica it started. BENCH_SERVER_FLAGS
 # adds server flags (e.g. "--snapshot-log-bytes 1000000000000" to see what snapshots cost).
+#
+# Examples:
+#   scripts/bench_scale.sh                     the full run (several minutes)
+#   scripts/bench_scale.sh 20000 1024 1 5      a quick look
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
-  -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 for arg in "$@"; do
   [[ "$arg" =~ ^[0-9]+$ ]] || { echo "arguments are whole numbers, not '$arg'; see $0 --help" >&2; exit 2; }

@@ -9,11 +9,15 @@
 #
 # Uses its own data and log directories under a temporary folder and ports from
 # BENCH_BASE_PORT (default 6101); stops every replica it started.
+#
+# Examples:
+#   scripts/bench_tls.sh          three rounds of 8 s each way
+#   scripts/bench_tls.sh 5 10
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
-  -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 for arg in "$@"; do
   [[ "$arg" =~ ^[0-9]+$ ]] || { echo "arguments are whole numbers, not '$arg'; see $0 --help" >&2; exit 2; }

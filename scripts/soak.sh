@@ -5,11 +5,15 @@
 # must be the same. Exits non-zero on a failed request or a disagreement.
 #
 #   scripts/soak.sh [ROUNDS]     (default 5 kills; about 10 s per round)
+#
+# Examples:
+#   scripts/soak.sh          five kills
+#   scripts/soak.sh 20       twenty kills, about three and a half minutes
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 case "${1:-}" in
-  -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
 esac
 rounds=${1:-5}
 case "$rounds" in

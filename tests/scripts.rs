@@ -211,6 +211,7 @@ fn help_answers_with_usage_and_changes_nothing_and_usage_errors_exit_2() {
             let out = scripts.run(script, &[flag]);
             let stdout = String::from_utf8_lossy(&out.stdout);
             assert!(out.status.success() && stdout.contains(expected), "{script} {flag}: {out:?}");
+            assert!(stdout.contains("Examples:") && !stdout.contains("set -euo"), "{script} {flag}: {stdout}");
         }
     }
     assert!(!dir.join("data").exists() && !dir.join("logs").exists(), "--help must not create data or logs");
