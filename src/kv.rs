@@ -17,7 +17,26 @@ pub enum Op {
     Delete { key: String },
 }
 
+/// At most `max` characters of `text` on one line: control characters
+/// escaped, a cut marked with an ellipsis.
+fn short(text: &str, max: usize) -> String {
+    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    match escaped.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &escaped[..at]),
+        None => escaped,
+    }
+}
+
 impl Op {
+    /// "PUT key=value", "GET key", "DELETE key", cut short for displays.
+    pub fn describe(&self) -> String {
+        match self {
+            Op::Put { key, value } => format!("PUT {}={}", short(key, 12), short(value, 10)),
+            Op::Get { key } => format!("GET {}", short(key, 12)),
+            Op::Delete { key } => format!("DELETE {}", short(key, 12)),
+        }
+    }
+
     pub fn key(&self) -> &str {
         match self {
             Op::Put { key, .. } | Op::Get { key } | Op::Delete { key } => key,
@@ -388,6 +407,21 @@ mod tests {
     }
     fn put(k: &str, v: &str) -> Op {
         Op::Put { key: k.into(), value: v.into() }
+    }
+
+    #[test]
+    fn a_batch_is_described_by_its_first_commands_on_one_line() {
+        use crate::paxos::messages::SlotValue;
+        let batch = SlotValue::Batch(vec![
+            cmd(1, 1, put("a", "1")),
+            cmd(1, 2, Op::Get { key: "b".into() }),
+            cmd(2, 1, Op::Delete { key: "c".into() }),
+            cmd(3, 1, put("d", "4")),
+        ]);
+        assert_eq!(batch.describe(), "PUT a=1, GET b, +2 more");
+        let long = SlotValue::Batch(vec![cmd(1, 1, put(&"k".repeat(100), "line\nbreak and more"))]);
+        assert_eq!(long.describe(), "PUT kkkkkkkkkkkk…=line\\nbrea…");
+        assert_eq!(SlotValue::Noop.describe(), "noop");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ratatui::crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers
 use ratatui::layout::{Constraint, Direction, Layout};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
-use ratatui::widgets::{Block, Borders, List, ListItem, Row, Sparkline, Table};
+use ratatui::widgets::{Block, Borders, List, ListItem, Paragraph, Row, Sparkline, Table};
 use ratatui::Frame;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -20,18 +20,31 @@ use std::time::{Duration, Instant};
 
 const EVENTS_KEPT: usize = 100;
 const SAMPLES_KEPT: usize = 240;
+/// An event equal to one of this many recent ones is counted there instead
+/// of listed again (random failures would otherwise flood the log).
+const EVENTS_MERGED_WITHIN: usize = 8;
 
 pub type Poll = Vec<(SocketAddr, Result<NodeStatus, String>)>;
+
+/// One line of the event log: what happened, when last, and how often lately.
+#[derive(Clone, Debug)]
+struct LoggedEvent {
+    clock: String,
+    text: String,
+    count: u32,
+}
 
 #[derive(Default)]
 pub struct WatchModel {
     latest: Poll,
-    /// Newest first, each with its wall-clock time.
-    pub events: VecDeque<String>,
+    /// Newest first.
+    events: VecDeque<LoggedEvent>,
     /// Operations per second, oldest first.
     pub throughput: VecDeque<u64>,
     previous_leader: Option<usize>,
     previous_total: Option<(Instant, u64)>,
+    /// Time between polls, for the throughput scale (each bar is one poll).
+    pub poll_interval: Duration,
 }
 
 fn leader_of(poll: &Poll) -> Option<(usize, String)> {
@@ -85,14 +98,14 @@ impl WatchModel {
                     (Err(_), Ok(_)) => found.push(format!("{name} is back up")),
                     (Ok(NodeStatus::Paxos(b)), Ok(NodeStatus::Paxos(a))) => {
                         if b.acceptor_online && !a.acceptor_online {
-                            found.push(format!("{name} acceptor OFFLINE (failure #{})", a.acceptor_failures));
+                            found.push(format!("{name} acceptor OFFLINE"));
                         } else if !b.acceptor_online && a.acceptor_online {
                             found.push(format!("{name} acceptor restarted from durable state"));
                         }
                     }
                     (Ok(NodeStatus::TwoPc(b)), Ok(NodeStatus::TwoPc(a))) => {
                         if b.participant_online && !a.participant_online {
-                            found.push(format!("{name} participant OFFLINE (failure #{})", a.participant_failures));
+                            found.push(format!("{name} participant OFFLINE"));
                         } else if !b.participant_online && a.participant_online {
                             found.push(format!("{name} participant restarted"));
                         }
@@ -118,8 +131,13 @@ impl WatchModel {
             }
             self.previous_leader = leader.map(|(i, _)| i);
         }
-        for event in found {
-            self.events.push_front(format!("{clock}  {event}"));
+        for text in found {
+            let recent = self.events.iter().take(EVENTS_MERGED_WITHIN).position(|e| e.text == text);
+            let count = match recent.and_then(|i| self.events.remove(i)) {
+                Some(earlier) => earlier.count + 1,
+                None => 1,
+            };
+            self.events.push_front(LoggedEvent { clock: clock.to_string(), text, count });
         }
         self.events.truncate(EVENTS_KEPT);
         let total = applied_total(&poll);
@@ -134,26 +152,75 @@ impl WatchModel {
         self.latest = poll;
     }
 
-    fn rows(&self) -> (&'static [&'static str], Vec<Row<'static>>) {
+    /// The event log, newest first: "12:00:01.250  s2 acceptor OFFLINE (x3)".
+    pub fn event_lines(&self) -> Vec<String> {
+        self.events
+            .iter()
+            .map(|e| match e.count {
+                1 => format!("{}  {}", e.clock, e.text),
+                n => format!("{}  {} (x{n})", e.clock, e.text),
+            })
+            .collect()
+    }
+
+    /// The one thing that matters: can the cluster decide? With the style to show it in.
+    pub fn quorum_line(&self) -> (String, bool) {
+        let n = self.latest.len();
+        let majority = n / 2 + 1;
+        let paxos: Vec<Option<&crate::node::PaxosStatus>> =
+            self.latest.iter().map(|(_, s)| s.as_ref().ok().and_then(|s| s.paxos())).collect();
+        let twopc = self.latest.iter().any(|(_, s)| matches!(s, Ok(NodeStatus::TwoPc(_))));
+        if twopc {
+            let up = self
+                .latest
+                .iter()
+                .filter(|(_, s)| matches!(s, Ok(NodeStatus::TwoPc(t)) if t.participant_online))
+                .count();
+            return if up == n {
+                (format!("participants up {up}/{n}: 2PC can commit (it needs every one)"), true)
+            } else {
+                (format!("NOT ALL PARTICIPANTS UP ({up}/{n}): 2PC writes will abort; it needs every one"), false)
+            };
+        }
+        let online = paxos.iter().flatten().filter(|s| s.acceptor_online && !s.rebuilding).count();
+        let leader = leader_of(&self.latest).map(|(i, ballot)| format!("; leader s{} at ballot {ballot}", i + 1));
+        if online >= majority {
+            (
+                format!("acceptors reachable {online}/{n}: majority ({majority} needed){}", leader.unwrap_or_default()),
+                true,
+            )
+        } else {
+            (format!("NO QUORUM: writes will fail. acceptors reachable {online}/{n}, {majority} needed"), false)
+        }
+    }
+
+    fn table(&self, width: u16) -> (Vec<String>, Vec<(Vec<String>, Style)>, Vec<u16>) {
         let red = Style::default().fg(Color::Red).add_modifier(Modifier::BOLD);
         let green = Style::default().fg(Color::Green).add_modifier(Modifier::BOLD);
         let yellow = Style::default().fg(Color::Yellow);
-        let rows = self
+        let rows: Vec<(Vec<String>, Style)> = self
             .latest
             .iter()
             .enumerate()
             .map(|(i, (addr, status))| {
-                let row = Row::new(prompt::status_cells(i, addr, status));
-                match status {
-                    Err(_) => row.style(red),
-                    Ok(NodeStatus::Paxos(s)) if !s.acceptor_online => row.style(yellow),
-                    Ok(NodeStatus::Paxos(s)) if s.proposer.mode == ProposerMode::Leading => row.style(green),
-                    Ok(NodeStatus::TwoPc(s)) if !s.participant_online || s.prepared_count > 0 => row.style(yellow),
-                    Ok(_) => row,
-                }
+                let style = match status {
+                    Err(_) => red,
+                    Ok(NodeStatus::Paxos(s)) if !s.acceptor_online => yellow,
+                    Ok(NodeStatus::Paxos(s)) if s.proposer.mode == ProposerMode::Leading => green,
+                    Ok(NodeStatus::TwoPc(s)) if !s.participant_online || s.prepared_count > 0 => yellow,
+                    Ok(_) => Style::default(),
+                };
+                (prompt::status_cells(i, addr, status), style)
             })
             .collect();
-        (prompt::status_columns(&self.latest), rows)
+        let columns = prompt::status_columns(&self.latest);
+        let cells: Vec<Vec<String>> = rows.iter().map(|(cells, _)| cells.clone()).collect();
+        let (shown, headers, widths) = fit_columns(columns, &cells, width);
+        let rows = rows
+            .into_iter()
+            .map(|(cells, style)| (shown.iter().map(|&c| cells.get(c).cloned().unwrap_or_default()).collect(), style))
+            .collect();
+        (headers, rows, widths)
     }
 
     fn recent(&self) -> (String, Vec<String>) {
@@ -170,53 +237,139 @@ impl WatchModel {
         }
     }
 
+    /// Laid out for any terminal from 80x24 up: the quorum line first, then
+    /// the replicas (columns dropped or abbreviated to fit), throughput with
+    /// its scale, recent decisions and events.
     pub fn draw(&self, frame: &mut Frame, title: &str) {
-        let (header, rows) = self.rows();
+        let area = frame.area();
+        let wide = area.width >= 120;
         let areas = Layout::default()
             .direction(Direction::Vertical)
-            .constraints([Constraint::Length(self.latest.len() as u16 + 3), Constraint::Length(7), Constraint::Min(6)])
-            .split(frame.area());
-        let widths: Vec<Constraint> = header
-            .iter()
-            .enumerate()
-            .map(|(i, _)| if i == 1 { Constraint::Length(16) } else { Constraint::Min(6) })
-            .collect();
-        let table = Table::new(rows, widths)
-            .header(Row::new(header.to_vec()).style(Style::default().add_modifier(Modifier::BOLD)))
-            .block(Block::default().borders(Borders::ALL).title(title.to_string()));
-        frame.render_widget(table, areas[0]);
+            .constraints([
+                Constraint::Length(1),
+                Constraint::Length(self.latest.len() as u16 + 3),
+                Constraint::Length(4),
+                Constraint::Min(6),
+            ])
+            .split(area);
+
+        let (quorum, healthy) = self.quorum_line();
+        let quorum_style = if healthy {
+            Style::default().fg(Color::Green).add_modifier(Modifier::BOLD)
+        } else {
+            Style::default().fg(Color::White).bg(Color::Red).add_modifier(Modifier::BOLD)
+        };
+        frame.render_widget(Paragraph::new(Line::from(Span::styled(quorum, quorum_style))), areas[0]);
+
+        let (headers, rows, widths) = self.table(areas[1].width.saturating_sub(2));
+        let table = Table::new(
+            rows.into_iter().map(|(cells, style)| Row::new(cells).style(style)),
+            widths.into_iter().map(Constraint::Length),
+        )
+        .column_spacing(1)
+        .header(Row::new(headers).style(Style::default().add_modifier(Modifier::BOLD)))
+        .block(Block::default().borders(Borders::ALL).title(title.to_string()));
+        frame.render_widget(table, areas[1]);
 
         let samples: Vec<u64> = self.throughput.iter().copied().collect();
-        let current = samples.last().copied().unwrap_or(0);
-        let width = areas[1].width.saturating_sub(2) as usize;
+        let width = areas[2].width.saturating_sub(2) as usize;
         let shown = &samples[samples.len().saturating_sub(width)..];
+        let current = shown.last().copied().unwrap_or(0);
+        let peak = shown.iter().copied().max().unwrap_or(0).max(1);
         let sparkline = Sparkline::default()
-            .block(Block::default().borders(Borders::ALL).title(format!("requests applied per second: {current}")))
+            .block(Block::default().borders(Borders::ALL).title(format!(
+                "applied/s: now {current}; bars 0 to {peak}, one per {:.1} s",
+                self.poll_interval.as_secs_f64()
+            )))
             .data(shown)
+            .max(peak)
             .style(Style::default().fg(Color::Cyan));
-        frame.render_widget(sparkline, areas[1]);
+        frame.render_widget(sparkline, areas[2]);
 
         let bottom = Layout::default()
-            .direction(Direction::Horizontal)
-            .constraints([Constraint::Percentage(40), Constraint::Percentage(60)])
-            .split(areas[2]);
+            .direction(if wide { Direction::Horizontal } else { Direction::Vertical })
+            .constraints([Constraint::Percentage(45), Constraint::Percentage(55)])
+            .split(areas[3]);
         let (recent_title, recent) = self.recent();
         let recent = List::new(recent.into_iter().map(ListItem::new).collect::<Vec<_>>())
             .block(Block::default().borders(Borders::ALL).title(recent_title));
         frame.render_widget(recent, bottom[0]);
         let events: Vec<ListItem> = self
-            .events
-            .iter()
+            .event_lines()
+            .into_iter()
             .map(|e| {
                 let style = if e.contains("DOWN") || e.contains("OFFLINE") || e.contains("BLOCKED") {
                     Style::default().fg(Color::Red)
                 } else {
                     Style::default()
                 };
-                ListItem::new(Line::from(Span::styled(e.clone(), style)))
+                ListItem::new(Line::from(Span::styled(e, style)))
             })
             .collect();
         frame.render_widget(List::new(events).block(Block::default().borders(Borders::ALL).title("events")), bottom[1]);
+    }
+}
+
+/// Which columns to show, under which headers, how wide: every column with
+/// its full header if that fits `width`; else short headers; then columns
+/// dropped, least telling first, until the rest fits. Never a cell cut.
+fn fit_columns(columns: &[&str], rows: &[Vec<String>], width: u16) -> (Vec<usize>, Vec<String>, Vec<u16>) {
+    // Least telling last: what a student needs is who is up, who leads, how far each got.
+    const PRIORITY: [&str; 16] = [
+        "replica",
+        "state",
+        "acceptor",
+        "participant",
+        "role",
+        "ballot",
+        "applied",
+        "blocked on",
+        "committed",
+        "leader",
+        "decided",
+        "in flight",
+        "coordinating",
+        "keys",
+        "promised",
+        "address",
+    ];
+    fn short(name: &str) -> &str {
+        match name {
+            "replica" => "id",
+            "acceptor" => "acc",
+            "participant" => "part",
+            "promised" => "prom",
+            "decided" => "dec",
+            "in flight" => "infl",
+            "coordinating" => "coord",
+            "committed" => "commit",
+            "blocked on" => "blocked",
+            other => other,
+        }
+    }
+    let content = |c: usize| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0);
+    let layout = |shown: &[usize], abbreviate: bool| -> (Vec<String>, Vec<u16>, usize) {
+        let headers: Vec<String> =
+            shown.iter().map(|&c| if abbreviate { short(columns[c]) } else { columns[c] }.to_string()).collect();
+        let widths: Vec<u16> =
+            shown.iter().zip(&headers).map(|(&c, h)| content(c).max(h.chars().count()) as u16).collect();
+        let total = widths.iter().map(|&w| w as usize).sum::<usize>() + shown.len().saturating_sub(1);
+        (headers, widths, total)
+    };
+    let mut shown: Vec<usize> = (0..columns.len()).collect();
+    let mut abbreviate = false;
+    loop {
+        let (headers, widths, total) = layout(&shown, abbreviate);
+        if total <= width as usize || shown.len() <= 1 {
+            return (shown, headers, widths);
+        }
+        if !abbreviate {
+            abbreviate = true;
+            continue;
+        }
+        let rank = |c: &usize| PRIORITY.iter().position(|p| *p == columns[*c]).unwrap_or(PRIORITY.len());
+        let least = *shown.iter().max_by_key(|c| rank(c)).expect("not empty");
+        shown.retain(|&c| c != least);
     }
 }
 
@@ -241,7 +394,7 @@ pub fn run(
     duration: Option<Duration>,
 ) -> std::io::Result<()> {
     let stop_at = duration.map(|d| Instant::now() + d);
-    let mut model = WatchModel::default();
+    let mut model = WatchModel { poll_interval: interval, ..WatchModel::default() };
     let mut terminal = ratatui::init();
     let title = format!(" paxos-kv watch: {} replicas (UTC clock, q to quit) ", replicas.len());
     let result = (|| -> std::io::Result<()> {
@@ -312,18 +465,18 @@ mod tests {
         let mut model = WatchModel::default();
         let start = Instant::now();
         model.update(vec![(addr, paxos(1, true, true, 0)), (addr, paxos(2, false, true, 0))], start, "t0");
-        assert_eq!(model.events.len(), 1, "{:?}", model.events);
-        assert!(model.events[0].contains("s1 leads"));
+        assert_eq!(model.event_lines().len(), 1, "{:?}", model.event_lines());
+        assert!(model.event_lines()[0].contains("s1 leads"));
         let mut late = WatchModel::default();
         late.update(vec![(addr, Err("refused".into())), (addr, paxos(2, true, false, 0))], start, "t0");
-        assert!(late.events.iter().any(|e| e.contains("s1 DOWN")), "{:?}", late.events);
-        assert!(late.events.iter().any(|e| e.contains("s2 acceptor OFFLINE")), "{:?}", late.events);
+        assert!(late.event_lines().iter().any(|e| e.contains("s1 DOWN")), "{:?}", late.event_lines());
+        assert!(late.event_lines().iter().any(|e| e.contains("s2 acceptor OFFLINE")), "{:?}", late.event_lines());
         model.update(
             vec![(addr, Err("refused".into())), (addr, paxos(2, false, false, 100))],
             start + Duration::from_secs(1),
             "t1",
         );
-        let events: Vec<&String> = model.events.iter().collect();
+        let events = model.event_lines();
         assert!(events.iter().any(|e| e.contains("s1 DOWN")), "{events:?}");
         assert!(events.iter().any(|e| e.contains("s2 acceptor OFFLINE")), "{events:?}");
         assert!(events.iter().any(|e| e.contains("no leader")), "{events:?}");
@@ -333,8 +486,75 @@ mod tests {
             start + Duration::from_secs(2),
             "t2",
         );
-        assert!(model.events[0].starts_with("t2") && model.events.iter().any(|e| e.contains("s2 leads")));
-        assert!(model.events.iter().any(|e| e.contains("s1 is back up")));
+        let events = model.event_lines();
+        assert!(events[0].starts_with("t2") && events.iter().any(|e| e.contains("s2 leads")));
+        assert!(events.iter().any(|e| e.contains("s1 is back up")));
         assert_eq!(model.throughput.back(), Some(&200));
+    }
+
+    #[test]
+    fn repeated_failures_are_counted_on_one_line() {
+        let addr: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        let mut model = WatchModel::default();
+        let start = Instant::now();
+        for round in 0..10u64 {
+            let online = round % 2 == 0;
+            let poll = vec![(addr, paxos(1, true, true, 0)), (addr, paxos(2, false, online, 0))];
+            model.update(poll, start + Duration::from_secs(round), &format!("t{round}"));
+        }
+        let events = model.event_lines();
+        assert_eq!(events.len(), 3, "{events:?}");
+        assert!(events[0].starts_with("t9") && events[0].contains("s2 acceptor OFFLINE (x5)"), "{events:?}");
+        assert!(events[1].contains("s2 acceptor restarted from durable state (x4)"), "{events:?}");
+    }
+
+    /// The screen as text, one string per row.
+    fn render(model: &WatchModel, width: u16, height: u16) -> Vec<String> {
+        let mut terminal = ratatui::Terminal::new(ratatui::backend::TestBackend::new(width, height)).unwrap();
+        terminal.draw(|frame| model.draw(frame, " watch ")).unwrap();
+        let buffer = terminal.backend().buffer().clone();
+        (0..height).map(|y| (0..width).map(|x| buffer[(x, y)].symbol().to_string()).collect()).collect()
+    }
+
+    #[test]
+    fn at_80_by_24_every_shown_cell_is_whole_and_the_quorum_line_leads() {
+        let addr: SocketAddr = "127.0.0.1:5001".parse().unwrap();
+        let mut model = WatchModel::default();
+        let mut poll: Poll = (1..=5).map(|id| (addr, paxos(id, id == 1, id != 4, 1000 * id as u64))).collect();
+        poll[2] = (addr, Err("connection refused".into()));
+        if let Ok(NodeStatus::Paxos(s)) = &mut poll[0].1 {
+            s.recent_decisions = vec![(6143, "PUT a=1, GET b, +2 more".into())];
+        }
+        model.update(poll.clone(), Instant::now(), "12:00:00.000");
+        let screen = render(&model, 80, 24);
+        let text = screen.join("\n");
+        assert!(screen[0].contains("acceptors reachable 3/5: majority (3 needed); leader s1"), "{text}");
+        let header = screen.iter().find(|l| l.contains("state")).unwrap_or_else(|| panic!("no header:\n{text}"));
+        for word in ["id", "state", "acc", "role", "ballot", "applied"] {
+            assert!(header.split(['│', ' ']).any(|w| w == word), "header lacks {word}: {header}");
+        }
+        let leader_row = screen.iter().find(|l| l.contains("LEADER")).unwrap_or_else(|| panic!("{text}"));
+        for cell in ["s1", "up", "online", "LEADER", "1.1"] {
+            assert!(leader_row.split(['│', ' ']).any(|w| w == cell), "{cell} cut in: {leader_row}");
+        }
+        assert!(screen.iter().any(|l| l.contains("s3") && l.contains("DOWN")), "{text}");
+        assert!(text.contains("slot 6143: PUT a=1, GET b, +2 more"), "{text}");
+        assert!(text.contains("applied/s: now"), "{text}");
+
+        // Two more down: no majority, said in the first line.
+        poll[1] = (addr, Err("refused".into()));
+        model.update(poll, Instant::now(), "12:00:01.000");
+        let screen = render(&model, 80, 24);
+        assert!(
+            screen[0].starts_with("NO QUORUM: writes will fail. acceptors reachable 2/5, 3 needed"),
+            "{}",
+            screen[0]
+        );
+
+        // A wide terminal shows every column with its full name.
+        let wide = render(&model, 160, 30).join("\n");
+        for column in prompt::PAXOS_STATUS_COLUMNS {
+            assert!(wide.contains(column), "{column} missing at 160 columns:\n{wide}");
+        }
     }
 }

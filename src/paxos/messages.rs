@@ -30,11 +30,20 @@ impl SlotValue {
         }
     }
 
-    /// A short digest for logs and traces.
+    /// What the slot holds, short and on one line, for logs, traces and the
+    /// live view: "PUT a=1, GET b, +2 more" (keys and values cut to a few
+    /// characters, control characters escaped).
     pub fn describe(&self) -> String {
+        const SHOWN: usize = 2;
         match self {
             SlotValue::Noop => "noop".to_string(),
-            SlotValue::Batch(commands) => format!("batch of {}", commands.len()),
+            SlotValue::Batch(commands) => {
+                let mut parts: Vec<String> = commands.iter().take(SHOWN).map(|c| c.op.describe()).collect();
+                if commands.len() > SHOWN {
+                    parts.push(format!("+{} more", commands.len() - SHOWN));
+                }
+                parts.join(", ")
+            }
         }
     }
 }
