@@ -26,6 +26,9 @@ const EVENTS_MERGED_WITHIN: usize = 8;
 
 pub type Poll = Vec<(SocketAddr, Result<NodeStatus, String>)>;
 
+/// Headers, rows (cells and style) and column widths that fit a width.
+type FittedTable = (Vec<String>, Vec<(Vec<String>, Style)>, Vec<u16>);
+
 /// One line of the event log: what happened, when last, and how often lately.
 #[derive(Clone, Debug)]
 struct LoggedEvent {
@@ -194,7 +197,7 @@ impl WatchModel {
         }
     }
 
-    fn table(&self, width: u16) -> (Vec<String>, Vec<(Vec<String>, Style)>, Vec<u16>) {
+    fn table(&self, width: u16) -> FittedTable {
         let red = Style::default().fg(Color::Red).add_modifier(Modifier::BOLD);
         let green = Style::default().fg(Color::Green).add_modifier(Modifier::BOLD);
         let yellow = Style::default().fg(Color::Yellow);
