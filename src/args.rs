@@ -117,6 +117,10 @@ pub enum ClientCommand {
         /// Fraction of requests that are PUTs (the rest are GETs).
         #[arg(long, default_value_t = 0.5)]
         put_ratio: f64,
+        /// 2PC coordinators abort a transaction missing a vote after this long
+        /// (the server's --vote-timeout-ms); the chart marks it.
+        #[arg(long, default_value_t = 500)]
+        vote_timeout_ms: u64,
         /// Where the CSV and the chart go.
         #[arg(long, default_value = "reports")]
         out: std::path::PathBuf,

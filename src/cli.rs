@@ -99,7 +99,7 @@ pub fn run_compare(options: &compare::CompareOptions, out: &std::path::Path) -> 
         "compare-{}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
     );
-    match compare::write_reports(&results, out, &stem) {
+    match compare::write_reports(&results, options, out, &stem) {
         Ok((csv, svg)) => {
             println!("wrote {} and {}", csv.display(), svg.display());
             let lost: u64 = results.iter().map(|r| r.writes_lost).sum();

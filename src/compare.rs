@@ -32,6 +32,9 @@ pub struct CompareOptions {
     pub keys_per_client: u64,
     pub put_ratio: f64,
     pub client_deadline: Duration,
+    /// 2PC coordinators abort a transaction missing a vote after this long:
+    /// the ceiling of 2PC's latency under failures, drawn on the chart.
+    pub vote_timeout_ms: u64,
     pub work_dir: PathBuf,
 }
 
@@ -59,6 +62,66 @@ impl LevelResult {
         } else {
             self.succeeded as f64 / self.attempted as f64
         }
+    }
+
+    /// The availability as a percentage that never rounds a run with
+    /// failures up to 100%.
+    pub fn availability_text(&self) -> String {
+        percent_below(self.succeeded, self.attempted)
+    }
+}
+
+/// `part / whole` in percent with one decimal, rounded down: 99.96% of
+/// requests is "99.9%", never "100.0%".
+pub fn percent_below(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        return "-".into();
+    }
+    let share = part as f64 / whole as f64 * 100.0;
+    format!("{:.1}%", (share * 10.0).floor() / 10.0)
+}
+
+/// Round tick values from `low` to at least `high`: steps of 1, 2 or 5
+/// times a power of ten, about `count` of them.
+pub fn round_ticks(low: f64, high: f64, count: usize) -> Vec<f64> {
+    let span = (high - low).max(f64::EPSILON);
+    let raw = span / count.max(1) as f64;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * magnitude).find(|s| *s >= raw).unwrap_or(10.0 * magnitude);
+    let first = (low / step).floor() * step;
+    let mut ticks = Vec::new();
+    let mut i = 0;
+    loop {
+        let tick = first + step * i as f64;
+        // Rounded so that 0.1 + 0.2 prints as 0.3.
+        let tick = (tick / step).round() * step;
+        ticks.push(tick);
+        if tick >= high - step * 1e-9 {
+            return ticks;
+        }
+        i += 1;
+    }
+}
+
+/// A tick label: thousands separated, as few decimals as the step needs.
+fn tick_label(value: f64, step: f64, percent: bool) -> String {
+    // As many decimals as the step has: 2.5 -> 1, 0.25 -> 2, 2000 -> 0.
+    let decimals = (0..4).find(|d| (step * 10f64.powi(*d)).fract().abs() < 1e-6).unwrap_or(4) as usize;
+    if percent {
+        return format!("{value:.decimals$}%");
+    }
+    let text = format!("{value:.decimals$}");
+    let (whole, fraction) = text.split_once('.').map_or((text.as_str(), None), |(w, f)| (w, Some(f)));
+    let mut grouped = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(digit);
+    }
+    match fraction {
+        Some(f) => format!("{grouped}.{f}"),
+        None => grouped,
     }
 }
 
@@ -104,7 +167,8 @@ impl LocalCluster {
                 .arg(&certs)
                 .arg("--data-dir")
                 .arg(cluster.dir.join(id.to_string()))
-                .args(["--request-timeout-ms", "1500"]);
+                .args(["--request-timeout-ms", "1500"])
+                .args(["--vote-timeout-ms", &options.vote_timeout_ms.to_string()]);
             if let Some(mtbf) = mtbf_for(level, options.mean_downtime_ms) {
                 command.args(["--fail-mtbf-ms", &mtbf.to_string()]);
                 command.args(["--fail-downtime-ms", &options.mean_downtime_ms.to_string()]);
@@ -335,14 +399,14 @@ pub fn table(results: &[LevelResult]) -> String {
     for r in results {
         let _ = writeln!(
             out,
-            "{:<9} {:>6} {:>9} {:>9} {:>7} {:>8} {:>11.1}% {:>10.0} {:>8.2} {:>8.2} {:>9} {:>5}",
+            "{:<9} {:>6} {:>9} {:>9} {:>7} {:>8} {:>12} {:>10.0} {:>8.2} {:>8.2} {:>9} {:>5}",
             r.protocol.to_string(),
             r.level_percent,
             r.attempted,
             r.succeeded,
             r.failed,
             r.blocked,
-            100.0 * r.availability(),
+            r.availability_text(),
             r.throughput,
             r.p50_ms,
             r.p99_ms,
@@ -380,9 +444,11 @@ pub fn csv(results: &[LevelResult]) -> String {
 
 const CHART_PANEL_WIDTH: f64 = 460.0;
 const CHART_HEIGHT: f64 = 340.0;
-const MARGIN_LEFT: f64 = 60.0;
+const MARGIN_LEFT: f64 = 64.0;
 const MARGIN_BOTTOM: f64 = 50.0;
 const MARGIN_TOP: f64 = 40.0;
+/// Room above the panels for the run's parameters.
+const HEADER: f64 = 28.0;
 
 fn protocol_color(protocol: Protocol) -> &'static str {
     match protocol {
@@ -391,38 +457,78 @@ fn protocol_color(protocol: Protocol) -> &'static str {
     }
 }
 
+/// One panel's vertical axis.
+struct Axis {
+    ticks: Vec<f64>,
+    percent: bool,
+}
+
+impl Axis {
+    /// From 0 to a round value above every point.
+    fn from_zero(max: f64) -> Axis {
+        Axis { ticks: round_ticks(0.0, max.max(1.0) * 1.05, 4), percent: false }
+    }
+
+    /// Availability: from a round value below the lowest point (never 0%
+    /// unless a point is near it) to 100%, so that 98.7% does not look like 100%.
+    fn availability(results: &[LevelResult]) -> Axis {
+        let lowest = results.iter().map(|r| 100.0 * r.availability()).fold(100.0f64, f64::min);
+        let low = (lowest - (100.0 - lowest) * 0.25).clamp(0.0, 99.0);
+        Axis { ticks: round_ticks(low, 100.0, 4), percent: true }
+    }
+
+    fn low(&self) -> f64 {
+        self.ticks[0]
+    }
+
+    fn high(&self) -> f64 {
+        *self.ticks.last().expect("at least one tick")
+    }
+
+    fn label(&self, value: f64) -> String {
+        let step = self.ticks.get(1).map_or(1.0, |t| t - self.ticks[0]);
+        tick_label(value, step, self.percent)
+    }
+}
+
 /// One panel: a line per protocol of `value` against the failure level.
-fn chart_panel(results: &[LevelResult], x0: f64, title: &str, y_label: &str, value: fn(&LevelResult) -> f64) -> String {
+fn chart_panel(
+    results: &[LevelResult],
+    x0: f64,
+    title: &str,
+    y_label: &str,
+    axis: &Axis,
+    value: fn(&LevelResult) -> f64,
+) -> String {
     let max_level = results.iter().map(|r| r.level_percent).max().unwrap_or(0).max(1) as f64;
-    let max_value = results.iter().map(value).fold(0.0f64, f64::max);
-    let y_max = if max_value <= 1.0 { 1.0 } else { max_value * 1.1 };
     let plot_w = CHART_PANEL_WIDTH - MARGIN_LEFT - 20.0;
     let plot_h = CHART_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
+    let top = HEADER + MARGIN_TOP;
     let x = |level: f64| x0 + MARGIN_LEFT + plot_w * level / max_level;
-    let y = |v: f64| MARGIN_TOP + plot_h * (1.0 - v / y_max);
+    let y = |v: f64| top + plot_h * (1.0 - (v - axis.low()) / (axis.high() - axis.low()));
     let mut svg = String::new();
     let _ = writeln!(
         svg,
-        r#"<text x="{:.1}" y="22" font-size="15" text-anchor="middle">{title}</text>"#,
-        x0 + CHART_PANEL_WIDTH / 2.0
+        r#"<text x="{:.1}" y="{:.1}" font-size="15" text-anchor="middle">{title}</text>"#,
+        x0 + CHART_PANEL_WIDTH / 2.0,
+        HEADER + 22.0
     );
     let _ = writeln!(
         svg,
-        r##"<rect x="{:.1}" y="{MARGIN_TOP}" width="{plot_w:.1}" height="{plot_h:.1}" fill="none" stroke="#888"/>"##,
+        r##"<rect x="{:.1}" y="{top}" width="{plot_w:.1}" height="{plot_h:.1}" fill="none" stroke="#888"/>"##,
         x0 + MARGIN_LEFT
     );
-    for i in 0..=4 {
-        let v = y_max * i as f64 / 4.0;
-        let label = if y_max <= 1.0 { format!("{:.0}%", v * 100.0) } else { format!("{v:.0}") };
+    for &tick in &axis.ticks {
         let _ = writeln!(
             svg,
-            r##"<line x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{label}</text>"##,
+            r##"<line class="tick" x1="{:.1}" y1="{:.1}" x2="{:.1}" y2="{:.1}" stroke="#ddd"/><text class="tick-label" x="{:.1}" y="{:.1}" font-size="11" text-anchor="end">{}</text>"##,
             x0 + MARGIN_LEFT,
-            y(v),
+            y(tick),
             x0 + MARGIN_LEFT + plot_w,
-            y(v),
+            y(tick),
             x0 + MARGIN_LEFT - 6.0,
-            y(v) + 4.0
+            y(tick) + 4.0,
+            axis.label(tick)
         );
     }
     let levels: BTreeSet<u32> = results.iter().map(|r| r.level_percent).collect();
@@ -431,66 +537,123 @@ fn chart_panel(results: &[LevelResult], x0: f64, title: &str, y_label: &str, val
             svg,
             r#"<text x="{:.1}" y="{:.1}" font-size="11" text-anchor="middle">{level}%</text>"#,
             x(level as f64),
-            MARGIN_TOP + plot_h + 16.0
+            top + plot_h + 16.0
         );
     }
     let _ = writeln!(
         svg,
-        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">time each replica is down</text>"#,
+        r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">share of time each replica is down</text>"#,
         x0 + MARGIN_LEFT + plot_w / 2.0,
-        CHART_HEIGHT - 10.0
+        HEADER + CHART_HEIGHT - 10.0
     );
     let _ = writeln!(
         svg,
         r#"<text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle" transform="rotate(-90 {:.1} {:.1})">{y_label}</text>"#,
         x0 + 14.0,
-        MARGIN_TOP + plot_h / 2.0,
+        top + plot_h / 2.0,
         x0 + 14.0,
-        MARGIN_TOP + plot_h / 2.0
+        top + plot_h / 2.0
     );
     for protocol in [Protocol::Paxos, Protocol::TwoPc] {
-        let points: Vec<String> = results
+        let points: Vec<(f64, f64)> = results
             .iter()
             .filter(|r| r.protocol == protocol)
-            .map(|r| format!("{:.1},{:.1}", x(r.level_percent as f64), y(value(r))))
+            .map(|r| (x(r.level_percent as f64), y(value(r).clamp(axis.low(), axis.high()))))
             .collect();
         if points.is_empty() {
             continue;
         }
         let color = protocol_color(protocol);
+        let text: Vec<String> = points.iter().map(|(px, py)| format!("{px:.1},{py:.1}")).collect();
         let _ = writeln!(
             svg,
             r#"<polyline class="series" data-protocol="{protocol}" points="{}" fill="none" stroke="{color}" stroke-width="2.5"/>"#,
-            points.join(" ")
+            text.join(" ")
         );
-        for point in &points {
-            let (px, py) = point.split_once(',').expect("formatted above");
-            let _ = writeln!(svg, r#"<circle cx="{px}" cy="{py}" r="3.5" fill="{color}"/>"#);
+        for (px, py) in &points {
+            let _ = writeln!(svg, r#"<circle cx="{px:.1}" cy="{py:.1}" r="3.5" fill="{color}"/>"#);
         }
     }
     svg
 }
 
-/// A self-contained SVG: availability, p99 latency and throughput against failure level.
-pub fn chart_svg(results: &[LevelResult]) -> String {
+/// A self-contained SVG: availability, p99 latency and throughput against
+/// failure level, headed by the run's parameters.
+pub fn chart_svg(results: &[LevelResult], options: &CompareOptions) -> String {
     let width = 3.0 * CHART_PANEL_WIDTH;
+    let height = HEADER + CHART_HEIGHT + 30.0;
     let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{:.0}" viewBox="0 0 {width} {:.0}" font-family="sans-serif">
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height:.0}" viewBox="0 0 {width} {height:.0}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
-"#,
-        CHART_HEIGHT + 30.0,
-        CHART_HEIGHT + 30.0
+"#
     );
-    svg += &chart_panel(results, 0.0, "Availability (successful requests)", "availability", LevelResult::availability);
-    svg += &chart_panel(results, CHART_PANEL_WIDTH, "p99 latency of successful requests", "p99 latency (ms)", |r| {
-        r.p99_ms
+    let _ = writeln!(
+        svg,
+        r#"<text class="parameters" x="12" y="20" font-size="13">{} replicas, {} clients, {:.0}% PUTs, {} s per protocol and level, mean downtime {} ms, seed {}; availability axis from {}</text>"#,
+        options.replicas,
+        options.clients,
+        options.put_ratio * 100.0,
+        options.duration_per_level.as_secs(),
+        options.mean_downtime_ms,
+        options.seed,
+        Axis::availability(results).label(Axis::availability(results).low())
+    );
+    let availability = Axis::availability(results);
+    svg += &chart_panel(results, 0.0, "Availability (successful requests)", "availability", &availability, |r| {
+        100.0 * r.availability()
     });
-    svg += &chart_panel(results, 2.0 * CHART_PANEL_WIDTH, "Throughput", "successful requests per second", |r| {
-        r.throughput
-    });
+    // Each availability point labelled as the table prints it.
+    let max_level = results.iter().map(|r| r.level_percent).max().unwrap_or(0).max(1) as f64;
+    let plot_w = CHART_PANEL_WIDTH - MARGIN_LEFT - 20.0;
+    let plot_h = CHART_HEIGHT - MARGIN_TOP - MARGIN_BOTTOM;
+    for r in results {
+        let px = MARGIN_LEFT + plot_w * r.level_percent as f64 / max_level;
+        let share = (100.0 * r.availability() - availability.low()) / (availability.high() - availability.low());
+        let py = HEADER + MARGIN_TOP + plot_h * (1.0 - share.clamp(0.0, 1.0));
+        let dy = if r.protocol == Protocol::Paxos { -8.0 } else { 16.0 };
+        let _ = writeln!(
+            svg,
+            r#"<text class="point-label" x="{px:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="{}">{}</text>"#,
+            py + dy,
+            protocol_color(r.protocol),
+            r.availability_text()
+        );
+    }
+    let vote_timeout = options.vote_timeout_ms as f64;
+    let p99_max = results.iter().map(|r| r.p99_ms).fold(vote_timeout, f64::max);
+    let latency = Axis::from_zero(p99_max);
+    svg += &chart_panel(
+        results,
+        CHART_PANEL_WIDTH,
+        "p99 latency of successful requests",
+        "p99 latency (ms)",
+        &latency,
+        |r| r.p99_ms,
+    );
+    let vote_y = HEADER + MARGIN_TOP + plot_h * (1.0 - vote_timeout / latency.high());
+    let _ = writeln!(
+        svg,
+        r##"<line class="vote-timeout" x1="{:.1}" y1="{vote_y:.1}" x2="{:.1}" y2="{vote_y:.1}" stroke="{}" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end" fill="{}">2PC vote timeout ({} ms): an aborted vote waits this long</text>"##,
+        CHART_PANEL_WIDTH + MARGIN_LEFT,
+        CHART_PANEL_WIDTH + MARGIN_LEFT + plot_w,
+        protocol_color(Protocol::TwoPc),
+        CHART_PANEL_WIDTH + MARGIN_LEFT + plot_w - 4.0,
+        vote_y - 5.0,
+        protocol_color(Protocol::TwoPc),
+        options.vote_timeout_ms
+    );
+    let throughput = Axis::from_zero(results.iter().map(|r| r.throughput).fold(0.0, f64::max));
+    svg += &chart_panel(
+        results,
+        2.0 * CHART_PANEL_WIDTH,
+        "Throughput",
+        "successful requests per second",
+        &throughput,
+        |r| r.throughput,
+    );
     for (i, protocol) in [Protocol::Paxos, Protocol::TwoPc].iter().enumerate() {
         let x = 80.0 + 160.0 * i as f64;
-        let y = CHART_HEIGHT + 18.0;
+        let y = HEADER + CHART_HEIGHT + 18.0;
         let _ = writeln!(
             svg,
             r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="3"/><text x="{}" y="{}" font-size="12">{protocol}</text>"#,
@@ -505,18 +668,100 @@ pub fn chart_svg(results: &[LevelResult]) -> String {
 }
 
 /// Writes `<stem>.csv` and `<stem>.svg` under `dir`; returns both paths.
-pub fn write_reports(results: &[LevelResult], dir: &Path, stem: &str) -> Result<(PathBuf, PathBuf)> {
+pub fn write_reports(
+    results: &[LevelResult],
+    options: &CompareOptions,
+    dir: &Path,
+    stem: &str,
+) -> Result<(PathBuf, PathBuf)> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let csv_path = dir.join(format!("{stem}.csv"));
     let svg_path = dir.join(format!("{stem}.svg"));
     std::fs::write(&csv_path, csv(results))?;
-    std::fs::write(&svg_path, chart_svg(results))?;
+    std::fs::write(&svg_path, chart_svg(results, options))?;
     Ok((csv_path, svg_path))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ticks_are_round_and_cover_the_range() {
+        assert_eq!(round_ticks(0.0, 463.0, 4), [0.0, 200.0, 400.0, 600.0]);
+        assert_eq!(round_ticks(0.0, 7146.0, 4), [0.0, 2000.0, 4000.0, 6000.0, 8000.0]);
+        assert_eq!(round_ticks(96.0, 100.0, 4), [96.0, 97.0, 98.0, 99.0, 100.0]);
+        assert_eq!(round_ticks(85.9, 100.0, 4), [85.0, 90.0, 95.0, 100.0]);
+        assert_eq!(tick_label(6000.0, 2000.0, false), "6,000");
+        assert_eq!(tick_label(97.5, 2.5, true), "97.5%");
+        assert_eq!(tick_label(99.5, 0.5, true), "99.5%");
+        assert_eq!(tick_label(98.0, 0.25, true), "98.00%");
+    }
+
+    #[test]
+    fn a_run_with_failures_never_shows_as_100_percent() {
+        assert_eq!(percent_below(992, 1000), "99.2%");
+        assert_eq!(percent_below(9996, 10000), "99.9%");
+        assert_eq!(percent_below(99_999_999, 100_000_000), "99.9%");
+        assert_eq!(percent_below(10, 10), "100.0%");
+        assert_eq!(percent_below(887, 1000), "88.7%");
+        assert_eq!(percent_below(0, 0), "-");
+    }
+
+    fn result(protocol: Protocol, level: u32, attempted: u64, succeeded: u64, p99_ms: f64) -> LevelResult {
+        LevelResult {
+            protocol,
+            level_percent: level,
+            attempted,
+            succeeded,
+            failed: attempted - succeeded,
+            blocked: 0,
+            throughput: succeeded as f64 / 6.0,
+            p50_ms: 1.0,
+            p99_ms,
+            writes_checked: 0,
+            writes_lost: 0,
+        }
+    }
+
+    #[test]
+    fn the_chart_shows_differences_its_parameters_and_the_vote_timeout() {
+        let options = CompareOptions {
+            server_binary: "server".into(),
+            replicas: 5,
+            clients: 8,
+            duration_per_level: Duration::from_secs(6),
+            levels_percent: vec![0, 5],
+            mean_downtime_ms: 500,
+            seed: 7,
+            keys_per_client: 20,
+            put_ratio: 0.5,
+            client_deadline: Duration::from_secs(2),
+            vote_timeout_ms: 500,
+            work_dir: "/tmp".into(),
+        };
+        let results = [
+            result(Protocol::Paxos, 0, 10_000, 10_000, 5.0),
+            result(Protocol::Paxos, 5, 10_000, 10_000, 6.0),
+            result(Protocol::TwoPc, 0, 10_000, 10_000, 5.0),
+            result(Protocol::TwoPc, 5, 10_000, 9_992, 501.0),
+        ];
+        let svg = chart_svg(&results, &options);
+        assert!(svg.contains("seed 7") && svg.contains("6 s per protocol and level"), "no parameters");
+        assert!(svg.contains("2PC vote timeout (500 ms)"), "the vote timeout is not labelled");
+        let texts_of = |class: &str| -> Vec<String> {
+            svg.split(&format!(r#"class="{class}""#))
+                .skip(1)
+                .map(|rest| rest[rest.find('>').unwrap() + 1..rest.find('<').unwrap()].to_string())
+                .collect()
+        };
+        let points = texts_of("point-label");
+        assert_eq!(points, ["100.0%", "100.0%", "100.0%", "99.9%"], "a run with failures must not read 100%");
+        let labels = texts_of("tick-label");
+        // The availability axis starts near the lowest point, not at 0%.
+        assert_eq!(labels[0], "99.0%", "{labels:?}");
+        assert!(labels.iter().all(|l| !l.contains("441") && !l.contains("5105")), "{labels:?}");
+    }
 
     #[test]
     fn failure_levels_map_to_the_mean_time_between_failures() {

@@ -89,6 +89,7 @@ fn main() -> ExitCode {
             seed,
             keys_per_client,
             put_ratio,
+            vote_timeout_ms,
             out,
             server_binary,
         } => {
@@ -107,6 +108,7 @@ fn main() -> ExitCode {
                 keys_per_client,
                 put_ratio,
                 client_deadline: Duration::from_millis(2_000),
+                vote_timeout_ms,
                 work_dir,
             };
             cli::run_compare(&options, &out)
