@@ -6,16 +6,16 @@
 use crate::client::{self, Client, ClientError, ClientOptions};
 use crate::config::Protocol;
 use crate::kv::Reply;
+use crate::local_cluster::LocalCluster;
 use crate::security::{self, ClientSecurity};
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -135,73 +135,37 @@ pub fn mtbf_for(percent: u32, mean_downtime_ms: u64) -> Option<u64> {
     (percent > 0).then(|| (mean_downtime_ms as f64 * (100.0 - percent as f64) / percent as f64).round().max(1.0) as u64)
 }
 
-struct LocalCluster {
-    addrs: Vec<SocketAddr>,
-    children: Vec<Child>,
-    dir: PathBuf,
-}
-
-impl LocalCluster {
-    fn start(options: &CompareOptions, protocol: Protocol, level: u32) -> Result<Self> {
-        let listeners: Vec<TcpListener> =
-            (0..options.replicas).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
-        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?;
-        drop(listeners);
-        let dir = options.work_dir.join(format!("{protocol}-{level}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir)?;
-        let replicas = addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(",");
-        let certs = certs_dir(options);
-        if !certs.join(security::CLIENT_CERT).exists() {
-            security::issue(&certs, options.replicas as u32, &[])?;
-        }
-        let mut cluster = LocalCluster { addrs, children: Vec::new(), dir };
-        for id in 1..=options.replicas {
-            let log = std::fs::File::create(cluster.dir.join(format!("server-{id}.log")))?;
-            let mut command = Command::new(&options.server_binary);
-            command
-                .args(["--id", &id.to_string(), "--replicas", &replicas, "--protocol", &protocol.to_string()])
-                // A fresh directory per run: each is the first start of a new cluster.
-                .args(["--cluster-state", "new"])
-                .arg("--certs")
-                .arg(&certs)
-                .arg("--data-dir")
-                .arg(cluster.dir.join(id.to_string()))
-                .args(["--request-timeout-ms", "1500"])
-                .args(["--vote-timeout-ms", &options.vote_timeout_ms.to_string()]);
-            if let Some(mtbf) = mtbf_for(level, options.mean_downtime_ms) {
-                command.args(["--fail-mtbf-ms", &mtbf.to_string()]);
-                command.args(["--fail-downtime-ms", &options.mean_downtime_ms.to_string()]);
-                command.args(["--fail-seed", &options.seed.to_string()]);
-            }
-            let child = command
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .with_context(|| format!("starting {}", options.server_binary.display()))?;
-            cluster.children.push(child);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        for addr in &cluster.addrs {
-            while TcpStream::connect(addr).is_err() {
-                if Instant::now() > deadline {
-                    bail!("replica at {addr} did not start; see {}", cluster.dir.display());
-                }
-                thread::sleep(Duration::from_millis(20));
-            }
-        }
-        Ok(cluster)
+/// A fresh cluster for one protocol and failure level.
+fn start_cluster(options: &CompareOptions, protocol: Protocol, level: u32) -> Result<LocalCluster> {
+    let certs = certs_dir(options);
+    if !certs.join(security::CLIENT_CERT).exists() {
+        security::issue(&certs, options.replicas as u32, &[])?;
     }
-}
-
-impl Drop for LocalCluster {
-    fn drop(&mut self) {
-        for child in &mut self.children {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+    let mut args: Vec<String> = vec![
+        "--protocol".into(),
+        protocol.to_string(),
+        // A fresh directory per run: each is the first start of a new cluster.
+        "--cluster-state".into(),
+        "new".into(),
+        "--request-timeout-ms".into(),
+        "1500".into(),
+        "--vote-timeout-ms".into(),
+        options.vote_timeout_ms.to_string(),
+    ];
+    if let Some(mtbf) = mtbf_for(level, options.mean_downtime_ms) {
+        args.extend(["--fail-mtbf-ms".into(), mtbf.to_string()]);
+        args.extend(["--fail-downtime-ms".into(), options.mean_downtime_ms.to_string()]);
+        args.extend(["--fail-seed".into(), options.seed.to_string()]);
     }
+    let dir = options.work_dir.join(format!("{protocol}-{level}"));
+    let mut cluster = LocalCluster::new(&options.server_binary, &dir, &certs, options.replicas, &args)?;
+    for id in 1..=options.replicas {
+        cluster.start_replica(id, &[])?;
+    }
+    for id in 1..=options.replicas {
+        cluster.wait_listening(id, Duration::from_secs(10))?;
+    }
+    Ok(cluster)
 }
 
 /// What one client learned about its own keys: the last acknowledged value,
@@ -320,7 +284,7 @@ fn check_writes(
 }
 
 pub fn run_level(options: &CompareOptions, protocol: Protocol, level: u32) -> Result<LevelResult> {
-    let cluster = LocalCluster::start(options, protocol, level)?;
+    let cluster = start_cluster(options, protocol, level)?;
     // Let Paxos elect a leader before the clock starts; 2PC needs no warm-up.
     let warm_up = Instant::now() + Duration::from_secs(5);
     let mut probe = Client::with_options(
@@ -633,7 +597,7 @@ pub fn chart_svg(results: &[LevelResult], options: &CompareOptions) -> String {
     let vote_y = HEADER + MARGIN_TOP + plot_h * (1.0 - vote_timeout / latency.high());
     let _ = writeln!(
         svg,
-        r##"<line class="vote-timeout" x1="{:.1}" y1="{vote_y:.1}" x2="{:.1}" y2="{vote_y:.1}" stroke="{}" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end" fill="{}">2PC vote timeout ({} ms): an aborted vote waits this long</text>"##,
+        r##"<line class="vote-timeout" x1="{:.1}" y1="{vote_y:.1}" x2="{:.1}" y2="{vote_y:.1}" stroke="{}" stroke-dasharray="5,4"/><text x="{:.1}" y="{:.1}" font-size="11" text-anchor="end" fill="{}">2PC vote timeout ({} ms): a 2PC write waits at most this long, then aborts</text>"##,
         CHART_PANEL_WIDTH + MARGIN_LEFT,
         CHART_PANEL_WIDTH + MARGIN_LEFT + plot_w,
         protocol_color(Protocol::TwoPc),
