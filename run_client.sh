@@ -24,7 +24,7 @@ for arg in "$@"; do
 done
 for arg in "$@"; do
   case "$arg" in
-    prompt|put|get|delete|status|inspect|demo|compare|watch|timeline|bench|sizes|wait-caught-up) command=$arg; break ;;
+    prompt|put|get|delete|status|inspect|demo|compare|lesson|watch|timeline|bench|sizes|wait-caught-up) command=$arg; break ;;
   esac
 done
 
@@ -32,7 +32,7 @@ binaries_stale() {
   [ -z "${PAXOS_KV_BIN_DIR:-}" ] && { [ ! -x "$BIN_DIR/client" ] || [ -n "$(find src Cargo.toml Cargo.lock -newer "$BIN_DIR/client" 2>/dev/null | head -1)" ]; }
 }
 
-if [ $help = 1 ] || [ "$command" = compare ] || [ "$command" = timeline ]; then
+if [ $help = 1 ] || [ "$command" = compare ] || [ "$command" = timeline ] || [ "$command" = lesson ]; then
   # These need no cluster.
   binaries_stale && cargo build --release --bins
   exec "$BIN_DIR/client" "$@"

@@ -40,6 +40,13 @@ pub struct ClientArgs {
     pub command: Option<ClientCommand>,
 }
 
+/// The lessons `client lesson` can play.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum LessonName {
+    /// Acceptors that forget their promises and votes break agreement.
+    Amnesia,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum ClientCommand {
     /// Interactive prompt (the default); reads commands from stdin when it is not a terminal.
@@ -122,6 +129,25 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 500)]
         vote_timeout_ms: u64,
         /// Where the CSV and the chart go.
+        #[arg(long, default_value = "reports")]
+        out: std::path::PathBuf,
+        /// The server binary; by default the one beside this client.
+        #[arg(long)]
+        server_binary: Option<std::path::PathBuf>,
+    },
+    /// See Paxos break when acceptors forget: a fixed choreography of kills, freezes,
+    /// restarts and writes on a five-replica cluster of its own.
+    #[command(
+        after_help = "Examples:\n  ./run_client.sh lesson amnesia              acceptors restart empty: one slot chosen two ways\n  ./run_client.sh lesson amnesia --durable    the same steps, acceptors that remember: all equal\n\nIt starts its own replicas on free ports in a temporary directory (about 15 s) and writes\ntimelines of the contested slot under --out."
+    )]
+    Lesson {
+        /// The lesson to play (amnesia: why acceptors must remember).
+        #[arg(value_enum)]
+        lesson: LessonName,
+        /// Acceptors restart from their disks, as Paxos requires.
+        #[arg(long)]
+        durable: bool,
+        /// Where the timelines go.
         #[arg(long, default_value = "reports")]
         out: std::path::PathBuf,
         /// The server binary; by default the one beside this client.

@@ -6,6 +6,7 @@ use crate::client::{self, Client, ClientOptions};
 use crate::compare;
 use crate::config::Protocol;
 use crate::kv::Reply;
+use crate::lesson;
 use crate::prompt::{self, Outcome, PromptCommand};
 use crate::security::ClientSecurity;
 use crate::timeline;
@@ -52,15 +53,62 @@ pub fn run_timeline(
     }
 }
 
+/// A working folder (replicas' data and logs) removed however the run ends.
+struct RemoveOnDrop<'a>(&'a std::path::Path);
+
+impl Drop for RemoveOnDrop<'_> {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0);
+    }
+}
+
+/// Plays a lesson and prints it: its steps, every replica's view, the
+/// timelines written, and what it means. Exit 0 when the lesson showed what
+/// it is meant to (a disagreement without `--durable`, agreement with it).
+pub fn run_lesson(options: &lesson::LessonOptions) -> ExitCode {
+    let _work_dir = RemoveOnDrop(&options.work_dir);
+    println!(
+        "lesson amnesia{}: five replicas of its own, on free ports, in {}\n",
+        if options.durable { " --durable" } else { "" },
+        options.work_dir.display()
+    );
+    let outcome = match lesson::run(options, &mut |step| println!("{step}")) {
+        Ok(outcome) => outcome,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    println!("\nEach replica's own copy (read outside the protocol):");
+    println!("{:<8} {:<10} {:<34} note", "replica", lesson::KEY, format!("slot {}", outcome.slot));
+    for view in &outcome.replicas {
+        println!(
+            "{:<8} {:<10} {:<34} {}",
+            format!("s{}", view.id),
+            view.value.as_deref().unwrap_or("(none)"),
+            view.slot_holds.as_deref().unwrap_or("?"),
+            view.note
+        );
+    }
+    println!(
+        "\n{}",
+        if outcome.agree { "AGREE: every replica holds the same." } else { "DISAGREE: slot chosen two ways." }
+    );
+    println!("\nTimelines of slot {}:", outcome.slot);
+    for path in &outcome.timelines {
+        println!("  {}", path.display());
+    }
+    println!("\n{}", lesson::explanation(&outcome, options.durable));
+    if outcome.agree == options.durable {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("error: the choreography did not show what it should; see the steps above");
+        ExitCode::from(EXIT_NOT_FOUND)
+    }
+}
+
 pub fn run_compare(options: &compare::CompareOptions, out: &std::path::Path) -> ExitCode {
     use indicatif::{ProgressBar, ProgressStyle};
-    /// The replicas' data and logs go with the run, however it ends.
-    struct RemoveOnDrop<'a>(&'a std::path::Path);
-    impl Drop for RemoveOnDrop<'_> {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(self.0);
-        }
-    }
     let _work_dir = RemoveOnDrop(&options.work_dir);
     let protocols = [Protocol::Paxos, Protocol::TwoPc];
     println!(

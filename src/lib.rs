@@ -13,6 +13,7 @@ pub mod compare;
 pub mod config;
 pub mod fault;
 pub mod kv;
+pub mod lesson;
 pub mod local_cluster;
 pub mod logging;
 pub mod mailbox;

@@ -28,7 +28,13 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// Picks `replicas` free ports; starts nothing. `certs` must hold the
     /// cluster's certificates.
-    pub fn new(server_binary: &Path, dir: &Path, certs: &Path, replicas: usize, common_args: &[String]) -> Result<Self> {
+    pub fn new(
+        server_binary: &Path,
+        dir: &Path,
+        certs: &Path,
+        replicas: usize,
+        common_args: &[String],
+    ) -> Result<Self> {
         let listeners: Vec<TcpListener> =
             (0..replicas).map(|_| TcpListener::bind("127.0.0.1:0")).collect::<Result<_, _>>()?;
         let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr()).collect::<Result<_, _>>()?;

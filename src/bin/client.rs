@@ -2,11 +2,12 @@
 //! commands, a demo and a benchmark, all over the remote stub.
 
 use clap::Parser;
-use paxos_kv::args::{ClientArgs, ClientCommand};
+use paxos_kv::args::{ClientArgs, ClientCommand, LessonName};
 use paxos_kv::bench::{self, BenchOptions};
 use paxos_kv::cli::{self, EXIT_ERROR};
 use paxos_kv::client::{self, Client, ClientOptions};
 use paxos_kv::compare;
+use paxos_kv::lesson;
 use paxos_kv::prompt::{self, PromptCommand};
 use paxos_kv::security::ClientSecurity;
 use paxos_kv::timeline;
@@ -33,7 +34,10 @@ fn main() -> ExitCode {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
     let args = ClientArgs::parse();
-    let needs_cluster = !matches!(args.command, Some(ClientCommand::Timeline { .. } | ClientCommand::Compare { .. }));
+    let needs_cluster = !matches!(
+        args.command,
+        Some(ClientCommand::Timeline { .. } | ClientCommand::Compare { .. } | ClientCommand::Lesson { .. })
+    );
     let security = match security(&args) {
         Ok(security) => security,
         Err(e) if needs_cluster => {
@@ -112,6 +116,13 @@ fn main() -> ExitCode {
                 work_dir,
             };
             cli::run_compare(&options, &out)
+        }
+        ClientCommand::Lesson { lesson: LessonName::Amnesia, durable, out, server_binary } => {
+            let server_binary = server_binary.unwrap_or_else(|| {
+                std::env::current_exe().map(|exe| exe.with_file_name("server")).unwrap_or_else(|_| "server".into())
+            });
+            let work_dir = std::env::temp_dir().join(format!("paxos-kv-lesson-{}", std::process::id()));
+            cli::run_lesson(&lesson::LessonOptions { server_binary, durable, work_dir, out })
         }
         ClientCommand::Watch { interval_ms, duration } => {
             if !std::io::stdout().is_terminal() {
