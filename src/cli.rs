@@ -62,6 +62,24 @@ impl Drop for RemoveOnDrop<'_> {
     }
 }
 
+/// `text` in lines of at most `width` characters (longer words stay whole),
+/// continuation lines indented by `indent`.
+fn wrap(text: &str, width: usize, indent: &str) -> String {
+    let mut lines: Vec<String> = vec![String::new()];
+    for word in text.split_whitespace() {
+        let line = lines.last_mut().expect("never empty");
+        if !line.trim().is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(format!("{indent}{word}"));
+        } else {
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+    }
+    lines.join("\n")
+}
+
 /// Plays a lesson and prints it: its steps, every replica's view, the
 /// timelines written, and what it means. Exit 0 when the lesson showed what
 /// it is meant to (a disagreement without `--durable`, agreement with it).
@@ -72,7 +90,7 @@ pub fn run_lesson(options: &lesson::LessonOptions) -> ExitCode {
         if options.durable { " --durable" } else { "" },
         options.work_dir.display()
     );
-    let outcome = match lesson::run(options, &mut |step| println!("{step}")) {
+    let outcome = match lesson::run(options, &mut |step| println!("{}", wrap(step, 100, "   "))) {
         Ok(outcome) => outcome,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -98,7 +116,7 @@ pub fn run_lesson(options: &lesson::LessonOptions) -> ExitCode {
     for path in &outcome.timelines {
         println!("  {}", path.display());
     }
-    println!("\n{}", lesson::explanation(&outcome, options.durable));
+    println!("\n{}", wrap(&lesson::explanation(&outcome, options.durable), 100, ""));
     if outcome.agree == options.durable {
         ExitCode::SUCCESS
     } else {
@@ -435,5 +453,17 @@ pub fn read_value(value: Option<String>, file: Option<std::path::PathBuf>) -> Re
         }
         (Some(value), None) => Ok(value.to_string()),
         (None, None) => Err("give a value, `-` for stdin, or --value-file F".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wrap;
+
+    #[test]
+    fn text_wraps_at_word_boundaries_with_an_indent() {
+        assert_eq!(wrap("1. one two three four", 10, "   "), "1. one two\n   three\n   four");
+        assert_eq!(wrap("averyveryverylongword x", 5, ""), "averyveryverylongword\nx");
+        assert_eq!(wrap("", 10, ""), "");
     }
 }

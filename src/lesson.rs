@@ -291,16 +291,17 @@ pub fn explanation(outcome: &LessonOutcome, durable: bool) -> String {
             "Every replica agrees: slot {} was chosen once. The two acceptors that restarted remembered their \
              promise and their vote, and any majority the new leader could gather had to include one of them \
              (two majorities of five share a replica). Its PROMISE carried the vote, and phase 2 re-proposed \
-             that value. This is the rule of Paxos Made Simple (section 2.3): an acceptor must remember the \
+             that value. This is the rule of Paxos Made Simple (section 2.2): an acceptor must remember the \
              highest-numbered proposal it accepted and the highest prepare it answered, even if it fails and \
-             restarts, which is why every acceptor here syncs them to disk before it answers.",
+             restarts; section 2.5 adds that it records its response in stable storage before sending it, \
+             which is what every acceptor here does (fsync before PROMISE or ACCEPTED).",
             outcome.slot
         )
     } else {
         format!(
             "Slot {} was chosen twice: once by s{}'s majority and again by the new one. The new majority shared \
              two replicas with the old one, but their acceptors had forgotten their vote, so their PROMISEs said \
-             \"no value\", and the new leader was free to choose another. Paxos Made Simple (section 2.3) \
+             \"no value\", and the new leader was free to choose another. Paxos Made Simple (section 2.2) \
              requires that an acceptor remember the highest-numbered proposal it accepted and the highest \
              prepare it answered, even if it fails and restarts; that memory is what makes any two majorities \
              agree. Run it again with --durable: the same steps, acceptors that remember, and every replica \

@@ -33,10 +33,14 @@ fn five_replicas_keep_agreement_under_loss_duplication_delay_and_crashes() {
 #[test]
 fn amnesiac_acceptors_break_agreement_within_a_bounded_number_of_seeds() {
     let config = SimConfig::profile("amnesia", 3).unwrap();
-    let found = (0..300).find_map(|seed| sim::run(seed, &config).err());
-    let violation = found.expect("300 seeds with amnesiac acceptors and no violation: the checks are too weak");
+    let found = (0..300).find_map(|seed| sim::run(seed, &config).err().map(|v| (seed, v)));
+    let (seed, violation) = found.expect("300 seeds with amnesiac acceptors and no violation: the checks are too weak");
     assert!(violation.contains("chosen two ways") || violation.contains("applied"), "{violation}");
     println!("amnesia found: {violation}");
+    // The README tells students which seed to replay: it must be this one.
+    let replay = format!("PAXOS_SIM_SEED={seed} PAXOS_SIM_REPLICAS=3 PAXOS_SIM_PROFILE=amnesia");
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    assert!(readme.contains(&replay), "README.md must name the seed the test finds: {replay}");
 }
 
 /// Whole replicas crash and their disks fail as real disks do: torn final
