@@ -169,15 +169,22 @@ pub enum ClientCommand {
     /// Draw one Paxos slot (or 2PC transaction) from the servers' --trace files:
     /// an HTML page with a sequence diagram, and the same round as text.
     #[command(
-        after_help = "Examples:\n  ./run_servers.sh --trace && ./run_client.sh put a 1 && client timeline --slot 0\n  client timeline --txn 2:1:17 --out /tmp/txn.html"
+        after_help = "Examples:\n  ./run_servers.sh --trace && ./run_client.sh put a 1 && ./run_client.sh timeline --key a\n  ./run_client.sh timeline --slot 0\n  ./run_client.sh timeline --contested        slots that saw more than one ballot\n  ./run_client.sh timeline --txn 2:1:17 --out /tmp/txn.html",
+        group = clap::ArgGroup::new("round").required(true).args(["slot", "txn", "key", "contested"])
     )]
     Timeline {
         /// The Paxos slot to draw (the first write of a new cluster is slot 0).
-        #[arg(long, conflicts_with = "txn", required_unless_present = "txn")]
+        #[arg(long)]
         slot: Option<u64>,
         /// A 2PC transaction id, as logged (coordinator:epoch:seq).
         #[arg(long)]
         txn: Option<String>,
+        /// Lists the latest slots whose values touched this key and draws the latest.
+        #[arg(long)]
+        key: Option<String>,
+        /// Lists the slots that saw ACCEPTs at more than one ballot (the interesting ones).
+        #[arg(long)]
+        contested: bool,
         /// Where the trace-<id>.jsonl files are.
         #[arg(long, default_value = "logs")]
         traces: std::path::PathBuf,

@@ -19,12 +19,50 @@ use std::time::Duration;
 pub const EXIT_NOT_FOUND: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
-pub fn run_timeline(
-    selection: &timeline::Selection,
-    traces: &std::path::Path,
-    out: Option<std::path::PathBuf>,
-) -> ExitCode {
-    let round = match timeline::load_traces(traces).and_then(|t| timeline::select(&t, selection)) {
+/// What `client timeline` is asked for.
+pub enum TimelineQuery {
+    Slot(u64),
+    Txn(String),
+    /// The latest slot whose value touched a key.
+    Key(String),
+    /// A list of the slots that saw more than one ballot.
+    Contested,
+}
+
+pub fn run_timeline(query: TimelineQuery, traces: &std::path::Path, out: Option<std::path::PathBuf>) -> ExitCode {
+    let loaded = match timeline::load_traces(traces) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let selection = match query {
+        TimelineQuery::Slot(slot) => timeline::Selection::Slot(slot),
+        TimelineQuery::Txn(txn) => timeline::Selection::Txn(txn),
+        TimelineQuery::Key(key) => {
+            let slots = timeline::slots_touching(&loaded, &key);
+            let Some(latest) = slots.first() else {
+                eprintln!("not found: no traced slot touched key {key:?}");
+                return ExitCode::from(EXIT_NOT_FOUND);
+            };
+            let listed: Vec<String> = slots.iter().take(10).map(u64::to_string).collect();
+            println!("slots that touched {key:?}, latest first: {}", listed.join(", "));
+            timeline::Selection::Slot(*latest)
+        }
+        TimelineQuery::Contested => {
+            let contested = timeline::contested_slots(&loaded);
+            if contested.is_empty() {
+                println!("no traced slot saw more than one ballot");
+                return ExitCode::from(EXIT_NOT_FOUND);
+            }
+            for (slot, ballots) in &contested {
+                println!("slot {slot}: ballots {}", ballots.join(", "));
+            }
+            return ExitCode::SUCCESS;
+        }
+    };
+    let round = match timeline::select(&loaded, &selection) {
         Ok(round) => round,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -32,7 +70,7 @@ pub fn run_timeline(
         }
     };
     let out = out.unwrap_or_else(|| {
-        let name = match selection {
+        let name = match &selection {
             timeline::Selection::Slot(slot) => format!("slot-{slot}"),
             timeline::Selection::Txn(txn) => format!("txn-{}", txn.replace(':', "-")),
         };

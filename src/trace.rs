@@ -4,6 +4,7 @@
 //! recording at a size limit.
 
 use crate::mailbox::{Mailbox, Weigh};
+use crate::paxos::messages::SlotValue;
 use crate::paxos::{Envelope, Message, NodeId, Role};
 use crate::twopc::{TxEnvelope, TxMessage};
 use log::{error, warn};
@@ -14,8 +15,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// One line of a trace file.
+/// A vote a PROMISE reports for one slot: the acceptor's highest-numbered
+/// accepted proposal there.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportedVote {
+    pub slot: u64,
+    pub ballot: String,
+    pub value: String,
+}
+
+/// The votes a PROMISE trace line keeps; the rest are counted.
+const VOTES_RECORDED: usize = 64;
+/// The keys an ACCEPT or DECIDE trace line keeps.
+const KEYS_RECORDED: usize = 16;
+
+/// One line of a trace file.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceEvent {
     /// Wall-clock time, microseconds since the Unix epoch.
     pub ts_us: u64,
@@ -40,6 +55,29 @@ pub struct TraceEvent {
     /// What a value is, and a digest telling equal values apart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// PROMISE: the votes it reports, slot by slot (at most 64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub votes: Option<Vec<ReportedVote>>,
+    /// PROMISE: votes reported but not recorded here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub votes_omitted: Option<u64>,
+    /// ACCEPT and DECIDE: the keys the value touches (at most 16), so that
+    /// `timeline --key` can find a write's slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keys: Option<Vec<String>>,
+}
+
+fn value_text(value: &SlotValue) -> String {
+    format!("{} #{}", value.describe(), digest(value))
+}
+
+fn keys_of(value: &SlotValue) -> Option<Vec<String>> {
+    match value {
+        SlotValue::Noop => None,
+        SlotValue::Batch(commands) => {
+            Some(commands.iter().take(KEYS_RECORDED).map(|c| c.op.key().chars().take(256).collect()).collect())
+        }
+    }
 }
 
 fn now_us() -> u64 {
@@ -65,13 +103,9 @@ impl TraceEvent {
             Message::Prepare(m) => (Some(m.ballot), None, Some(m.first_slot), None),
             Message::Promise(m) => (Some(m.ballot), None, Some(m.first_slot), None),
             Message::Nack(m) => (Some(m.ballot), None, None, Some(format!("promised {}", m.promised))),
-            Message::Accept(m) => {
-                (Some(m.ballot), Some(m.slot), None, Some(format!("{} #{}", m.value.describe(), digest(&m.value))))
-            }
+            Message::Accept(m) => (Some(m.ballot), Some(m.slot), None, Some(value_text(&m.value))),
             Message::Accepted(m) => (Some(m.ballot), Some(m.slot), None, None),
-            Message::Decide(m) => {
-                (None, Some(m.slot), None, Some(format!("{} #{}", m.value.describe(), digest(&m.value))))
-            }
+            Message::Decide(m) => (None, Some(m.slot), None, Some(value_text(&m.value))),
             Message::Heartbeat(m) => (Some(m.ballot), None, None, None),
             Message::HeartbeatAck(m) => (Some(m.ballot), None, None, None),
             Message::LeaderAlive(m) => (Some(m.ballot), None, None, None),
@@ -81,6 +115,28 @@ impl TraceEvent {
             }
             Message::CatchupRequest(m) => (None, None, Some(m.next_slot), None),
             Message::CatchupReply(m) => (None, None, m.entries.first().map(|(s, _)| *s), None),
+        };
+        let (votes, votes_omitted) = match msg {
+            Message::Promise(m) => (
+                Some(
+                    m.accepted
+                        .iter()
+                        .take(VOTES_RECORDED)
+                        .map(|e| ReportedVote {
+                            slot: e.slot,
+                            ballot: e.ballot.to_string(),
+                            value: value_text(&e.value),
+                        })
+                        .collect(),
+                ),
+                m.accepted.len().checked_sub(VOTES_RECORDED).filter(|n| *n > 0).map(|n| n as u64),
+            ),
+            _ => (None, None),
+        };
+        let keys = match msg {
+            Message::Accept(m) => keys_of(&m.value),
+            Message::Decide(m) => keys_of(&m.value),
+            _ => None,
         };
         TraceEvent {
             ts_us: now_us(),
@@ -94,8 +150,11 @@ impl TraceEvent {
             ballot: ballot.map(|b| b.to_string()),
             slot,
             first_slot,
-            txn: None,
             value,
+            votes,
+            votes_omitted,
+            keys,
+            ..TraceEvent::default()
         }
     }
 
@@ -117,11 +176,9 @@ impl TraceEvent {
             from_role: from_role.into(),
             to_role: to_role.into(),
             kind: envelope.msg.kind().to_string(),
-            ballot: None,
-            slot: None,
-            first_slot: None,
             txn: Some(txn.to_string()),
             value,
+            ..TraceEvent::default()
         }
     }
 
@@ -136,11 +193,20 @@ impl TraceEvent {
             from_role: role.to_string(),
             to_role: role.to_string(),
             kind: if up { "RESTART" } else { "FAILURE" }.to_string(),
-            ballot: None,
-            slot: None,
-            first_slot: None,
-            txn: None,
-            value: None,
+            ..TraceEvent::default()
+        }
+    }
+
+    /// The replica process started (the first line of each run of it).
+    pub fn start(node: NodeId) -> Self {
+        TraceEvent {
+            ts_us: now_us(),
+            node,
+            event: "start".into(),
+            from: node,
+            to: node,
+            kind: "START".into(),
+            ..TraceEvent::default()
         }
     }
 }
@@ -157,6 +223,8 @@ const TRACE_QUEUE_BYTES_MAX: usize = 16 << 20;
 impl Weigh for TraceEvent {
     fn weight(&self) -> usize {
         200 + self.value.as_ref().map_or(0, String::len)
+            + self.votes.as_ref().map_or(0, |v| v.iter().map(|v| 40 + v.value.len()).sum())
+            + self.keys.as_ref().map_or(0, |k| k.iter().map(|k| 8 + k.len()).sum())
     }
 }
 
@@ -192,7 +260,9 @@ impl Tracer {
                 let _ = out.flush();
             }
         })?;
-        Ok(Tracer { queue })
+        let tracer = Tracer { queue };
+        tracer.record(TraceEvent::start(node));
+        Ok(tracer)
     }
 
     pub fn record(&self, event: TraceEvent) {

@@ -10,7 +10,6 @@ use paxos_kv::compare;
 use paxos_kv::lesson;
 use paxos_kv::prompt::{self, PromptCommand};
 use paxos_kv::security::ClientSecurity;
-use paxos_kv::timeline;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -142,13 +141,15 @@ fn main() -> ExitCode {
                 }
             }
         }
-        ClientCommand::Timeline { slot, txn, traces, out } => {
-            let selection = match (slot, txn) {
-                (Some(slot), _) => timeline::Selection::Slot(slot),
-                (None, Some(txn)) => timeline::Selection::Txn(txn),
-                (None, None) => unreachable!("clap requires --slot or --txn"),
+        ClientCommand::Timeline { slot, txn, key, contested, traces, out } => {
+            let query = match (slot, txn, key) {
+                (Some(slot), _, _) => cli::TimelineQuery::Slot(slot),
+                (None, Some(txn), _) => cli::TimelineQuery::Txn(txn),
+                (None, None, Some(key)) => cli::TimelineQuery::Key(key),
+                (None, None, None) if contested => cli::TimelineQuery::Contested,
+                _ => unreachable!("clap requires one of --slot, --txn, --key, --contested"),
             };
-            cli::run_timeline(&selection, &traces, out)
+            cli::run_timeline(query, &traces, out)
         }
         ClientCommand::Sizes => {
             for (addr, status) in client::status_all(&args.servers, options.timeout, &security) {
