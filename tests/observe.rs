@@ -59,22 +59,54 @@ fn timeline(args: &[&str], traces: &Path, out: &Path) -> (bool, String, String) 
     )
 }
 
-/// `(kind, from lane, to lane, chosen)` of every arrow in the page's SVG.
-fn arrows_of(html: &str) -> Vec<(String, String, String, bool)> {
-    let attribute = |tag: &str, name: &str| -> String {
-        let start = tag.find(&format!(r#"{name}=""#)).unwrap() + name.len() + 2;
-        tag[start..start + tag[start..].find('"').unwrap()].to_string()
-    };
-    html.split("<line class=\"arrow")
+/// One arrow of a page's SVG.
+#[derive(Debug)]
+struct DrawnArrow {
+    kind: String,
+    ballot: String,
+    from: String,
+    to: String,
+    chosen: bool,
+    lost: bool,
+    /// Where it ends, and the x of its receiver's lane.
+    end_x: f64,
+    receiver_lane_x: f64,
+}
+
+fn attribute(tag: &str, name: &str) -> String {
+    let start = tag.find(&format!(r#" {name}=""#)).unwrap_or_else(|| panic!("no {name} in {tag}")) + name.len() + 3;
+    tag[start..start + tag[start..].find('"').unwrap()].to_string()
+}
+
+/// Every arrow in the page, with where it ends against its receiver's lane.
+fn arrows_of(html: &str) -> Vec<DrawnArrow> {
+    let lane_x: std::collections::BTreeMap<String, f64> = html
+        .split(r#"<g class="lane""#)
+        .skip(1)
+        .map(|tag| (attribute(tag, "data-lane"), attribute(tag, "data-x").parse().unwrap()))
+        .collect();
+    html.split(r#" class="arrow"#)
         .skip(1)
         .map(|tag| {
             let tag = &tag[..tag.find("/>").unwrap()];
-            (
-                attribute(tag, "data-kind"),
-                attribute(tag, "data-from"),
-                attribute(tag, "data-to"),
-                tag.starts_with(" chosen"),
-            )
+            let classes = &tag[..tag.find('"').unwrap()];
+            // A line ends at x2; a loop (between roles of one replica) at its path's last point.
+            let end_x = if tag.contains(" x2=\"") {
+                attribute(tag, "x2").parse().unwrap()
+            } else {
+                let d = attribute(tag, "d");
+                d.split(' ').next_back().unwrap().split(',').next().unwrap().parse().unwrap()
+            };
+            DrawnArrow {
+                kind: attribute(tag, "data-kind"),
+                ballot: attribute(tag, "data-ballot"),
+                from: attribute(tag, "data-from"),
+                to: attribute(tag, "data-to"),
+                chosen: classes.contains("chosen"),
+                lost: classes.contains("lost"),
+                end_x,
+                receiver_lane_x: lane_x[&attribute(tag, "data-to-lane")],
+            }
         })
         .collect()
 }
@@ -84,6 +116,13 @@ fn lanes(html: &str) -> Vec<String> {
         .skip(1)
         .map(|rest| rest[..rest.find('"').unwrap()].to_string())
         .collect()
+}
+
+fn assert_arrows_end_on_receiver_lanes(arrows: &[DrawnArrow]) {
+    assert!(!arrows.is_empty());
+    for arrow in arrows {
+        assert!((arrow.end_x - arrow.receiver_lane_x).abs() < 0.01, "ends off its receiver's lane: {arrow:?}");
+    }
 }
 
 #[test]
@@ -115,19 +154,25 @@ fn a_traced_paxos_run_renders_a_timeline_of_any_slot() {
     assert!(ok, "{stdout}\n{stderr}");
     assert!(stdout.contains(&format!("Timeline of slot {slot}")), "{stdout}");
     let html = std::fs::read_to_string(&out).unwrap();
-    let expected_lanes: Vec<String> =
-        (1..=3).flat_map(|n| ["proposer", "acceptor", "learner"].map(|r| format!("s{n} {r}"))).collect();
-    assert_eq!(lanes(&html), expected_lanes);
+    assert_eq!(lanes(&html), ["s1", "s2", "s3"], "one lane per replica");
     let arrows = arrows_of(&html);
-    let leader_lane = format!("s{leader} proposer");
+    assert_arrows_end_on_receiver_lanes(&arrows);
+    let leader_proposer = format!("s{leader} proposer");
     for n in 1..=3 {
-        let accept = (String::from("ACCEPT"), leader_lane.clone(), format!("s{n} acceptor"), true);
-        assert!(arrows.contains(&accept), "no chosen ACCEPT to s{n}: {arrows:?}");
-        let decide = (String::from("DECIDE"), leader_lane.clone(), format!("s{n} learner"), true);
-        assert!(arrows.contains(&decide), "no DECIDE to s{n}: {arrows:?}");
+        let to = format!("s{n} acceptor");
+        assert!(
+            arrows.iter().any(|a| a.kind == "ACCEPT" && a.from == leader_proposer && a.to == to && a.chosen),
+            "no chosen ACCEPT to s{n}: {arrows:?}"
+        );
+        let to = format!("s{n} learner");
+        assert!(
+            arrows.iter().any(|a| a.kind == "DECIDE" && a.from == leader_proposer && a.to == to),
+            "no DECIDE to s{n}"
+        );
     }
-    let accepted = arrows.iter().filter(|a| a.0 == "ACCEPTED" && a.2 == leader_lane).count();
+    let accepted = arrows.iter().filter(|a| a.kind == "ACCEPTED" && a.to == leader_proposer).count();
     assert!(accepted >= 2, "a decision needs a majority of ACCEPTED: {arrows:?}");
+    assert!(html.contains("of 3 at ballot"), "the moment of choice is marked");
 
     // A replica's trace missing, and a truncated line: a partial picture and warnings, never a panic.
     let other = (1..=3).find(|n| *n != leader).unwrap();
@@ -141,7 +186,7 @@ fn a_traced_paxos_run_renders_a_timeline_of_any_slot() {
     assert!(stdout.contains("skipped 1 malformed or truncated line"), "{stdout}");
     let html = std::fs::read_to_string(&out).unwrap();
     assert!(
-        arrows_of(&html).iter().any(|a| a.2 == format!("s{other} acceptor")),
+        arrows_of(&html).iter().any(|a| a.to == format!("s{other} acceptor")),
         "sends to the untraced replica are still drawn"
     );
 
@@ -180,19 +225,117 @@ fn a_traced_2pc_run_renders_a_timeline_of_a_transaction() {
     let (ok, stdout, stderr) = timeline(&["--txn", &txn], &traces, &out);
     assert!(ok, "{stdout}\n{stderr}");
     let html = std::fs::read_to_string(&out).unwrap();
-    assert_eq!(lanes(&html).len(), 6);
+    assert_eq!(lanes(&html).len(), 3);
     let arrows = arrows_of(&html);
+    assert_arrows_end_on_receiver_lanes(&arrows);
     // Requests and votes may be repeated while a link comes up; every replica takes part.
     for kind in ["VOTE_REQUEST", "VOTE"] {
-        let lanes: std::collections::BTreeSet<&str> = arrows
+        let ends: std::collections::BTreeSet<&str> = arrows
             .iter()
-            .filter(|a| a.0 == kind)
-            .map(|a| if kind == "VOTE" { a.1.as_str() } else { a.2.as_str() })
+            .filter(|a| a.kind == kind)
+            .map(|a| if kind == "VOTE" { a.from.as_str() } else { a.to.as_str() })
             .collect();
-        assert_eq!(lanes.len(), 3, "{kind}: {arrows:?}");
+        assert_eq!(ends.len(), 3, "{kind}: {arrows:?}");
     }
     for kind in ["COMMIT", "ACK"] {
-        assert_eq!(arrows.iter().filter(|a| a.0 == kind).count(), 3, "{kind}: {arrows:?}");
+        assert_eq!(arrows.iter().filter(|a| a.kind == kind).count(), 3, "{kind}: {arrows:?}");
     }
-    assert_eq!(arrows.iter().filter(|a| a.3).count(), 3, "the COMMITs are highlighted");
+    assert_eq!(arrows.iter().filter(|a| a.chosen).count(), 3, "the COMMITs are highlighted");
+}
+
+/// A ballot that reached only one acceptor of three, then a new leader: the
+/// failed ballot's ACCEPTs are drawn lost or not chosen, and the slot is
+/// marked chosen once, at a later ballot (from a real traced run).
+#[test]
+fn a_failed_ballot_in_a_real_run_is_never_drawn_chosen() {
+    let mut cluster = traced_cluster("timeline-failed", false);
+    let leader = cluster.wait_for_leader();
+    cluster.client().put("warm", "up").unwrap();
+    let followers: Vec<usize> = (1..=3).filter(|&id| id != leader).collect();
+    for &id in &followers {
+        cluster.kill(id);
+    }
+    // Only the leader's own acceptor can accept: the write cannot be chosen now.
+    let attempt = cluster.client_with_deadline(Duration::from_millis(1_500)).put("k", "contested");
+    assert!(attempt.is_err(), "no majority, yet the write succeeded");
+    let traces = cluster.dir.join("traces");
+    let leader_events = read_events(&traces.join(format!("trace-{leader}.jsonl")));
+    let (slot, old_ballot) = leader_events
+        .iter()
+        .filter(|e| {
+            e.kind == "ACCEPT" && e.event == "send" && e.keys.as_ref().is_some_and(|k| k.contains(&"k".to_string()))
+        })
+        .find_map(|e| Some((e.slot?, e.ballot.clone()?)))
+        .expect("the leader sent ACCEPTs for the write");
+    cluster.kill(leader);
+    for id in 1..=3 {
+        cluster.start_replica(id);
+    }
+    cluster.wait_for_leader();
+    cluster.client().put("after", "restart").unwrap();
+    let out = cluster.dir.join("failed.html");
+    let mut drawn = None;
+    wait_until("the slot to be decided in the traces", Duration::from_secs(20), || {
+        let (ok, stdout, _) = timeline(&["--slot", &slot.to_string()], &traces, &out);
+        drawn = Some(stdout.clone());
+        ok && stdout.contains("CHOSEN: ")
+    });
+    let html = std::fs::read_to_string(&out).unwrap();
+    let arrows = arrows_of(&html);
+    assert_arrows_end_on_receiver_lanes(&arrows);
+    let failed: Vec<&DrawnArrow> = arrows.iter().filter(|a| a.ballot == old_ballot).collect();
+    assert!(failed.iter().any(|a| a.kind == "ACCEPT"), "the failed ballot's ACCEPTs are drawn: {arrows:?}");
+    assert!(failed.iter().all(|a| !a.chosen), "ballot {old_ballot} reached 1 of 3 and must not be drawn chosen");
+    assert!(failed.iter().any(|a| a.lost), "ACCEPTs to the killed followers end in a cross");
+    let choices = html.matches(r#"<g class="choice""#).count();
+    assert_eq!(choices, 1, "chosen once, at a later ballot:\n{}", drawn.unwrap_or_default());
+    assert!(!html.contains(&format!(r#"<g class="choice" data-ballot="{old_ballot}""#)));
+    // --key finds the slot, --contested lists it.
+    let (ok, stdout, _) = timeline(&["--key", "k"], &traces, &out);
+    assert!(ok && stdout.contains(&format!("latest first: {slot}")), "{stdout}");
+    let (ok, stdout, _) = timeline(&["--contested"], &traces, &out);
+    assert!(ok && stdout.contains(&format!("slot {slot}: ballots")), "{stdout}");
+
+    browser_check(&out);
+}
+
+/// Renders the page in headless Chromium and reads back the check the page
+/// runs on itself: it loaded, its script ran, every arrow ends on its
+/// receiver's lane. Without Chromium the check is skipped with a note, unless
+/// PAXOS_KV_REQUIRE_BROWSER is set (CI sets it and installs Chromium).
+fn browser_check(page: &Path) {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()));
+    let Some(browser) = browser else {
+        assert!(std::env::var_os("PAXOS_KV_REQUIRE_BROWSER").is_none(), "Chromium is required but not installed");
+        eprintln!("note: no Chromium here; the browser check of {} is skipped", page.display());
+        return;
+    };
+    let profile = page.with_extension("chromium-profile");
+    let output = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("file://{}", page.canonicalize().unwrap().display()))
+        .output()
+        .expect("run Chromium");
+    let _ = std::fs::remove_dir_all(&profile);
+    let dom = String::from_utf8_lossy(&output.stdout);
+    let check = dom
+        .split(r#"<p id="check""#)
+        .nth(1)
+        .unwrap_or_else(|| panic!("Chromium did not render the page: {}", String::from_utf8_lossy(&output.stderr)));
+    let check = &check[..check.find("</p>").unwrap()];
+    assert!(check.contains(r#"data-bad="0""#), "the page's own check failed in the browser: {check}");
+    assert!(check.contains("each ending on its receiver"), "the page's script did not run: {check}");
 }
