@@ -188,7 +188,8 @@ pub enum ClientCommand {
         /// Where the trace-<id>.jsonl files are.
         #[arg(long, default_value = "logs")]
         traces: std::path::PathBuf,
-        /// The HTML file to write (default: reports/timeline-<slot or txn>.html).
+        /// The file to write: an HTML page, or the picture alone if it ends in .svg
+        /// (default: reports/timeline-<slot or txn>.html).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },

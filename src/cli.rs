@@ -76,8 +76,9 @@ pub fn run_timeline(query: TimelineQuery, traces: &std::path::Path, out: Option<
         };
         std::path::PathBuf::from("reports").join(format!("timeline-{name}.html"))
     });
-    let written =
-        out.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&out, round.render_html()));
+    // A .svg file gets the picture alone (for documents); anything else the page.
+    let page = if out.extension().is_some_and(|e| e == "svg") { round.render_svg() } else { round.render_html() };
+    let written = out.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| std::fs::write(&out, page));
     print!("{}", round.render_text());
     match written {
         Ok(()) => {

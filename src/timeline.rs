@@ -112,7 +112,9 @@ pub struct Choice {
     pub ballot: String,
     /// When the majority-th acceptor accepted.
     pub at_us: u64,
+    /// Acceptors that accepted this ballot in all (the first `majority` chose it).
     pub votes: usize,
+    pub majority: usize,
     pub replicas: usize,
     pub value: Option<String>,
 }
@@ -241,6 +243,7 @@ pub fn select(traces: &Traces, selection: &Selection) -> Result<Round> {
                     ballot: ballot.clone(),
                     at_us: times[majority - 1],
                     votes: times.len(),
+                    majority,
                     replicas,
                     value,
                 });
@@ -507,11 +510,12 @@ impl Round {
         for c in &self.choices {
             let _ = writeln!(
                 out,
-                "{:>13}  CHOSEN: {} of {} accepted ballot {}: {}",
+                "{:>13}  CHOSEN: {} of {} accepted ballot {} ({} in all): {}",
                 fmt_ms(c.at_us, start),
-                c.votes,
+                c.majority,
                 c.replicas,
                 c.ballot,
+                c.votes,
                 c.value.as_deref().unwrap_or("?")
             );
         }
@@ -545,7 +549,8 @@ impl Round {
     }
 
     fn width(&self) -> f64 {
-        TIME_COLUMN + PHASE_COLUMN + LANE_WIDTH * self.lanes.len() as f64 + 20.0
+        // Room on the right for the labels of loops on the last lane.
+        TIME_COLUMN + PHASE_COLUMN + LANE_WIDTH * self.lanes.len() as f64 + 220.0
     }
 
     /// The lane headers, alone (the page keeps them in view while it scrolls).
@@ -762,7 +767,7 @@ impl Round {
                 lanes_left + 8.0,
                 y + 14.0,
                 fmt_ms(c.at_us, start),
-                c.votes,
+                c.majority,
                 c.replicas,
                 escape(&c.ballot),
                 escape(c.value.as_deref().unwrap_or("?"))
@@ -947,7 +952,7 @@ mod tests {
         let round = select(&failed_then_chosen(), &Selection::Slot(3)).unwrap();
         assert_eq!(round.choices.len(), 1, "{:?}", round.choices);
         let choice = &round.choices[0];
-        assert_eq!((choice.ballot.as_str(), choice.votes, choice.replicas), ("12.3", 3, 5));
+        assert_eq!((choice.ballot.as_str(), choice.majority, choice.votes, choice.replicas), ("12.3", 3, 3, 5));
         assert_eq!(choice.at_us, 5_000_203, "the third ACCEPTED");
         for a in round.arrows.iter().filter(|a| a.ballot.as_deref() == Some("8.5")) {
             assert!(!a.chosen, "ballot 8.5 got 2 of 5 and must not be drawn chosen: {a:?}");
