@@ -17,9 +17,10 @@ BIN_DIR=${PAXOS_KV_BIN_DIR:-target/release}
 
 # The subcommand (the first word that names one), and whether help was asked for.
 command=prompt help=0
+[ "${1:-}" = help ] && help=1
 for arg in "$@"; do
   case "$arg" in
-    -h|--help|-V|--version|help) help=1 ;;
+    -h|--help|-V|--version) help=1 ;;
   esac
 done
 for arg in "$@"; do

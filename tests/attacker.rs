@@ -345,7 +345,11 @@ fn reconnecting_to_a_closed_ephemeral_port_never_holds_it() {
         }
     }
     println!("{self_connects} self-connects seen and closed");
-    std::net::TcpListener::bind(addr).expect("the port must stay bindable for the replica that owns it");
+    // Other tests' outgoing connections may land on this port for a moment;
+    // a self-connect left open would hold it for good.
+    wait_until("the port to stay bindable for the replica that owns it", Duration::from_secs(15), || {
+        std::net::TcpListener::bind(addr).is_ok()
+    });
 }
 
 #[test]
