@@ -156,6 +156,15 @@ pub fn run(options: &LessonOptions, say: &mut dyn FnMut(&str)) -> Result<LessonO
 
     let majority_then = [leader, voters[0], voters[1]];
     put(&cluster, &majority_then, FIRST, &security)?;
+    // The leader answered once it applied the write; should leadership have
+    // moved meanwhile, wait until the frozen-to-be replica applied it too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while local_value(&cluster, leader, &security).ok().flatten().as_deref() != Some(FIRST) {
+        if Instant::now() > deadline {
+            bail!("s{leader} did not apply PUT {KEY}={FIRST} within 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let leader_status = paxos_status(&cluster, leader, &security)?;
     let slot = leader_status.learner_next_slot.checked_sub(1).context("the leader applied nothing")?;
     let first_value = local_value(&cluster, leader, &security)?;
