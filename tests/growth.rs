@@ -8,6 +8,15 @@ use std::thread;
 use std::time::{Duration, Instant};
 use support::{wait_until, Cluster};
 
+/// These tests move hundreds of MiB and measure memory and restart times:
+/// run one at a time, so that none measures the others' load.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    // A test that failed while holding the lock must not fail the others.
+    ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Resident memory of a process, in bytes.
 fn rss_bytes(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -66,6 +75,7 @@ fn most_reproposed(cluster: &Cluster, n: usize) -> u64 {
 /// window, in frames far below the peers' limit, and answers within seconds.
 #[test]
 fn a_whole_cluster_restart_after_a_burst_of_large_batches_answers_at_once_and_loses_nothing() {
+    let _alone = one_at_a_time();
     let limits = [
         "--frame-bytes-max",
         "65536",
@@ -107,6 +117,7 @@ fn a_whole_cluster_restart_after_a_burst_of_large_batches_answers_at_once_and_lo
 /// that missed everything catches up through a snapshot sent in chunks.
 #[test]
 fn a_store_above_256_mib_survives_a_whole_cluster_restart_and_a_replica_that_missed_it_catches_up() {
+    let _alone = one_at_a_time();
     const VALUE: usize = 1 << 20;
     let mut cluster = Cluster::start("growth-large", 3, &[]);
     cluster.wait_for_leader();
@@ -136,6 +147,7 @@ fn a_store_above_256_mib_survives_a_whole_cluster_restart_and_a_replica_that_mis
 /// about 520 MB when every session kept its last reply).
 #[test]
 fn reads_of_a_large_value_by_many_clients_leave_memory_where_it_was() {
+    let _alone = one_at_a_time();
     let cluster = Cluster::start("growth-reads", 3, &[]);
     cluster.client().put("large", &"x".repeat(1 << 20)).unwrap();
     // Settle allocations of the first write and read.
@@ -163,6 +175,7 @@ fn reads_of_a_large_value_by_many_clients_leave_memory_where_it_was() {
 /// when 1,000 applied slots and every accepted value were kept).
 #[test]
 fn one_mib_values_at_full_rate_stay_within_the_memory_budget() {
+    let _alone = one_at_a_time();
     let budget = [
         "--queue-bytes-max",
         "16777216",
