@@ -14,7 +14,7 @@
 use crate::client::{self, Client, ClientOptions};
 use crate::kv::Reply;
 use crate::local_cluster::LocalCluster;
-use crate::node::{NodeStatus, PaxosStatus};
+use crate::node::PaxosStatus;
 use crate::security::{self, ClientSecurity};
 use crate::timeline;
 use anyhow::{bail, Context, Result};
@@ -57,14 +57,6 @@ pub struct LessonOutcome {
     pub timelines: Vec<PathBuf>,
 }
 
-fn paxos_status(cluster: &LocalCluster, id: usize, security: &ClientSecurity) -> Result<PaxosStatus> {
-    match client::status(cluster.addrs[id - 1], Duration::from_secs(1), security) {
-        Ok(NodeStatus::Paxos(status)) => Ok(status),
-        Ok(_) => bail!("s{id} is not a Paxos replica"),
-        Err(e) => bail!("s{id} does not answer: {e}"),
-    }
-}
-
 /// What replica `id` says slot `slot` holds, if it still keeps it in view.
 fn slot_holds(status: &PaxosStatus, slot: u64) -> Option<String> {
     status.recent_decisions.iter().find(|(s, _)| *s == slot).map(|(_, value)| value.clone())
@@ -82,7 +74,7 @@ fn local_value(cluster: &LocalCluster, id: usize, security: &ClientSecurity) -> 
 fn wait_applied(cluster: &LocalCluster, id: usize, slot: u64, security: &ClientSecurity) -> Result<PaxosStatus> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        if let Ok(status) = paxos_status(cluster, id, security) {
+        if let Ok(status) = cluster.paxos_status(id, security) {
             if status.learner_next_slot > slot {
                 return Ok(status);
             }
@@ -144,7 +136,7 @@ pub fn run(options: &LessonOptions, say: &mut dyn FnMut(&str)) -> Result<LessonO
     let leader = cluster.wait_for_leader(&all, &security, Duration::from_secs(20))?;
     let others: Vec<usize> = all.iter().copied().filter(|&id| id != leader).collect();
     let (voters, absent) = ([others[0], others[1]], [others[2], others[3]]);
-    let old_ballot = paxos_status(&cluster, leader, &security)?.proposer.ballot;
+    let old_ballot = cluster.paxos_status(leader, &security)?.proposer.ballot;
     say(&format!(
         "1. Five replicas start; s{leader} is elected leader with ballot {old_ballot} (ballots read round.replica)."
     ));
@@ -165,7 +157,7 @@ pub fn run(options: &LessonOptions, say: &mut dyn FnMut(&str)) -> Result<LessonO
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let leader_status = paxos_status(&cluster, leader, &security)?;
+    let leader_status = cluster.paxos_status(leader, &security)?;
     let slot = leader_status.learner_next_slot.checked_sub(1).context("the leader applied nothing")?;
     let first_value = local_value(&cluster, leader, &security)?;
     let first_slot_holds = slot_holds(&leader_status, slot);
@@ -219,7 +211,7 @@ pub fn run(options: &LessonOptions, say: &mut dyn FnMut(&str)) -> Result<LessonO
         cluster.wait_listening(id, Duration::from_secs(10))?;
     }
     let new_leader = cluster.wait_for_leader(&majority_now, &security, Duration::from_secs(30))?;
-    let new_ballot = paxos_status(&cluster, new_leader, &security)?.proposer.ballot;
+    let new_ballot = cluster.paxos_status(new_leader, &security)?.proposer.ballot;
     put(&cluster, &majority_now, SECOND, &security)?;
     let new_status = wait_applied(&cluster, new_leader, slot, &security)?;
     let now_holds = slot_holds(&new_status, slot).unwrap_or_else(|| "?".into());
@@ -274,7 +266,7 @@ pub fn run(options: &LessonOptions, say: &mut dyn FnMut(&str)) -> Result<LessonO
             break;
         }
         // Caught up: through the majority's last slot, with the same value in the contested one.
-        let status = paxos_status(&cluster, leader, &security).ok();
+        let status = cluster.paxos_status(leader, &security).ok();
         let caught_up = status.as_ref().filter(|s| {
             s.learner_next_slot > decided_now && slot_holds(s, slot).as_deref() == Some(now_holds.as_str())
         });

@@ -5,7 +5,7 @@
 //! folder removed.
 
 use crate::client;
-use crate::node::NodeStatus;
+use crate::node::{NodeStatus, PaxosStatus};
 use crate::paxos::proposer::ProposerMode;
 use crate::security::ClientSecurity;
 use anyhow::{bail, Context, Result};
@@ -125,18 +125,22 @@ impl LocalCluster {
         self.children[id - 1].as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// Replica `id`'s Paxos status, asked over the wire.
+    pub fn paxos_status(&self, id: usize, security: &ClientSecurity) -> Result<PaxosStatus> {
+        match client::status(self.addrs[id - 1], Duration::from_millis(500), security) {
+            Ok(NodeStatus::Paxos(status)) => Ok(status),
+            Ok(_) => bail!("s{id} is not a Paxos replica"),
+            Err(e) => bail!("s{id} does not answer: {e}"),
+        }
+    }
+
     /// Waits until one of `among` leads and the others that answer follow it;
     /// returns its id.
     pub fn wait_for_leader(&self, among: &[usize], security: &ClientSecurity, timeout: Duration) -> Result<usize> {
         let deadline = Instant::now() + timeout;
         loop {
-            let statuses: Vec<(usize, crate::node::PaxosStatus)> = among
-                .iter()
-                .filter_map(|&id| match client::status(self.addrs[id - 1], Duration::from_millis(300), security) {
-                    Ok(NodeStatus::Paxos(status)) => Some((id, status)),
-                    _ => None,
-                })
-                .collect();
+            let statuses: Vec<(usize, PaxosStatus)> =
+                among.iter().filter_map(|&id| self.paxos_status(id, security).ok().map(|s| (id, s))).collect();
             let leader = statuses.iter().find(|(_, s)| s.proposer.mode == ProposerMode::Leading).map(|(id, _)| *id);
             if let Some(leader) = leader {
                 let followers = statuses.iter().filter(|(_, s)| s.proposer.leader == Some(leader as u32)).count();

@@ -332,17 +332,20 @@ pub fn select(traces: &Traces, selection: &Selection) -> Result<Round> {
             }
         }
     }
-    let mut arrows: Vec<Arrow> = merged.into_values().collect();
+    // Receives without a traced send (the sender left no trace); a spare
+    // receive of a message already drawn is one of its resends.
+    let mut unsent = Vec::new();
     for (k, candidates) in &receives {
+        if merged.contains_key(k) {
+            continue;
+        }
         if let Some(ts) = candidates.iter().find(|(_, used)| !used).map(|(ts, _)| *ts) {
-            if arrows.iter().any(|a| key_of_arrow(a) == (k.0, k.1, k.3.clone(), k.4.clone())) {
-                continue;
-            }
             let e =
                 relevant.iter().find(|e| e.event == "recv" && e.ts_us == ts && key(e) == *k).expect("came from here");
-            arrows.push(arrow(e, None, Some(ts)));
+            unsent.push(arrow(e, None, Some(ts)));
         }
     }
+    let mut arrows: Vec<Arrow> = merged.into_values().chain(unsent).collect();
     arrows.sort_by_key(Arrow::time);
 
     let lanes: Vec<String> = nodes.iter().map(|n| format!("s{n}")).collect();
@@ -357,10 +360,6 @@ pub fn select(traces: &Traces, selection: &Selection) -> Result<Round> {
         ));
     }
     Ok(Round { selection: selection.clone(), lanes, arrows, bands, choices, chosen, warnings })
-}
-
-fn key_of_arrow(a: &Arrow) -> (u32, u32, String, Option<String>) {
-    (a.from, a.to, a.kind.clone(), a.ballot.clone())
 }
 
 /// Offline roles (the failure thread) and down replicas (a process that
@@ -578,8 +577,8 @@ impl Round {
     }
 
     /// The diagram without headers: lanes, bands, phases, arrows, choices.
-    fn render_body_svg(&self) -> String {
-        let start = self.start_us();
+    /// Every moment the diagram draws, placed in rows.
+    fn rows(&self) -> Rows {
         let mut times: BTreeSet<u64> = BTreeSet::new();
         for a in &self.arrows {
             times.extend(a.send_us);
@@ -592,7 +591,12 @@ impl Round {
         for c in &self.choices {
             times.insert(c.at_us);
         }
-        let rows = Rows::new(&times);
+        Rows::new(&times)
+    }
+
+    fn render_body_svg(&self) -> String {
+        let start = self.start_us();
+        let rows = self.rows();
         let lane_x = self.lane_x();
         let width = self.width();
         let height = rows.height;
@@ -637,9 +641,8 @@ impl Round {
                 if matches!(self.selection, Selection::Slot(_)) { "slot" } else { "transaction" }
             );
         }
-        for t in &times {
-            let _ =
-                writeln!(svg, r##"<text x="8" y="{:.1}" fill="#666">{}</text>"##, rows.at(*t) + 4.0, fmt_ms(*t, start));
+        for (t, y) in &rows.y {
+            let _ = writeln!(svg, r##"<text x="8" y="{:.1}" fill="#666">{}</text>"##, y + 4.0, fmt_ms(*t, start));
         }
         // Phase brackets: runs of messages of one phase and ballot.
         let mut runs: Vec<(String, f64, f64)> = Vec::new();
@@ -782,14 +785,8 @@ impl Round {
         let header = self.render_header_svg();
         let body = self.render_body_svg();
         let width = self.width();
-        let body_height: f64 = body
-            .split("height=\"")
-            .nth(1)
-            .and_then(|h| h.split('"').next())
-            .and_then(|h| h.parse().ok())
-            .unwrap_or(0.0);
         let top = 40.0 + HEADER_HEIGHT;
-        let height = top + body_height;
+        let height = top + self.rows().height;
         format!(
             r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0}" height="{height:.0}" viewBox="0 0 {width:.0} {height:.0}" font-family="sans-serif">
 <rect width="100%" height="100%" fill="white"/>
