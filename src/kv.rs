@@ -5,6 +5,7 @@
 use crate::paxos::NodeId;
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
 use std::fmt;
 
 /// `(client_id, seq)`: names one request across retries and replicas.
@@ -199,6 +200,31 @@ impl StoreChunk {
     }
 }
 
+/// What changed in a store since some point: the keys written or deleted and
+/// the clients whose session changed (or was evicted). A snapshot then writes
+/// only these, as they stand in the store, instead of the whole store again.
+/// Sorted, so that what is written is the same on every run of a seed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub keys: BTreeSet<String>,
+    pub clients: BTreeSet<u64>,
+}
+
+impl Changes {
+    pub fn absorb(&mut self, older: Changes) {
+        self.keys.extend(older.keys);
+        self.clients.extend(older.clients);
+    }
+}
+
+/// Part of the changes to a store: each key or client with what it now
+/// holds (`None`: deleted, or session evicted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeChunk {
+    Data(Vec<(String, Option<String>)>),
+    Sessions(Vec<(u64, Option<Session>)>),
+}
+
 /// Where a chunked read of a store resumes: data in key order, then sessions.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreCursor {
@@ -214,8 +240,16 @@ pub const SESSIONS_MAX: usize = 100_000;
 
 impl KvStore {
     pub fn apply(&mut self, command: &Command) -> Reply {
+        self.apply_noting(command, None)
+    }
+
+    /// [`KvStore::apply`], adding to `changes` every key and session it touched.
+    pub fn apply_noting(&mut self, command: &Command, mut changes: Option<&mut Changes>) -> Reply {
         self.applied_commands += 1;
         let now = self.applied_commands;
+        if let Some(changes) = changes.as_deref_mut() {
+            changes.clients.insert(command.client_id);
+        }
         if let Some(session) = self.sessions.get_mut(&command.client_id) {
             if command.seq < session.seq {
                 return Reply::Rejected(RequestError::StaleRequest);
@@ -227,13 +261,17 @@ impl KvStore {
                 self.sessions_by_use.insert(now, command.client_id);
                 return match reply {
                     Some(reply) => reply,
-                    None => self.execute(&command.op),
+                    None => self.execute_noting(&command.op, changes),
                 };
             }
         }
-        let reply = self.execute(&command.op);
+        let reply = self.execute_noting(&command.op, changes.as_deref_mut());
         if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&command.client_id) {
-            self.evict_idlest_session();
+            if let Some(evicted) = self.evict_idlest_session() {
+                if let Some(changes) = changes {
+                    changes.clients.insert(evicted);
+                }
+            }
         }
         let kept = (!matches!(command.op, Op::Get { .. })).then(|| reply.clone());
         let session = Session { seq: command.seq, reply: kept, last_used: now };
@@ -242,6 +280,15 @@ impl KvStore {
         }
         self.sessions_by_use.insert(now, command.client_id);
         reply
+    }
+
+    fn execute_noting(&mut self, op: &Op, changes: Option<&mut Changes>) -> Reply {
+        if let (Some(changes), Op::Put { key, .. } | Op::Delete { key }) = (changes, op) {
+            if !changes.keys.contains(key) {
+                changes.keys.insert(key.clone());
+            }
+        }
+        self.execute(op)
     }
 
     /// Runs an operation with no exactly-once bookkeeping: for a protocol
@@ -267,12 +314,11 @@ impl KvStore {
         }
     }
 
-    fn evict_idlest_session(&mut self) {
-        let idlest = self.sessions_by_use.get_min().map(|(last_used, client)| (*last_used, *client));
-        if let Some((last_used, client)) = idlest {
-            self.sessions_by_use.remove(&last_used);
-            self.sessions.remove(&client);
-        }
+    fn evict_idlest_session(&mut self) -> Option<u64> {
+        let (last_used, client) = self.sessions_by_use.get_min().map(|(last_used, client)| (*last_used, *client))?;
+        self.sessions_by_use.remove(&last_used);
+        self.sessions.remove(&client);
+        Some(client)
     }
 
     /// The chunk of about `bytes_max` bytes that follows `cursor` (one entry
@@ -353,6 +399,71 @@ impl KvStore {
                     self.sessions_by_use.insert(session.last_used, client);
                     if let Some(previous) = self.sessions.insert(client, session) {
                         self.sessions_by_use.remove(&previous.last_used);
+                    }
+                }
+            }
+        }
+    }
+
+    /// `changes` as they stand in this store, in chunks of about `bytes_max`
+    /// bytes, produced as they are consumed.
+    pub fn change_chunks<'a>(
+        &'a self,
+        changes: &'a Changes,
+        bytes_max: usize,
+    ) -> impl Iterator<Item = ChangeChunk> + 'a {
+        let mut keys = changes.keys.iter().peekable();
+        let mut clients = changes.clients.iter().peekable();
+        std::iter::from_fn(move || {
+            let mut bytes = 0;
+            if keys.peek().is_some() {
+                let mut entries = Vec::new();
+                while let Some(key) = keys.peek() {
+                    let value = self.data.get(*key).cloned();
+                    let size = 20 + key.len() + value.as_ref().map_or(0, String::len);
+                    if !entries.is_empty() && bytes + size > bytes_max {
+                        break;
+                    }
+                    bytes += size;
+                    entries.push(((*key).clone(), value));
+                    keys.next();
+                }
+                return Some(ChangeChunk::Data(entries));
+            }
+            clients.peek()?;
+            let mut sessions = Vec::new();
+            while let Some(client) = clients.peek() {
+                let session = self.sessions.get(*client).cloned();
+                let size = 8 + session.as_ref().map_or(0, session_bytes);
+                if !sessions.is_empty() && bytes + size > bytes_max {
+                    break;
+                }
+                bytes += size;
+                sessions.push((**client, session));
+                clients.next();
+            }
+            Some(ChangeChunk::Sessions(sessions))
+        })
+    }
+
+    /// Applies one chunk written by [`KvStore::change_chunks`].
+    pub fn restore_changes(&mut self, chunk: ChangeChunk) {
+        match chunk {
+            ChangeChunk::Data(entries) => {
+                for (key, value) in entries {
+                    match value {
+                        Some(value) => self.execute(&Op::Put { key, value }),
+                        None => self.execute(&Op::Delete { key }),
+                    };
+                }
+            }
+            ChangeChunk::Sessions(sessions) => {
+                for (client, session) in sessions {
+                    if let Some(previous) = self.sessions.remove(&client) {
+                        self.sessions_by_use.remove(&previous.last_used);
+                    }
+                    if let Some(session) = session {
+                        self.restore_chunk(StoreChunk::Sessions(vec![(client, session)]));
                     }
                 }
             }

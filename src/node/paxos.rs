@@ -7,10 +7,10 @@ use crate::kv::{Command, Reply, RequestId};
 use crate::mailbox::{Mailbox, Weigh};
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox, AcceptorRecord, AcceptorState};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
-use crate::paxos::messages::Snapshot;
+use crate::paxos::messages::SnapshotJob;
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus};
 use crate::paxos::{Ballot, Envelope, Message, NodeId, Role, Slot};
-use crate::storage::{self, fail_stop, AcceptorLog, Disk, FsDisk, Identity};
+use crate::storage::{self, fail_stop, AcceptorLog, Disk, FsDisk, Identity, SnapshotWriter};
 use anyhow::Result;
 use log::{debug, error, info, warn};
 use rand::rngs::StdRng;
@@ -128,7 +128,7 @@ pub(crate) struct PaxosReplica {
     /// too; the rest of the time that would be a wake-up per batch for nothing.
     rebuilding: AtomicBool,
     /// The newest snapshot waiting for the snapshot writer thread.
-    snapshot_to_write: (Mutex<Option<Snapshot>>, Condvar),
+    snapshot_to_write: (Mutex<Option<SnapshotJob>>, Condvar),
 }
 
 impl PaxosReplica {
@@ -421,11 +421,15 @@ impl RoleThread for LearnerThread {
         if let Some(store) = out.retired_store {
             let _ = std::thread::Builder::new().name("retired-store".into()).spawn(move || drop(store));
         }
-        if let Some(snapshot) = out.snapshot {
+        if let Some(mut job) = out.snapshot {
             // Written off this thread so that applying (and replying) never
-            // waits for a full-store write; a newer snapshot replaces a waiting one.
+            // waits for the disk; a newer snapshot takes in a waiting one.
             let (lock, ready) = &self.shared.snapshot_to_write;
-            *lock.lock().unwrap() = Some(snapshot);
+            let mut waiting = lock.lock().unwrap();
+            if let Some(older) = waiting.take() {
+                job.absorb(older);
+            }
+            *waiting = Some(job);
             ready.notify_one();
         }
         out.messages.into_iter().for_each(|e| self.shared.route(e));
@@ -453,7 +457,7 @@ impl RoleThread for LearnerThread {
 
 /// Writes each snapshot the learner hands over, then lets the acceptor forget
 /// the slots it covers: only what a durable snapshot holds may be forgotten.
-fn write_snapshots(replica: &PaxosReplica) -> ! {
+fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
     // Background work: on a busy machine the role threads go first.
     #[cfg(target_os = "linux")]
     // SAFETY: plain syscalls on the calling thread; failure only leaves the priority as it was.
@@ -462,19 +466,22 @@ fn write_snapshots(replica: &PaxosReplica) -> ! {
     }
     let (lock, ready) = &replica.snapshot_to_write;
     loop {
-        let snapshot = {
+        let job = {
             let mut waiting = ready.wait_while(lock.lock().unwrap(), |s| s.is_none()).unwrap();
             waiting.take().expect("woken with a snapshot")
         };
-        match storage::save_snapshot(&*replica.disk, replica.identity, &snapshot) {
-            Ok(()) => {
-                info!("snapshot written at slot {} ({} keys)", snapshot.next_slot, snapshot.store.len());
-                if replica.acceptor_inbox.push(AcceptorInput::Truncate(snapshot.next_slot)).is_err() {
-                    warn!("acceptor queue full; it keeps slots below {} until the next snapshot", snapshot.next_slot);
+        let slot = job.snapshot.next_slot;
+        match writer.write(&job) {
+            Ok(written) => {
+                info!("snapshot at slot {slot} ({} keys): {written:?}", job.snapshot.store.len());
+                if replica.acceptor_inbox.push(AcceptorInput::Truncate(slot)).is_err() {
+                    warn!("acceptor queue full; it keeps slots below {slot} until the next snapshot");
                 }
             }
             Err(e) => fail_stop("cannot write a snapshot", &e),
         }
+        // The store's versions this job pinned are freed here, off the learner.
+        drop(job);
     }
 }
 
@@ -484,9 +491,19 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     let identity = config.identity();
     let disk: Arc<dyn Disk> = Arc::new(FsDisk::open(&config.data_dir)?);
 
-    let storage::PaxosFiles { opened, acceptor_log, acceptor_state, last_ballot, snapshot, .. } =
+    let storage::PaxosFiles { opened, acceptor_log, acceptor_state, last_ballot, snapshot, snapshot_chain, .. } =
         storage::open_paxos(disk.clone(), identity, config.cluster_state, config.rejoin)?;
-    info!("{identity} ({opened:?}): last ballot {last_ballot}; snapshot at slot {}", snapshot.next_slot);
+    info!(
+        "{identity} ({opened:?}): last ballot {last_ballot}; snapshot at slot {} (the whole store at slot {}, \
+         then {} bytes of changes)",
+        snapshot.next_slot, snapshot_chain.base_slot, snapshot_chain.change_log_bytes
+    );
+    let snapshot_writer = SnapshotWriter::new(
+        disk.clone(),
+        identity,
+        snapshot_chain,
+        storage::rewrite_stagger_percent(id, &config.cluster()),
+    );
     if acceptor_state.rebuilding {
         warn!("REBUILDING: this replica lost its state; it catches up without voting or leading until it is safe");
     }
@@ -578,7 +595,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     };
     spawn_named(format!("s{id}/learner"), move || run_role(learner, learner_inbox, tick))?;
     let writer = shared.clone();
-    spawn_named(format!("s{id}/snapshots"), move || write_snapshots(&writer))?;
+    spawn_named(format!("s{id}/snapshots"), move || write_snapshots(&writer, snapshot_writer))?;
     let acceptor_inbox = shared.acceptor_inbox.clone();
     shared.plumbing.spawn_failure_thread(move |offline| {
         push_control(&acceptor_inbox, if offline { AcceptorInput::Crash } else { AcceptorInput::Recover })

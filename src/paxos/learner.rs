@@ -4,7 +4,7 @@
 
 use super::ballot::{NodeId, Slot};
 use super::messages::*;
-use crate::kv::{KvStore, Reply, RequestId, StoreCursor};
+use crate::kv::{Changes, KvStore, Reply, RequestId, StoreCursor};
 use log::{debug, error, info, warn};
 use std::collections::BTreeMap;
 
@@ -15,12 +15,10 @@ pub struct LearnerConfig {
     pub catchup_poll_ticks: u64,
     /// How soon a learner with a visible gap asks again.
     pub catchup_retry_ticks: u64,
+    /// Slots after which a snapshot is due. Each carries only what changed
+    /// since the last, so its cost follows the bytes written, not the store.
     pub snapshot_interval_slots: u64,
     /// Decided bytes after which a snapshot is due even within the interval.
-    /// Either way it waits until an eighth to a quarter of the store's size
-    /// (staggered by replica) was written since the last, so writing
-    /// snapshots costs at most about eight times the bytes written however
-    /// large the store grows, in the background.
     pub snapshot_log_bytes: usize,
     /// Applied slots kept in memory to serve peers (at most this many, and at
     /// most `snapshot_log_bytes` of them); older ones need a snapshot.
@@ -61,7 +59,7 @@ pub struct LearnerOutbox {
     pub replies: Vec<(RequestId, Reply)>,
     /// To be written durably; afterwards the local acceptor may forget the
     /// slots below `snapshot.next_slot`.
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<SnapshotJob>,
     pub applied: Vec<(Slot, SlotValue)>,
     /// A slot learned two ways: agreement is broken, the replica must stop.
     pub violation: Option<String>,
@@ -108,6 +106,8 @@ pub struct Learner {
     retained_bytes: usize,
     snapshot_slot: Slot,
     bytes_since_snapshot: usize,
+    /// What applying changed since `snapshot_slot`.
+    changes: Changes,
     catchup_sent_at: u64,
     catchup_cursor: usize,
     /// At most one transfer per peer in each direction.
@@ -130,6 +130,7 @@ impl Learner {
             retained_bytes: 0,
             snapshot_slot: snapshot.next_slot,
             bytes_since_snapshot: 0,
+            changes: Changes::default(),
             catchup_sent_at: 0,
             catchup_cursor: id as usize,
             outgoing: BTreeMap::new(),
@@ -248,7 +249,7 @@ impl Learner {
             self.bytes_since_snapshot += bytes;
             if let SlotValue::Batch(commands) = &value {
                 for command in commands {
-                    let reply = self.store.apply(command);
+                    let reply = self.store.apply_noting(command, Some(&mut self.changes));
                     out.replies.push((command.request_id(), reply));
                 }
             }
@@ -269,19 +270,11 @@ impl Learner {
         }
         let due = self.next_slot >= self.snapshot_slot + self.config.snapshot_interval_slots
             || self.bytes_since_snapshot >= self.config.snapshot_log_bytes;
-        // Scaled to the store: a large store is written again only after an
-        // eighth to a quarter of its size (staggered by replica, so that the
-        // replicas do not all write theirs at once) was decided since the
-        // last, so snapshot work per write stays bounded, and so does what
-        // the acceptor keeps in memory until the snapshot lets it forget.
-        let eighth = self.store.data_bytes() / 8;
-        let cluster = self.config.cluster.len().max(1) as u64;
-        let rank = self.config.cluster.iter().position(|&id| id == self.id).unwrap_or(0) as u64;
-        let amortized = self.bytes_since_snapshot as u64 >= eighth + eighth * rank / cluster;
-        if due && amortized {
-            self.snapshot_slot = self.next_slot;
+        if due {
+            let since = std::mem::replace(&mut self.snapshot_slot, self.next_slot);
             self.bytes_since_snapshot = 0;
-            out.snapshot = Some(self.snapshot());
+            let changes = std::mem::take(&mut self.changes);
+            out.snapshot = Some(SnapshotJob { snapshot: self.snapshot(), changes: Some((since, changes)) });
         }
     }
 
@@ -304,7 +297,8 @@ impl Learner {
         self.decided_ahead_bytes = self.decided_ahead.values().map(SlotValue::wire_bytes).sum();
         self.snapshot_slot = self.next_slot;
         self.bytes_since_snapshot = 0;
-        out.snapshot = Some(snapshot);
+        self.changes = Changes::default();
+        out.snapshot = Some(SnapshotJob { snapshot, changes: None });
     }
 
     fn serve_catchup(&mut self, to: NodeId, request: CatchupRequest, out: &mut LearnerOutbox) {

@@ -2,7 +2,7 @@
 //! envelope. The enum decides which role receives a message.
 
 use super::ballot::{Ballot, NodeId, Slot};
-use crate::kv::{Command, KvStore, StoreChunk, StoreCursor};
+use crate::kv::{Changes, Command, KvStore, StoreChunk, StoreCursor};
 use crate::mailbox::Weigh;
 use serde::{Deserialize, Serialize};
 
@@ -158,6 +158,29 @@ pub struct SnapshotResume {
 pub struct Snapshot {
     pub next_slot: Slot,
     pub store: KvStore,
+}
+
+/// A snapshot handed over to be made durable, with what changed in the store
+/// since the snapshot handed over before it, at slot `since` (`None` after an
+/// install or at the first: only the whole store will do).
+#[derive(Clone, Debug)]
+pub struct SnapshotJob {
+    pub snapshot: Snapshot,
+    pub changes: Option<(Slot, Changes)>,
+}
+
+impl SnapshotJob {
+    /// Takes in a job still waiting to be written, so that skipping it loses
+    /// none of its changes.
+    pub fn absorb(&mut self, older: SnapshotJob) {
+        self.changes = match (self.changes.take(), older.changes) {
+            (Some((_, mut newer)), Some((since, older))) => {
+                newer.absorb(older);
+                Some((since, newer))
+            }
+            _ => None,
+        };
+    }
 }
 
 /// One chunk of a snapshot sent to a lagging learner. Chunks travel one per

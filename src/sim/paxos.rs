@@ -17,7 +17,9 @@ use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerOutbox};
 use crate::paxos::quorum::majority;
 use crate::paxos::{Ballot, Envelope, Message, NodeId, Role, Slot, SlotValue};
-use crate::storage::{self, AcceptorLog, ClusterState, Damage, Disk, Identity, SimDisk};
+use crate::storage::{
+    self, AcceptorLog, ClusterState, Damage, Disk, Identity, SimDisk, SnapshotWriter, SnapshotWritten,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
@@ -137,6 +139,7 @@ pub struct DiskFaultCounts {
     pub lost_dirs_refused: u64,
     pub rejoins: u64,
     pub rebuilds_finished: u64,
+    pub unfinished_snapshot_changes_cut: u64,
 }
 
 impl DiskFaultCounts {
@@ -149,6 +152,7 @@ impl DiskFaultCounts {
         self.lost_dirs_refused += other.lost_dirs_refused;
         self.rejoins += other.rejoins;
         self.rebuilds_finished += other.rebuilds_finished;
+        self.unfinished_snapshot_changes_cut += other.unfinished_snapshot_changes_cut;
     }
 
     /// The paths never reached, by name.
@@ -162,6 +166,7 @@ impl DiskFaultCounts {
             ("lost directory refused without --rejoin", self.lost_dirs_refused),
             ("rejoin", self.rejoins),
             ("rebuild finished", self.rebuilds_finished),
+            ("unfinished snapshot changes cut", self.unfinished_snapshot_changes_cut),
         ]
         .into_iter()
         .filter(|(_, count)| *count == 0)
@@ -177,6 +182,9 @@ pub struct FlowCounts {
     pub frames_split: u64,
     pub snapshot_parts_sent: u64,
     pub snapshots_installed: u64,
+    pub snapshots_as_changes: u64,
+    pub snapshots_whole: u64,
+    pub restarts_from_changes: u64,
 }
 
 impl FlowCounts {
@@ -185,6 +193,9 @@ impl FlowCounts {
         self.frames_split += other.frames_split;
         self.snapshot_parts_sent += other.snapshot_parts_sent;
         self.snapshots_installed += other.snapshots_installed;
+        self.snapshots_as_changes += other.snapshots_as_changes;
+        self.snapshots_whole += other.snapshots_whole;
+        self.restarts_from_changes += other.restarts_from_changes;
     }
 
     pub fn unreached(&self) -> Vec<&'static str> {
@@ -193,6 +204,9 @@ impl FlowCounts {
             ("envelopes split into several frames", self.frames_split),
             ("snapshot chunk sent", self.snapshot_parts_sent),
             ("snapshot installed from chunks", self.snapshots_installed),
+            ("snapshot written as changes", self.snapshots_as_changes),
+            ("snapshot written whole", self.snapshots_whole),
+            ("restart from a snapshot and its changes", self.restarts_from_changes),
         ]
         .into_iter()
         .filter(|(_, count)| *count == 0)
@@ -220,6 +234,7 @@ struct SimNode {
     /// The whole replica is stopped (crashed, failed a sync, or refused to start).
     down: Option<Down>,
     learner: Learner,
+    snapshots: SnapshotWriter,
     last_applied: Option<Slot>,
     /// The promise as of the last successful sync: a restart must not go below it.
     durable_promised: Ballot,
@@ -388,6 +403,8 @@ impl World {
                 let disk = Arc::new(SimDisk::default());
                 let files = storage::open_paxos(disk.clone(), sim_identity(id), ClusterState::New, false)
                     .expect("a new replica starts on an empty disk");
+                let stagger = storage::rewrite_stagger_percent(id, &cluster);
+                let snapshots = SnapshotWriter::new(disk.clone(), sim_identity(id), files.snapshot_chain, stagger);
                 SimNode {
                     disk,
                     proposer: Proposer::new(
@@ -401,6 +418,7 @@ impl World {
                     acceptor_down_until: None,
                     down: None,
                     learner: Learner::new(id, learner_config.clone(), Default::default()),
+                    snapshots,
                     last_applied: None,
                     durable_promised: Ballot::ZERO,
                     without_state: false,
@@ -608,8 +626,18 @@ impl World {
         if self.fault_rng.random_range(0..100) < self.config.disk_damage_percent && self.replicas_without_state() < f {
             lost_state = true;
             let disk = &self.nodes[index].disk;
-            match self.fault_rng.random_range(0..3) {
+            match self.fault_rng.random_range(0..4) {
                 0 => disk.wipe(),
+                3 => {
+                    // The first half: the sets of changes after it are intact, so this is never a torn end.
+                    let len = disk.len(storage::SNAPSHOT_CHANGES);
+                    if len == 0 {
+                        disk.wipe();
+                    } else {
+                        let offset = self.fault_rng.random_range(0..len.div_ceil(2));
+                        disk.flip_bit(storage::SNAPSHOT_CHANGES, offset, self.fault_rng.random());
+                    }
+                }
                 1 => {
                     let len = disk.len(storage::ACCEPTOR_LOG);
                     disk.flip_bit(
@@ -634,12 +662,22 @@ impl World {
 
     /// A failed write or sync: the replica stops, as the server does.
     fn fail_stop(&mut self, index: usize) {
+        self.fail_stop_tearing(index, None);
+    }
+
+    /// [`World::fail_stop`], keeping part of what `torn_file` had not synced:
+    /// the crash came in the middle of writing it.
+    fn fail_stop_tearing(&mut self, index: usize, torn_file: Option<&str>) {
         self.stats.disk.sync_failures_stopped += 1;
         let node = &mut self.nodes[index];
         if node.disk.unsynced_bytes(storage::ACCEPTOR_LOG) > 0 {
             self.stats.disk.unsynced_writes_lost += 1;
         }
-        node.disk.crash(None);
+        let torn = torn_file.and_then(|name| {
+            let unsynced = node.disk.unsynced_bytes(name);
+            (unsynced > 0).then(|| (name.to_string(), self.fault_rng.random_range(1..=unsynced)))
+        });
+        node.disk.crash(torn);
         let downtime = self.fault_rng.random_range(1..=self.config.downtime_ticks_max);
         node.down = Some(Down { until: self.now + downtime, rejoin: false, lost_state: false });
     }
@@ -677,6 +715,15 @@ impl World {
                 node.proposer.on_learner_progress(files.snapshot.next_slot);
                 node.acceptor = sim_acceptor(id, files.acceptor_state, self.config.promise_bytes_max);
                 node.log = files.acceptor_log;
+                if files.snapshot_chain.tip_slot > files.snapshot_chain.base_slot {
+                    self.stats.flow.restarts_from_changes += 1;
+                }
+                if files.snapshot_chain.torn_bytes_cut > 0 {
+                    self.stats.disk.unfinished_snapshot_changes_cut += 1;
+                }
+                let stagger = storage::rewrite_stagger_percent(id, &self.learner_config.cluster);
+                node.snapshots =
+                    SnapshotWriter::new(node.disk.clone(), sim_identity(id), files.snapshot_chain, stagger);
                 node.learner = Learner::new(id, self.learner_config.clone(), files.snapshot);
                 node.last_applied = None;
                 node.acceptor_down_until = None;
@@ -835,15 +882,19 @@ impl World {
         }
         let next_slot = self.nodes[index].learner.next_slot();
         self.nodes[index].proposer.on_learner_progress(next_slot);
-        if let Some(snapshot) = &out.snapshot {
-            if storage::save_snapshot(&*self.nodes[index].disk, sim_identity(id), snapshot).is_err() {
-                self.fail_stop(index);
-                return Ok(());
+        if let Some(job) = &out.snapshot {
+            match self.nodes[index].snapshots.write(job) {
+                Ok(SnapshotWritten::Changes { .. }) => self.stats.flow.snapshots_as_changes += 1,
+                Ok(SnapshotWritten::Whole { .. }) => self.stats.flow.snapshots_whole += 1,
+                Err(_) => {
+                    self.fail_stop_tearing(index, Some(storage::SNAPSHOT_CHANGES));
+                    return Ok(());
+                }
             }
             if self.nodes[index].acceptor_down_until.is_none() {
                 let mut truncation = AcceptorOutbox::default();
                 let promised_before = self.nodes[index].acceptor.state().promised;
-                self.nodes[index].acceptor.truncate(snapshot.next_slot, &mut truncation);
+                self.nodes[index].acceptor.truncate(job.snapshot.next_slot, &mut truncation);
                 self.after_acceptor(index, promised_before, truncation)?;
                 if self.nodes[index].down.is_some() {
                     return Ok(());

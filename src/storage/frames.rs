@@ -27,6 +27,8 @@ pub enum FileKind {
     Snapshot,
     CoordinatorLog,
     ParticipantLog,
+    /// `snapshot.changes`: what changed since `snapshot.bin`.
+    SnapshotChanges,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

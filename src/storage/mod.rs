@@ -20,9 +20,9 @@ pub mod frames;
 pub use disk::{Disk, FsDisk, SimDisk};
 
 use self::frames::{check_header, decode_body, encode_frame, FileHeader, FileKind};
-use crate::kv::{KvStore, StoreChunk};
+use crate::kv::{ChangeChunk, Changes, KvStore, StoreChunk};
 use crate::paxos::acceptor::{AcceptorRecord, AcceptorState};
-use crate::paxos::messages::Snapshot;
+use crate::paxos::messages::{Snapshot, SnapshotJob};
 use crate::paxos::{Ballot, NodeId, Slot};
 use anyhow::{anyhow, Context, Result};
 use log::{error, info, warn};
@@ -37,10 +37,12 @@ pub const MARKER: &str = "replica.id";
 pub const ACCEPTOR_LOG: &str = "acceptor.log";
 pub const PROPOSER_BALLOT: &str = "proposer.ballot";
 pub const SNAPSHOT: &str = "snapshot.bin";
+pub const SNAPSHOT_CHANGES: &str = "snapshot.changes";
 pub const COORDINATOR_LOG: &str = "coordinator.log";
 pub const PARTICIPANT_LOG: &str = "participant.log";
 /// Files a replica owns; anything else in its directory (a pid file) is left alone.
-const DATA_FILES: [&str; 6] = [MARKER, ACCEPTOR_LOG, PROPOSER_BALLOT, SNAPSHOT, COORDINATOR_LOG, PARTICIPANT_LOG];
+const DATA_FILES: [&str; 7] =
+    [MARKER, ACCEPTOR_LOG, PROPOSER_BALLOT, SNAPSHOT, SNAPSHOT_CHANGES, COORDINATOR_LOG, PARTICIPANT_LOG];
 /// Snapshots and compacted state are written in chunks of about this size.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// The exit status of a replica stopped by its storage.
@@ -348,7 +350,7 @@ struct SnapshotEnd {
 /// Writes `snapshot` in chunks of about [`CHUNK_BYTES`], each checksummed, so
 /// that no record exceeds what the reader accepts however large the store.
 /// Chunks are produced as they are written: the store is never copied whole.
-pub fn save_snapshot(disk: &dyn Disk, identity: Identity, snapshot: &Snapshot) -> Result<()> {
+pub fn save_snapshot(disk: &dyn Disk, identity: Identity, snapshot: &Snapshot) -> Result<u64> {
     let meta = SnapshotMeta { next_slot: snapshot.next_slot, applied_commands: snapshot.store.applied_commands() };
     replace_framed(disk, SNAPSHOT, FileKind::Snapshot, identity, |file| {
         file.push(&meta)?;
@@ -359,7 +361,6 @@ pub fn save_snapshot(disk: &dyn Disk, identity: Identity, snapshot: &Snapshot) -
         }
         file.push(&SnapshotEnd { chunks })
     })
-    .map(|_| ())
 }
 
 /// The snapshot, if one was written; a damaged one is refused, never half-loaded.
@@ -389,6 +390,227 @@ pub fn load_snapshot(disk: &dyn Disk, identity: Identity) -> Result<Option<Snaps
     }
     store.set_applied_commands(meta.applied_commands);
     Ok(Some(Snapshot { next_slot: meta.next_slot, store }))
+}
+
+/// A record of `snapshot.changes`. Each set of changes is `Begin`, its
+/// chunks, then `End`, appended with one sync; a set without its `End` was
+/// cut short by a crash before that sync, and is cut off at the next start.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+enum ChangeRecord {
+    /// Changes to the store of the snapshot file at `base_slot`, as already
+    /// changed by the sets before this one up to `from_slot`.
+    Begin {
+        base_slot: Slot,
+        from_slot: Slot,
+    },
+    Chunk(ChangeChunk),
+    End {
+        next_slot: Slot,
+        applied_commands: u64,
+        chunks: u64,
+    },
+}
+
+/// Where the durable snapshot stands: `snapshot.bin` holds the whole store
+/// at `base_slot`, and `snapshot.changes` brings it to `tip_slot`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotChain {
+    pub base_slot: Slot,
+    pub tip_slot: Slot,
+    /// Bytes of `snapshot.changes`.
+    pub change_log_bytes: u64,
+    /// It is missing, or holds changes to an older `snapshot.bin`: it is
+    /// replaced before the next append.
+    pub change_log_stale: bool,
+    /// Bytes of an unfinished final set of changes cut off at start.
+    pub torn_bytes_cut: u64,
+}
+
+/// What a [`SnapshotWriter::write`] wrote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SnapshotWritten {
+    /// Only what changed, appended to `snapshot.changes`.
+    Changes { bytes: u64 },
+    /// The whole store, to `snapshot.bin`; `snapshot.changes` emptied.
+    Whole { bytes: u64 },
+}
+
+/// Makes snapshots durable, writing each as the changes since the last one
+/// while they are cheaper than the store: so the cost of snapshots follows
+/// the bytes written, not the size of the store. The store is written whole
+/// again once the change log has grown past the store's size (times
+/// `1 + stagger`, so that replicas do not all rewrite theirs at once), which
+/// also bounds what a restart reads. Every role's runtime and the simulator
+/// write snapshots through here.
+pub struct SnapshotWriter {
+    disk: Arc<dyn Disk>,
+    identity: Identity,
+    chain: SnapshotChain,
+    /// Fraction of the store's size, in percent, added to the rewrite threshold.
+    stagger_percent: u64,
+}
+
+impl SnapshotWriter {
+    pub fn new(disk: Arc<dyn Disk>, identity: Identity, chain: SnapshotChain, stagger_percent: u64) -> Self {
+        SnapshotWriter { disk, identity, chain, stagger_percent }
+    }
+
+    pub fn chain(&self) -> &SnapshotChain {
+        &self.chain
+    }
+
+    /// On error the files may hold part of it: the caller must stop, not retry.
+    pub fn write(&mut self, job: &SnapshotJob) -> Result<SnapshotWritten> {
+        let store_bytes = job.snapshot.store.data_bytes();
+        let rewrite_at = store_bytes + store_bytes * self.stagger_percent / 100;
+        match &job.changes {
+            Some((since, changes)) if *since == self.chain.tip_slot && self.chain.change_log_bytes < rewrite_at => {
+                let bytes = self.append_changes(&job.snapshot, changes)?;
+                Ok(SnapshotWritten::Changes { bytes })
+            }
+            _ => {
+                let bytes = save_snapshot(&*self.disk, self.identity, &job.snapshot)?;
+                let slot = job.snapshot.next_slot;
+                self.chain =
+                    SnapshotChain { base_slot: slot, tip_slot: slot, change_log_stale: true, ..Default::default() };
+                self.reset_change_log()?;
+                Ok(SnapshotWritten::Whole { bytes })
+            }
+        }
+    }
+
+    fn reset_change_log(&mut self) -> Result<()> {
+        let disk = &*self.disk;
+        self.chain.change_log_bytes =
+            replace_framed(disk, SNAPSHOT_CHANGES, FileKind::SnapshotChanges, self.identity, |_| Ok(()))?;
+        self.chain.change_log_stale = false;
+        Ok(())
+    }
+
+    fn append_changes(&mut self, snapshot: &Snapshot, changes: &Changes) -> Result<u64> {
+        if self.chain.change_log_stale {
+            self.reset_change_log()?;
+        }
+        let disk = &*self.disk;
+        let mut appended = 0;
+        let mut append = |buf: &mut Vec<u8>| -> Result<()> {
+            disk.append(SNAPSHOT_CHANGES, buf).with_context(|| io_context(disk, SNAPSHOT_CHANGES, "appending to"))?;
+            appended += buf.len() as u64;
+            buf.clear();
+            Ok(())
+        };
+        let mut buf = Vec::new();
+        let begin = ChangeRecord::Begin { base_slot: self.chain.base_slot, from_slot: self.chain.tip_slot };
+        encode_frame(&mut buf, &begin)?;
+        let mut chunks = 0;
+        for chunk in snapshot.store.change_chunks(changes, CHUNK_BYTES) {
+            encode_frame(&mut buf, &ChangeRecord::Chunk(chunk))?;
+            chunks += 1;
+            if buf.len() >= CHUNK_BYTES {
+                append(&mut buf)?;
+            }
+        }
+        let applied_commands = snapshot.store.applied_commands();
+        encode_frame(&mut buf, &ChangeRecord::End { next_slot: snapshot.next_slot, applied_commands, chunks })?;
+        append(&mut buf)?;
+        disk.sync(SNAPSHOT_CHANGES).with_context(|| io_context(disk, SNAPSHOT_CHANGES, "syncing"))?;
+        self.chain.tip_slot = snapshot.next_slot;
+        self.chain.change_log_bytes += appended;
+        Ok(appended)
+    }
+}
+
+/// Each replica rewrites its whole store at a different size of change log,
+/// so that a cluster does not write every copy of the store at once.
+pub fn rewrite_stagger_percent(id: NodeId, cluster: &[NodeId]) -> u64 {
+    let rank = cluster.iter().position(|&member| member == id).unwrap_or(0) as u64;
+    rank * 100 / cluster.len().max(1) as u64
+}
+
+/// Applies `snapshot.changes` to the snapshot loaded from `snapshot.bin`.
+/// A final set of changes without its end (a crash before its sync) is cut
+/// off; any other damage is refused.
+pub fn load_snapshot_changes(disk: &dyn Disk, identity: Identity, snapshot: &mut Snapshot) -> Result<SnapshotChain> {
+    let base_slot = snapshot.next_slot;
+    let mut chain = SnapshotChain { base_slot, tip_slot: base_slot, ..Default::default() };
+    let file = disk.describe(SNAPSHOT_CHANGES);
+    let Some(contents) = disk.read(SNAPSHOT_CHANGES).with_context(|| io_context(disk, SNAPSHOT_CHANGES, "reading"))?
+    else {
+        chain.change_log_stale = true;
+        return Ok(chain);
+    };
+    let parsed = frames::parse(&file, &contents)?;
+    if parsed.bodies.is_empty() {
+        return Err(Damage::Corrupt { file, offset: 0, record: 0, reason: "no intact file header".into() }.into());
+    }
+    check_header(&file, &contents, &parsed, FileKind::SnapshotChanges, identity)?;
+    let corrupt = |record: usize, reason: String| Damage::Corrupt {
+        file: file.clone(),
+        offset: parsed.bodies[record].start as u64,
+        record,
+        reason,
+    };
+    // (base slot, from slot, chunks) of the set being read.
+    let mut open_set: Option<(Slot, Slot, Vec<ChangeChunk>)> = None;
+    let mut complete_through = parsed.bodies[0].end;
+    let mut applied_any = false;
+    for (index, body) in parsed.bodies.iter().enumerate().skip(1) {
+        let record: ChangeRecord = decode_body(&file, &contents, body, index)?;
+        match (record, open_set.as_mut()) {
+            (ChangeRecord::Begin { base_slot, from_slot }, None) => open_set = Some((base_slot, from_slot, Vec::new())),
+            (ChangeRecord::Chunk(chunk), Some((_, _, chunks))) => chunks.push(chunk),
+            (ChangeRecord::End { next_slot, applied_commands, chunks: count }, Some(_)) => {
+                let (set_base, from_slot, chunks) = open_set.take().expect("matched Some");
+                if chunks.len() as u64 != count {
+                    return Err(
+                        corrupt(index, format!("{} chunks where the set's end counts {count}", chunks.len())).into()
+                    );
+                }
+                complete_through = body.end;
+                if set_base < base_slot && !applied_any {
+                    // Left from before snapshot.bin was last replaced; that file holds it all.
+                    chain.change_log_stale = true;
+                    continue;
+                }
+                if set_base != base_slot {
+                    let reason = format!(
+                        "it holds changes to the snapshot at slot {set_base}, but {} is at slot {base_slot}",
+                        disk.describe(SNAPSHOT)
+                    );
+                    return Err(Damage::Foreign { file, reason }.into());
+                }
+                if from_slot != snapshot.next_slot || next_slot < from_slot {
+                    let reason =
+                        format!("changes from slot {from_slot} to {next_slot} follow slot {}", snapshot.next_slot);
+                    return Err(corrupt(index, reason).into());
+                }
+                chunks.into_iter().for_each(|chunk| snapshot.store.restore_changes(chunk));
+                snapshot.store.set_applied_commands(applied_commands);
+                snapshot.next_slot = next_slot;
+                applied_any = true;
+            }
+            (record, _) => {
+                let name = match record {
+                    ChangeRecord::Begin { .. } => "a set's beginning",
+                    ChangeRecord::Chunk(_) => "a chunk",
+                    ChangeRecord::End { .. } => "a set's end",
+                };
+                return Err(corrupt(index, format!("{name} out of place")).into());
+            }
+        }
+    }
+    chain.tip_slot = snapshot.next_slot;
+    chain.change_log_bytes = complete_through as u64;
+    if complete_through < contents.len() {
+        chain.torn_bytes_cut = (contents.len() - complete_through) as u64;
+        warn!(
+            "{file}: cutting an unfinished final set of changes ({} bytes; a crash before its sync)",
+            chain.torn_bytes_cut
+        );
+        disk.truncate(SNAPSHOT_CHANGES, complete_through as u64)
+            .with_context(|| io_context(disk, SNAPSHOT_CHANGES, "truncating"))?;
+    }
+    Ok(chain)
 }
 
 /// How a replica may begin when its data directory has no identity marker.
@@ -478,7 +700,9 @@ pub struct PaxosFiles {
     pub acceptor_state: AcceptorState,
     pub replayed: Replayed,
     pub last_ballot: Ballot,
+    /// `snapshot.bin` with `snapshot.changes` applied.
     pub snapshot: Snapshot,
+    pub snapshot_chain: SnapshotChain,
 }
 
 /// Opens (or, for a new or rejoining replica, creates) a Paxos replica's
@@ -516,25 +740,19 @@ fn open_paxos_files(
     })?;
     let (acceptor_log, acceptor_state, replayed) = AcceptorLog::open_acceptor(disk.clone(), identity)?;
     let last_ballot = load_ballot(&*disk, identity)?;
-    let snapshot = match load_snapshot(&*disk, identity)? {
-        Some(snapshot) => snapshot,
-        None if acceptor_state.log_start > 0 => {
-            let reason = format!(
-                "the acceptor forgot the slots below {} because a snapshot held them",
-                acceptor_state.log_start
-            );
-            return Err(Damage::Missing { file: disk.describe(SNAPSHOT), reason }.into());
-        }
-        None => Snapshot::default(),
-    };
+    // Without snapshot.bin the base is the empty store at slot 0, which the
+    // change log may extend; what neither holds is checked below.
+    let mut snapshot = load_snapshot(&*disk, identity)?.unwrap_or_default();
+    let snapshot_chain = load_snapshot_changes(&*disk, identity, &mut snapshot)?;
     if snapshot.next_slot < acceptor_state.log_start {
+        // Also what a lost or cut change log looks like.
         let reason = format!(
-            "the snapshot ends at slot {} but the acceptor forgot every slot below {}",
+            "the snapshot with its changes ends at slot {} but the acceptor forgot every slot below {}",
             snapshot.next_slot, acceptor_state.log_start
         );
-        return Err(Damage::Missing { file: disk.describe(SNAPSHOT), reason }.into());
+        return Err(Damage::Missing { file: disk.describe(SNAPSHOT_CHANGES), reason }.into());
     }
-    Ok(PaxosFiles { opened, acceptor_log, acceptor_state, replayed, last_ballot, snapshot })
+    Ok(PaxosFiles { opened, acceptor_log, acceptor_state, replayed, last_ballot, snapshot, snapshot_chain })
 }
 
 #[cfg(test)]
@@ -542,6 +760,7 @@ mod tests {
     use super::*;
     use crate::kv::{Command, Op};
     use crate::paxos::SlotValue;
+    use frames::FRAME_HEADER_BYTES;
 
     const ME: Identity = Identity { cluster_id: 7, replica_id: 2 };
 
@@ -641,6 +860,159 @@ mod tests {
             copy.flip_bit(SNAPSHOT, offset, 4);
             assert!(load_snapshot(&copy, ME).is_err(), "a flipped bit at {offset} of {len} was loaded");
         }
+    }
+
+    /// A learner's view: a store, what changed since the last job, and the job.
+    struct Writes {
+        store: KvStore,
+        changes: Changes,
+        slot: Slot,
+        since: Slot,
+        seq: u64,
+    }
+
+    impl Writes {
+        fn new(store: KvStore, slot: Slot) -> Self {
+            Writes { store, changes: Changes::default(), slot, since: slot, seq: 1_000_000 }
+        }
+        fn apply(&mut self, client_id: u64, op: Op) {
+            self.seq += 1;
+            let command = Command { client_id, seq: self.seq, op };
+            self.store.apply_noting(&command, Some(&mut self.changes));
+            self.slot += 1;
+        }
+        fn job(&mut self) -> SnapshotJob {
+            let since = std::mem::replace(&mut self.since, self.slot);
+            let changes = std::mem::take(&mut self.changes);
+            SnapshotJob { snapshot: self.snapshot(), changes: Some((since, changes)) }
+        }
+        /// As after an install: only the whole store will do.
+        fn whole(&mut self) -> SnapshotJob {
+            self.since = self.slot;
+            self.changes = Changes::default();
+            SnapshotJob { snapshot: self.snapshot(), changes: None }
+        }
+        fn snapshot(&self) -> Snapshot {
+            Snapshot { next_slot: self.slot, store: self.store.clone() }
+        }
+    }
+
+    fn reopen(disk: &SimDisk) -> Result<(Snapshot, SnapshotChain)> {
+        let mut snapshot = load_snapshot(disk, ME)?.unwrap_or_default();
+        let chain = load_snapshot_changes(disk, ME, &mut snapshot)?;
+        Ok((snapshot, chain))
+    }
+
+    #[test]
+    fn snapshots_write_only_what_changed_until_the_changes_outgrow_the_store() {
+        let disk = disk();
+        let mut writes = Writes::new(store_of(1_000, 100), 500);
+        let mut writer = SnapshotWriter::new(disk.clone(), ME, SnapshotChain::default(), 0);
+        let whole = writer.write(&writes.whole()).unwrap();
+        let SnapshotWritten::Whole { bytes: store_file_bytes } = whole else { panic!("first write: {whole:?}") };
+
+        writes.apply(1, Op::Put { key: "key-3".into(), value: "new".into() });
+        writes.apply(2, Op::Delete { key: "key-4".into() });
+        writes.apply(3, Op::Put { key: "fresh".into(), value: "x".repeat(50) });
+        let written = writer.write(&writes.job()).unwrap();
+        let SnapshotWritten::Changes { bytes } = written else { panic!("three writes: {written:?}") };
+        assert!(bytes < store_file_bytes / 20, "{bytes} bytes of changes for a {store_file_bytes}-byte store");
+        let (loaded, chain) = reopen(&disk).unwrap();
+        assert_eq!(loaded, writes.snapshot(), "the store and its changes read back as the store");
+        assert_eq!((chain.base_slot, chain.tip_slot), (500, 503));
+
+        // Sessions evicted and created travel too; an empty set of changes is fine.
+        writes.apply(9, Op::Get { key: "key-5".into() });
+        writer.write(&writes.job()).unwrap();
+        writer.write(&writes.job()).unwrap();
+        assert_eq!(reopen(&disk).unwrap().0, writes.snapshot());
+
+        // Rewriting every key outgrows the store: the next job writes it whole.
+        let mut kinds = Vec::new();
+        for round in 0..3 {
+            for i in 0..1_000 {
+                writes.apply(4, Op::Put { key: format!("key-{i}"), value: format!("{round}").repeat(100) });
+            }
+            kinds.push(writer.write(&writes.job()).unwrap());
+        }
+        assert!(matches!(kinds[0], SnapshotWritten::Changes { .. }), "{kinds:?}");
+        assert!(kinds.iter().any(|kind| matches!(kind, SnapshotWritten::Whole { .. })), "{kinds:?}");
+        let (loaded, chain) = reopen(&disk).unwrap();
+        assert_eq!(loaded, writes.snapshot());
+        assert_eq!(chain.tip_slot, writes.slot);
+    }
+
+    #[test]
+    fn an_unfinished_set_of_changes_is_cut_and_damage_before_the_end_refused() {
+        let disk = disk();
+        let mut writes = Writes::new(store_of(100, 10), 0);
+        let mut writer = SnapshotWriter::new(disk.clone(), ME, SnapshotChain::default(), 0);
+        writer.write(&writes.whole()).unwrap();
+        writes.apply(1, Op::Put { key: "a".into(), value: "1".into() });
+        writer.write(&writes.job()).unwrap();
+        let durable = writes.snapshot();
+        let synced = disk.len(SNAPSHOT_CHANGES);
+
+        // A crash in the middle of the next set, at every point of it.
+        writes.apply(1, Op::Put { key: "b".into(), value: "2".repeat(3_000) });
+        disk.fail_syncs();
+        assert!(writer.write(&writes.job()).is_err(), "a failed sync must reach the caller");
+        let unsynced = disk.unsynced_bytes(SNAPSHOT_CHANGES);
+        let image = disk.read(SNAPSHOT_CHANGES).unwrap().unwrap();
+        let base = disk.read(SNAPSHOT).unwrap().unwrap();
+        for keep in [1, FRAME_HEADER_BYTES + 5, unsynced / 2, unsynced - 1] {
+            let copy = Arc::new(SimDisk::default());
+            copy.replace(SNAPSHOT, &mut |out: &mut dyn Write| out.write_all(&base)).unwrap();
+            copy.replace(SNAPSHOT_CHANGES, &mut |out: &mut dyn Write| out.write_all(&image[..synced])).unwrap();
+            copy.append(SNAPSHOT_CHANGES, &image[synced..]).unwrap();
+            copy.crash(Some((SNAPSHOT_CHANGES.into(), keep)));
+            let (loaded, chain) = reopen(&copy).unwrap();
+            assert_eq!(loaded, durable, "keeping {keep} of {unsynced} unsynced bytes");
+            assert_eq!(chain.torn_bytes_cut, keep as u64);
+            assert_eq!(copy.len(SNAPSHOT_CHANGES), synced, "the unfinished set is cut off the file");
+            // Appending after the cut reads back.
+            let mut writer = SnapshotWriter::new(copy.clone(), ME, chain, 0);
+            let mut more = Writes::new(loaded.store, loaded.next_slot);
+            more.apply(2, Op::Delete { key: "a".into() });
+            writer.write(&more.job()).unwrap();
+            assert_eq!(reopen(&copy).unwrap().0, more.snapshot());
+        }
+
+        // Damage with a whole set after it is corruption, not a torn end.
+        let copy = SimDisk::default();
+        copy.replace(SNAPSHOT, &mut |out: &mut dyn Write| out.write_all(&base)).unwrap();
+        copy.replace(SNAPSHOT_CHANGES, &mut |out: &mut dyn Write| out.write_all(&image[..synced])).unwrap();
+        copy.flip_bit(SNAPSHOT_CHANGES, synced - 40, 1);
+        assert!(matches!(damage(reopen(&copy)), Damage::Corrupt { .. }));
+    }
+
+    #[test]
+    fn changes_left_from_an_older_store_file_are_ignored_and_changes_without_theirs_refused() {
+        let disk = disk();
+        let mut writes = Writes::new(store_of(100, 10), 10);
+        let mut writer = SnapshotWriter::new(disk.clone(), ME, SnapshotChain::default(), 0);
+        writer.write(&writes.whole()).unwrap();
+        let old_base = disk.read(SNAPSHOT).unwrap().unwrap();
+        writes.apply(1, Op::Put { key: "a".into(), value: "1".into() });
+        writer.write(&writes.job()).unwrap();
+        let old_changes = disk.read(SNAPSHOT_CHANGES).unwrap().unwrap();
+
+        // A crash after the store file was replaced, before the change log was emptied.
+        writes.apply(1, Op::Put { key: "b".into(), value: "2".into() });
+        writer.write(&writes.whole()).unwrap();
+        disk.replace(SNAPSHOT_CHANGES, &mut |out: &mut dyn Write| out.write_all(&old_changes)).unwrap();
+        let (loaded, chain) = reopen(&disk).unwrap();
+        assert_eq!(loaded, writes.snapshot());
+        assert!(chain.change_log_stale);
+        let mut writer = SnapshotWriter::new(disk.clone(), ME, chain, 0);
+        writes.apply(1, Op::Put { key: "c".into(), value: "3".into() });
+        let written = writer.write(&writes.job()).unwrap();
+        assert!(matches!(written, SnapshotWritten::Changes { .. }), "{written:?}");
+        assert_eq!(reopen(&disk).unwrap().0, writes.snapshot(), "the stale sets were replaced, not extended");
+
+        // Changes to a newer store file than the one present: refused.
+        disk.replace(SNAPSHOT, &mut |out: &mut dyn Write| out.write_all(&old_base)).unwrap();
+        assert!(matches!(damage(reopen(&disk)), Damage::Foreign { .. }));
     }
 
     #[test]
