@@ -317,13 +317,13 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 1 << 20)]
     pub value_bytes_max: usize,
     /// Write a snapshot, and let the acceptor forget older slots, every this many slots.
-    /// Fewer slots: less to re-propose after the whole cluster restarts; more: fewer
-    /// full-store snapshot writes.
+    /// A snapshot writes what changed since the last one (the whole store only once the
+    /// changes outgrow it). Fewer slots: less to re-propose after the whole cluster
+    /// restarts; more: fewer, larger writes.
     #[arg(long, default_value_t = 1_000)]
     pub snapshot_interval_slots: u64,
     /// Also write a snapshot once this many bytes were decided since the last
-    /// one (either way only after an eighth to a quarter of the store's size was). Bounds
-    /// the decided values each replica keeps in memory and re-proposes.
+    /// one. Bounds the decided values each replica keeps in memory and re-proposes.
     #[arg(long, default_value_t = 64 << 20)]
     pub snapshot_log_bytes: usize,
     /// Bytes each role's mailbox and each link's send queue may hold; beyond

@@ -69,26 +69,50 @@ fn a_flipped_byte_in_the_acceptor_log_stops_the_replica_untouched_and_rejoin_bri
     assert_eq!(std::fs::read(aside.join("acceptor.log")).unwrap(), damaged, "--rejoin keeps the evidence");
 }
 
+/// Both snapshot files: the whole store (`snapshot.bin`, written again once
+/// the changes outgrow it) and the changes since (`snapshot.changes`).
 #[test]
-fn a_flipped_byte_in_a_snapshot_is_refused_and_never_spreads() {
+fn a_flipped_byte_in_a_snapshot_or_its_changes_is_refused_and_never_spreads() {
     let mut cluster = Cluster::start("flip-snapshot", 3, &["--snapshot-interval-slots", "5"]);
     let mut client = cluster.client();
-    for i in 0..60 {
-        client.put(&format!("k{i}"), &"x".repeat(200)).unwrap();
-    }
     let snapshot = cluster.data_dir(3).join("snapshot.bin");
-    wait_until("replica 3 to write a snapshot", Duration::from_secs(10), || snapshot.exists());
+    let changes = cluster.data_dir(3).join("snapshot.changes");
+    // Writing the same keys again and again makes the changes outgrow the store.
+    for round in 0..20 {
+        for i in 0..60 {
+            client.put(&format!("k{i}"), &"x".repeat(200)).unwrap();
+        }
+        if snapshot.exists() && round > 0 {
+            break;
+        }
+    }
+    wait_until("replica 3 to write its whole store, then changes after it", Duration::from_secs(10), || {
+        snapshot.exists() && changes.exists() && std::fs::metadata(&changes).unwrap().len() > 500
+    });
     cluster.kill(3);
-    let damaged = flip_byte(&snapshot, std::fs::metadata(&snapshot).unwrap().len() as usize * 2 / 3);
-    let (code, output) = cluster.start_replica_refused(3, &[]);
-    assert_eq!(code, EXIT_STORAGE, "{output}");
-    assert!(output.contains("snapshot.bin is corrupt"), "{output}");
-    assert_eq!(std::fs::read(&snapshot).unwrap(), damaged);
+    for (file, name) in [(&snapshot, "snapshot.bin"), (&changes, "snapshot.changes")] {
+        let intact = std::fs::read(file).unwrap();
+        // A third of the way in: with whole records after it, never a torn end.
+        let damaged = flip_byte(file, intact.len() / 3);
+        let (code, output) = cluster.start_replica_refused(3, &[]);
+        assert_eq!(code, EXIT_STORAGE, "{output}");
+        assert!(output.contains(&format!("{name} is corrupt")), "{output}");
+        assert_eq!(std::fs::read(file).unwrap(), damaged, "the damaged file is left as it was");
+        std::fs::write(file, &intact).unwrap();
+    }
     // The others never saw the damage: they agree with each other.
     for i in [0, 30, 59] {
         let values = cluster.local_values(&format!("k{i}"));
         assert_eq!(values[0], values[1]);
         assert_eq!(values[0], Ok(Reply::Value(Some("x".repeat(200)))));
+    }
+    // Undamaged again, the replica starts from its snapshot and changes and holds every key.
+    cluster.start_replica(3);
+    for i in [0, 30, 59] {
+        assert_eq!(
+            wait_until_all_agree(&cluster, &format!("k{i}"), Duration::from_secs(20)),
+            Reply::Value(Some("x".repeat(200)))
+        );
     }
 }
 
