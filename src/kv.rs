@@ -560,6 +560,31 @@ mod tests {
     }
 
     #[test]
+    fn changes_name_every_key_and_session_touched_and_replay_onto_an_older_copy() {
+        let mut kv = KvStore::default();
+        for client in 0..SESSIONS_MAX as u64 {
+            kv.apply(&cmd(client, 1, Op::Get { key: "a".into() }));
+        }
+        kv.apply(&cmd(7, 2, put("gone", "soon")));
+        let older = kv.clone();
+        let mut changes = Changes::default();
+        kv.apply_noting(&cmd(7, 3, put("a", "1")), Some(&mut changes));
+        kv.apply_noting(&cmd(7, 4, Op::Delete { key: "gone".into() }), Some(&mut changes));
+        // A new client when the table is full evicts the idlest (client 0).
+        kv.apply_noting(&cmd(SESSIONS_MAX as u64, 1, put("b", "2")), Some(&mut changes));
+        assert_eq!(changes.keys.iter().map(String::as_str).collect::<Vec<_>>(), ["a", "b", "gone"]);
+        assert_eq!(changes.clients.iter().copied().collect::<Vec<_>>(), [0, 7, SESSIONS_MAX as u64]);
+
+        let mut replayed = older;
+        for chunk in kv.change_chunks(&changes, 40) {
+            replayed.restore_changes(chunk);
+        }
+        replayed.set_applied_commands(kv.applied_commands());
+        assert_eq!(replayed, kv, "the older copy with the changes applied is the store");
+        assert!(!replayed.sessions.contains_key(&0), "the evicted session is gone from the copy too");
+    }
+
+    #[test]
     fn a_retried_read_reads_again_and_no_value_read_is_kept_in_the_session_table() {
         let mut kv = KvStore::default();
         kv.apply(&cmd(1, 1, put("a", &"x".repeat(1_000))));
