@@ -11,7 +11,4 @@ if [ -z "${PAXOS_KV_BIN_DIR:-}" ]; then
   export PAXOS_KV_BIN_DIR=target/release
 fi
 
-# The ops/s figure of a `client bench` report on stdin.
-ops() { awk '/ops\/s/ { for (i = 1; i <= NF; i++) if ($(i) ~ /ops\/s/) print $(i-1) }' | head -1; }
-# The median of numbers on stdin, one per line.
-median() { sort -n | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+source scripts/bench_parse.sh

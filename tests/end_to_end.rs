@@ -347,6 +347,23 @@ fn bench_shows_progress_then_a_table() {
         let ok: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
         assert!(ok > 0, "{line}");
     }
+    // The benchmark scripts read the summary line's figure from this very report.
+    let summary = stdout.lines().find(|l| l.contains(" ops/s  (")).unwrap_or_else(|| panic!("no summary: {stdout}"));
+    let parsed = shell_output(&format!("source scripts/bench_parse.sh; ops <<'END'\n{stdout}END"));
+    assert_eq!(parsed.trim(), summary.split_whitespace().next().unwrap(), "{stdout}");
+    let median = shell_output("source scripts/bench_parse.sh; printf '3\n10\n2\n' | median");
+    assert_eq!(median.trim(), "3");
+}
+
+fn shell_output(script: &str) -> String {
+    let output = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .expect("bash runs");
+    assert!(output.status.success(), "{script}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
 }
 
 /// The interactive prompt on a real terminal: its banner counts the replicas
