@@ -4,6 +4,8 @@
 #     loading KEYS keys of VALUE_BYTES each, and the ratio of the medians;
 #   - each replica's resident memory next to the store's size, the bytes its
 #     learner holds and the longest pause of its apply (learner) thread;
+#   - the bytes each replica wrote to disk per byte of value PUT over the large
+#     store (acceptor log, snapshots and their changes), which timing noise does not move;
 #   - how long a replica killed with -9 takes to restart and catch up after
 #     missing MISSED writes of VALUE_BYTES.
 # A benchmark, not a test: on a shared machine read medians and ratios.
@@ -35,7 +37,19 @@ SECONDS_PER_RUN=${4:-10}
 MISSED=${5:-$((KEYS / 4))}
 source scripts/bench_lib.sh 6201
 client() { ./run_client.sh "$@"; }
-put_run() { client bench --clients 64 --duration "$SECONDS_PER_RUN" --value-size "$VALUE_BYTES" --keys "$1" | ops; }
+put_report=$(mktemp)
+put_bytes=0
+put_run() {
+  client bench --clients 64 --duration "$SECONDS_PER_RUN" --value-size "$VALUE_BYTES" --keys "$1" > "$put_report"
+  put_bytes=$((put_bytes + $(ok_count < "$put_report") * VALUE_BYTES))
+  ops < "$put_report"
+}
+# Bytes the replicas wrote to disk so far, one line per replica.
+disk_written() {
+  for id in 1 2 3 4 5; do
+    awk '/^write_bytes/ { print $2 }' "/proc/$(cat "$PAXOS_KV_DATA/$id/server.pid")/io"
+  done
+}
 memory() {
   for id in 1 2 3 4 5; do
     pid=$(cat "$PAXOS_KV_DATA/$id/server.pid")
@@ -57,9 +71,17 @@ started=$(date +%s.%N)
 client bench --clients 64 --fill --keys "$KEYS" --value-size "$VALUE_BYTES" | grep ops/s
 echo "loaded in $(awk -v s="$started" -v e="$(date +%s.%N)" 'BEGIN { printf "%.0f", e - s }') s"
 large=()
+mapfile -t written_before < <(disk_written)
+put_bytes=0
 for round in $(seq "$ROUNDS"); do
-  large+=("$(put_run "$KEYS")")
+  put_run "$KEYS" > "$put_report.ops"
+  large+=("$(cat "$put_report.ops")")
   echo "PUT over $KEYS keys, round $round: ${large[-1]} ops/s"
+done
+mapfile -t written_after < <(disk_written)
+for id in 1 2 3 4 5; do
+  echo "replica $id wrote $(awk -v a="${written_before[id-1]}" -v b="${written_after[id-1]}" -v p="$put_bytes" \
+    'BEGIN { printf "%.1f", (b - a) / p }') bytes to disk per byte PUT over $KEYS keys"
 done
 s=$(printf '%s\n' "${small[@]}" | median)
 l=$(printf '%s\n' "${large[@]}" | median)

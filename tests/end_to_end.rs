@@ -351,6 +351,8 @@ fn bench_shows_progress_then_a_table() {
     let summary = stdout.lines().find(|l| l.contains(" ops/s  (")).unwrap_or_else(|| panic!("no summary: {stdout}"));
     let parsed = shell_output(&format!("source scripts/bench_parse.sh; ops <<'END'\n{stdout}END"));
     assert_eq!(parsed.trim(), summary.split_whitespace().next().unwrap(), "{stdout}");
+    let ok = shell_output(&format!("source scripts/bench_parse.sh; ok_count <<'END'\n{stdout}END"));
+    assert!(summary.contains(&format!("({} ok,", ok.trim())), "{ok} from {summary}");
     let median = shell_output("source scripts/bench_parse.sh; printf '3\n10\n2\n' | median");
     assert_eq!(median.trim(), "3");
 }
