@@ -211,7 +211,14 @@ pub struct Changes {
 }
 
 impl Changes {
-    pub fn absorb(&mut self, older: Changes) {
+    /// The union, inserting the smaller set into the larger.
+    pub fn absorb(&mut self, mut older: Changes) {
+        if older.keys.len() > self.keys.len() {
+            std::mem::swap(&mut self.keys, &mut older.keys);
+        }
+        if older.clients.len() > self.clients.len() {
+            std::mem::swap(&mut self.clients, &mut older.clients);
+        }
         self.keys.extend(older.keys);
         self.clients.extend(older.clients);
     }

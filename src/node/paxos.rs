@@ -127,8 +127,11 @@ pub(crate) struct PaxosReplica {
     /// While the acceptor rebuilds, the learner reports its progress to it
     /// too; the rest of the time that would be a wake-up per batch for nothing.
     rebuilding: AtomicBool,
-    /// The newest snapshot waiting for the snapshot writer thread.
-    snapshot_to_write: (Mutex<Option<SnapshotJob>>, Condvar),
+    /// Snapshots waiting for the writer thread, oldest first. The writer
+    /// merges them (only the newest store is written, with every one's
+    /// changes) and frees the store versions the older ones pinned: both
+    /// cost time in proportion to what changed, which the learner must not spend.
+    snapshot_to_write: (Mutex<Vec<SnapshotJob>>, Condvar),
 }
 
 impl PaxosReplica {
@@ -419,17 +422,15 @@ impl RoleThread for LearnerThread {
             self.shared.plumbing.pending.complete(id, reply);
         }
         if let Some(store) = out.retired_store {
-            let _ = std::thread::Builder::new().name("retired-store".into()).spawn(move || drop(store));
+            let _ = std::thread::Builder::new().name("retired-store".into()).spawn(move || {
+                drop(store);
+                release_free_memory();
+            });
         }
-        if let Some(mut job) = out.snapshot {
-            // Written off this thread so that applying (and replying) never
-            // waits for the disk; a newer snapshot takes in a waiting one.
+        if let Some(job) = out.snapshot {
+            // Written off this thread so that applying (and replying) never waits for the disk.
             let (lock, ready) = &self.shared.snapshot_to_write;
-            let mut waiting = lock.lock().unwrap();
-            if let Some(older) = waiting.take() {
-                job.absorb(older);
-            }
-            *waiting = Some(job);
+            lock.lock().unwrap().push(job);
             ready.notify_one();
         }
         out.messages.into_iter().for_each(|e| self.shared.route(e));
@@ -466,10 +467,14 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
     }
     let (lock, ready) = &replica.snapshot_to_write;
     loop {
-        let job = {
-            let mut waiting = ready.wait_while(lock.lock().unwrap(), |s| s.is_none()).unwrap();
-            waiting.take().expect("woken with a snapshot")
+        let mut waiting = {
+            let mut waiting = ready.wait_while(lock.lock().unwrap(), |jobs| jobs.is_empty()).unwrap();
+            std::mem::take(&mut *waiting)
         };
+        let mut job = waiting.pop().expect("woken with a snapshot");
+        while let Some(older) = waiting.pop() {
+            job.absorb(older);
+        }
         let slot = job.snapshot.next_slot;
         match writer.write(&job) {
             Ok(written) => {
@@ -482,6 +487,17 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
         }
         // The store's versions this job pinned are freed here, off the learner.
         drop(job);
+    }
+}
+
+/// Returns the heap's free pages to the system after a large free (a store
+/// replaced by an installed snapshot): glibc keeps them otherwise, and the
+/// replica's resident memory would stay at its peak.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

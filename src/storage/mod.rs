@@ -927,6 +927,15 @@ mod tests {
         writer.write(&writes.job()).unwrap();
         assert_eq!(reopen(&disk).unwrap().0, writes.snapshot());
 
+        // Jobs that waited for the writer are written as one, with all their changes.
+        writes.apply(1, Op::Put { key: "key-6".into(), value: "6".into() });
+        let older = writes.job();
+        writes.apply(2, Op::Delete { key: "key-7".into() });
+        let mut newest = writes.job();
+        newest.absorb(older);
+        assert!(matches!(writer.write(&newest).unwrap(), SnapshotWritten::Changes { .. }));
+        assert_eq!(reopen(&disk).unwrap().0, writes.snapshot());
+
         // Rewriting every key outgrows the store: the next job writes it whole.
         let mut kinds = Vec::new();
         for round in 0..3 {
