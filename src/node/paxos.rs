@@ -399,7 +399,7 @@ impl RoleThread for LearnerThread {
         self.longest_step.time(|| match input {
             LearnerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
             LearnerInput::LocalRead { request, key } => {
-                let value = self.core.store().get(&key).cloned();
+                let value = self.core.store().get(&key).map(str::to_string);
                 self.shared.plumbing.pending.complete(request, Reply::Value(value));
             }
         });

@@ -588,6 +588,6 @@ mod tests {
         let good = CatchupReply { snapshot: Some(SnapshotPart { crc32: part.crc32 ^ 1, ..part }), entries: vec![] };
         learner.on_message(1, Message::CatchupReply(good), &mut out);
         assert_eq!(learner.next_slot(), 172_000);
-        assert_eq!(learner.store().get("k").map(String::as_str), Some("v"));
+        assert_eq!(learner.store().get("k"), Some("v"));
     }
 }

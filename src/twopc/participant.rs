@@ -140,7 +140,7 @@ impl Participant {
     pub fn read(&self, key: &str) -> Result<Option<String>, Locked> {
         match self.state.locks.get(key) {
             Some(txn) => Err(Locked(*txn)),
-            None => Ok(self.state.store.get(key).cloned()),
+            None => Ok(self.state.store.get(key).map(str::to_string)),
         }
     }
 
