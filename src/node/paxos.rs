@@ -491,8 +491,8 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
 }
 
 /// Returns the heap's free pages to the system after a large free (a store
-/// replaced by an installed snapshot): glibc keeps them otherwise, and the
-/// replica's resident memory would stay at its peak.
+/// replaced by an installed snapshot, the buffers of loading one): glibc
+/// keeps them otherwise, and the replica's resident memory would stay at its peak.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own free lists.
@@ -514,6 +514,8 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
          then {} bytes of changes)",
         snapshot.next_slot, snapshot_chain.base_slot, snapshot_chain.change_log_bytes
     );
+    // Loading decoded the files into buffers now freed, between the store's own allocations.
+    release_free_memory();
     let snapshot_writer = SnapshotWriter::new(
         disk.clone(),
         identity,
