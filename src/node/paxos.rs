@@ -516,12 +516,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     );
     // Loading decoded the files into buffers now freed, between the store's own allocations.
     release_free_memory();
-    let snapshot_writer = SnapshotWriter::new(
-        disk.clone(),
-        identity,
-        snapshot_chain,
-        storage::rewrite_stagger_percent(id, &config.cluster()),
-    );
+    let snapshot_writer = SnapshotWriter::new(disk.clone(), identity, snapshot_chain, &config.cluster());
     if acceptor_state.rebuilding {
         warn!("REBUILDING: this replica lost its state; it catches up without voting or leading until it is safe");
     }

@@ -403,8 +403,7 @@ impl World {
                 let disk = Arc::new(SimDisk::default());
                 let files = storage::open_paxos(disk.clone(), sim_identity(id), ClusterState::New, false)
                     .expect("a new replica starts on an empty disk");
-                let stagger = storage::rewrite_stagger_percent(id, &cluster);
-                let snapshots = SnapshotWriter::new(disk.clone(), sim_identity(id), files.snapshot_chain, stagger);
+                let snapshots = SnapshotWriter::new(disk.clone(), sim_identity(id), files.snapshot_chain, &cluster);
                 SimNode {
                     disk,
                     proposer: Proposer::new(
@@ -721,9 +720,9 @@ impl World {
                 if files.snapshot_chain.torn_bytes_cut > 0 {
                     self.stats.disk.unfinished_snapshot_changes_cut += 1;
                 }
-                let stagger = storage::rewrite_stagger_percent(id, &self.learner_config.cluster);
+                let cluster = &self.learner_config.cluster;
                 node.snapshots =
-                    SnapshotWriter::new(node.disk.clone(), sim_identity(id), files.snapshot_chain, stagger);
+                    SnapshotWriter::new(node.disk.clone(), sim_identity(id), files.snapshot_chain, cluster);
                 node.learner = Learner::new(id, self.learner_config.clone(), files.snapshot);
                 node.last_applied = None;
                 node.acceptor_down_until = None;

@@ -451,12 +451,13 @@ pub struct SnapshotWriter {
 }
 
 impl SnapshotWriter {
-    pub fn new(disk: Arc<dyn Disk>, identity: Identity, chain: SnapshotChain, stagger_percent: u64) -> Self {
+    /// `cluster` sets this replica's stagger: each rewrites its whole store at
+    /// a different size of change log, so that a cluster does not write every
+    /// copy of the store at once.
+    pub fn new(disk: Arc<dyn Disk>, identity: Identity, chain: SnapshotChain, cluster: &[NodeId]) -> Self {
+        let rank = cluster.iter().position(|&member| member == identity.replica_id).unwrap_or(0) as u64;
+        let stagger_percent = rank * 100 / cluster.len().max(1) as u64;
         SnapshotWriter { disk, identity, chain, stagger_percent }
-    }
-
-    pub fn chain(&self) -> &SnapshotChain {
-        &self.chain
     }
 
     /// On error the files may hold part of it: the caller must stop, not retry.
@@ -518,13 +519,6 @@ impl SnapshotWriter {
         self.chain.change_log_bytes += appended;
         Ok(appended)
     }
-}
-
-/// Each replica rewrites its whole store at a different size of change log,
-/// so that a cluster does not write every copy of the store at once.
-pub fn rewrite_stagger_percent(id: NodeId, cluster: &[NodeId]) -> u64 {
-    let rank = cluster.iter().position(|&member| member == id).unwrap_or(0) as u64;
-    rank * 100 / cluster.len().max(1) as u64
 }
 
 /// Applies `snapshot.changes` to the snapshot loaded from `snapshot.bin`.
@@ -897,6 +891,10 @@ mod tests {
         }
     }
 
+    fn writer_on(disk: &Arc<SimDisk>, chain: SnapshotChain) -> SnapshotWriter {
+        SnapshotWriter::new(disk.clone(), ME, chain, &[ME.replica_id])
+    }
+
     fn reopen(disk: &SimDisk) -> Result<(Snapshot, SnapshotChain)> {
         let mut snapshot = load_snapshot(disk, ME)?.unwrap_or_default();
         let chain = load_snapshot_changes(disk, ME, &mut snapshot)?;
@@ -907,7 +905,7 @@ mod tests {
     fn snapshots_write_only_what_changed_until_the_changes_outgrow_the_store() {
         let disk = disk();
         let mut writes = Writes::new(store_of(1_000, 100), 500);
-        let mut writer = SnapshotWriter::new(disk.clone(), ME, SnapshotChain::default(), 0);
+        let mut writer = writer_on(&disk, SnapshotChain::default());
         let whole = writer.write(&writes.whole()).unwrap();
         let SnapshotWritten::Whole { bytes: store_file_bytes } = whole else { panic!("first write: {whole:?}") };
 
@@ -955,7 +953,7 @@ mod tests {
     fn an_unfinished_set_of_changes_is_cut_and_damage_before_the_end_refused() {
         let disk = disk();
         let mut writes = Writes::new(store_of(100, 10), 0);
-        let mut writer = SnapshotWriter::new(disk.clone(), ME, SnapshotChain::default(), 0);
+        let mut writer = writer_on(&disk, SnapshotChain::default());
         writer.write(&writes.whole()).unwrap();
         writes.apply(1, Op::Put { key: "a".into(), value: "1".into() });
         writer.write(&writes.job()).unwrap();
@@ -980,7 +978,7 @@ mod tests {
             assert_eq!(chain.torn_bytes_cut, keep as u64);
             assert_eq!(copy.len(SNAPSHOT_CHANGES), synced, "the unfinished set is cut off the file");
             // Appending after the cut reads back.
-            let mut writer = SnapshotWriter::new(copy.clone(), ME, chain, 0);
+            let mut writer = writer_on(&copy, chain);
             let mut more = Writes::new(loaded.store, loaded.next_slot);
             more.apply(2, Op::Delete { key: "a".into() });
             writer.write(&more.job()).unwrap();
@@ -999,7 +997,7 @@ mod tests {
     fn changes_left_from_an_older_store_file_are_ignored_and_changes_without_theirs_refused() {
         let disk = disk();
         let mut writes = Writes::new(store_of(100, 10), 10);
-        let mut writer = SnapshotWriter::new(disk.clone(), ME, SnapshotChain::default(), 0);
+        let mut writer = writer_on(&disk, SnapshotChain::default());
         writer.write(&writes.whole()).unwrap();
         let old_base = disk.read(SNAPSHOT).unwrap().unwrap();
         writes.apply(1, Op::Put { key: "a".into(), value: "1".into() });
@@ -1013,7 +1011,7 @@ mod tests {
         let (loaded, chain) = reopen(&disk).unwrap();
         assert_eq!(loaded, writes.snapshot());
         assert!(chain.change_log_stale);
-        let mut writer = SnapshotWriter::new(disk.clone(), ME, chain, 0);
+        let mut writer = writer_on(&disk, chain);
         writes.apply(1, Op::Put { key: "c".into(), value: "3".into() });
         let written = writer.write(&writes.job()).unwrap();
         assert!(matches!(written, SnapshotWritten::Changes { .. }), "{written:?}");
