@@ -267,7 +267,7 @@ impl Client {
                     self.next_target();
                 }
                 Reply::Rejected(RequestError::Overloaded) => self.pause(Duration::from_millis(10), deadline),
-                Reply::Rejected(RequestError::Offline) => self.next_target(),
+                Reply::Rejected(RequestError::Offline | RequestError::CatchingUp) => self.next_target(),
                 Reply::Rejected(RequestError::Aborted { reason }) => return Err(ClientError::Aborted(reason)),
                 Reply::Rejected(RequestError::Locked { txn }) => {
                     // Wait for the decision rather than read a value that may be rolled back.

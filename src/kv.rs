@@ -104,6 +104,9 @@ pub enum RequestError {
     },
     /// This replica's participant is offline; another replica may answer.
     Offline,
+    /// This replica is replacing its store with a snapshot from a peer and
+    /// holds no consistent state to read from; another replica may answer.
+    CatchingUp,
     /// The replica's queue is full; retry later.
     Overloaded,
     TooLarge {
@@ -133,6 +136,9 @@ impl fmt::Display for RequestError {
                 write!(f, "blocked: the key is locked by undecided transaction {txn} (its coordinator must decide)")
             }
             RequestError::Offline => write!(f, "this replica is offline; try another"),
+            RequestError::CatchingUp => {
+                write!(f, "this replica is installing a snapshot from a peer; try another")
+            }
             RequestError::Overloaded => write!(f, "replica overloaded; try again"),
             RequestError::TooLarge { what, bytes, limit } => {
                 write!(f, "{what} too large: {bytes} bytes, limit {limit}")
@@ -417,6 +423,85 @@ impl KvStore {
         }
     }
 
+    /// Makes the part of this store that `chunk` covers (from `after` to where
+    /// `next` resumes, or to the end) equal to it: keys and sessions there that
+    /// the chunk lacks are removed, the chunk's are written. Applied to every
+    /// chunk of a snapshot in order, this turns any store into that snapshot
+    /// in place, so a replica catching up never holds two stores at once; in
+    /// between, the store matches no slot and must not be read.
+    pub fn replace_range(&mut self, after: &StoreCursor, chunk: StoreChunk, next: Option<&StoreCursor>) {
+        use std::collections::HashSet;
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        match chunk {
+            StoreChunk::Data(entries) => {
+                let lower = match after {
+                    StoreCursor::AfterKey(key) => Excluded(key.as_str()),
+                    _ => Unbounded,
+                };
+                let upper = match next {
+                    Some(StoreCursor::AfterKey(key)) => Included(key.as_str()),
+                    _ => Unbounded,
+                };
+                let kept: HashSet<&str> = entries.iter().map(|(key, _)| key.as_str()).collect();
+                let gone: Vec<String> = self
+                    .data
+                    .range::<_, str>((lower, upper))
+                    .map(|(key, _)| key)
+                    .filter(|key| !kept.contains(&***key))
+                    .map(|key| key.to_string())
+                    .collect();
+                for key in gone {
+                    self.execute(&Op::Delete { key });
+                }
+                for (key, value) in entries {
+                    self.execute(&Op::Put { key, value });
+                }
+                if next.is_none() {
+                    // The snapshot has no sessions.
+                    self.sessions = OrdMap::new();
+                    self.sessions_by_use = OrdMap::new();
+                }
+            }
+            StoreChunk::Sessions(sessions) => {
+                let lower = match after {
+                    StoreCursor::AfterClient(client) => Excluded(*client),
+                    _ => Unbounded,
+                };
+                let upper = match next {
+                    Some(StoreCursor::AfterClient(client)) => Included(*client),
+                    _ => Unbounded,
+                };
+                let kept: HashSet<u64> = sessions.iter().map(|(client, _)| *client).collect();
+                let gone: Vec<u64> = self
+                    .sessions
+                    .range((lower, upper))
+                    .map(|(client, _)| *client)
+                    .filter(|c| !kept.contains(c))
+                    .collect();
+                for client in gone {
+                    if let Some(old) = self.sessions.remove(&client) {
+                        self.forget_use(old.last_used, client);
+                    }
+                }
+                for (client, session) in sessions {
+                    let last_used = session.last_used;
+                    if let Some(old) = self.sessions.insert(client, session) {
+                        self.forget_use(old.last_used, client);
+                    }
+                    self.sessions_by_use.insert(last_used, client);
+                }
+            }
+        }
+    }
+
+    /// Drops `client`'s entry in the use index, unless another session's
+    /// (written over it while a store is replaced in place) now holds it.
+    fn forget_use(&mut self, last_used: u64, client: u64) {
+        if self.sessions_by_use.get(&last_used) == Some(&client) {
+            self.sessions_by_use.remove(&last_used);
+        }
+    }
+
     /// `changes` as they stand in this store, in chunks of about `bytes_max`
     /// bytes, produced as they are consumed.
     pub fn change_chunks<'a>(
@@ -607,5 +692,48 @@ mod tests {
         // The retry lands later in the log: it reads what is there now.
         assert_eq!(kv.apply(&read), Reply::Value(Some("y".into())));
         assert_eq!(kv.apply(&cmd(2, 0, Op::Get { key: "a".into() })), Reply::Rejected(RequestError::StaleRequest));
+    }
+
+    fn random_store(rng: &mut impl rand::Rng) -> KvStore {
+        let commands = rng.random_range(0..300);
+        let mut kv = KvStore::default();
+        for seq in 1..=commands as u64 {
+            let key = format!("k{}", rng.random_range(0..60));
+            let op = match rng.random_range(0..4) {
+                0 => Op::Delete { key },
+                1 => Op::Get { key },
+                _ => put(&key, &"v".repeat(rng.random_range(0..30))),
+            };
+            kv.apply(&cmd(rng.random_range(0..25), seq, op));
+        }
+        kv
+    }
+
+    #[test]
+    fn a_snapshot_written_over_any_store_chunk_by_chunk_becomes_that_snapshot_even_after_a_dropped_transfer() {
+        use rand::{Rng, SeedableRng};
+        for seed in 0..200 {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let mut held = random_store(&mut rng);
+            let abandoned = random_store(&mut rng);
+            let snapshot = random_store(&mut rng);
+            let chunk_bytes = rng.random_range(1..400);
+            // A transfer dropped part-way leaves a mix; a whole one from the start mends it.
+            let mut cursor = Some(StoreCursor::Start);
+            for _ in 0..rng.random_range(0..4) {
+                let Some(after) = cursor.take() else { break };
+                let (chunk, next) = abandoned.chunk_after(&after, chunk_bytes);
+                held.replace_range(&after, chunk, next.as_ref());
+                cursor = next;
+            }
+            let mut cursor = Some(StoreCursor::Start);
+            while let Some(after) = cursor.take() {
+                let (chunk, next) = snapshot.chunk_after(&after, chunk_bytes);
+                held.replace_range(&after, chunk, next.as_ref());
+                cursor = next;
+            }
+            held.set_applied_commands(snapshot.applied_commands());
+            assert_eq!(held, snapshot, "seed {seed}: keys, sessions, their use index and byte count");
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::{push_control, run_role, spawn_named, NodeStatus, Plumbing, Replica, RoleThread, ROLE_QUEUE_MAX};
 use crate::config::{FailMode, ServerConfig};
-use crate::kv::{Command, Reply, RequestId};
+use crate::kv::{Command, Reply, RequestError, RequestId};
 use crate::mailbox::{Mailbox, Weigh};
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox, AcceptorRecord, AcceptorState};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
@@ -399,8 +399,11 @@ impl RoleThread for LearnerThread {
         self.longest_step.time(|| match input {
             LearnerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
             LearnerInput::LocalRead { request, key } => {
-                let value = self.core.store().get(&key).map(str::to_string);
-                self.shared.plumbing.pending.complete(request, Reply::Value(value));
+                let reply = match self.core.consistent_store() {
+                    Some(store) => Reply::Value(store.get(&key).map(str::to_string)),
+                    None => Reply::Rejected(RequestError::CatchingUp),
+                };
+                self.shared.plumbing.pending.complete(request, reply);
             }
         });
     }
@@ -421,9 +424,10 @@ impl RoleThread for LearnerThread {
         for (id, reply) in out.replies {
             self.shared.plumbing.pending.complete(id, reply);
         }
-        if let Some(store) = out.retired_store {
-            let _ = std::thread::Builder::new().name("retired-store".into()).spawn(move || {
-                drop(store);
+        if !out.retired_copies.is_empty() {
+            let copies = out.retired_copies;
+            let _ = std::thread::Builder::new().name("retired-copies".into()).spawn(move || {
+                drop(copies);
                 release_free_memory();
             });
         }
@@ -490,8 +494,8 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
     }
 }
 
-/// Returns the heap's free pages to the system after a large free (a store
-/// replaced by an installed snapshot, the buffers of loading one): glibc
+/// Returns the heap's free pages to the system after a large free (store
+/// versions a transfer pinned, the buffers of loading a snapshot): glibc
 /// keeps them otherwise, and the replica's resident memory would stay at its peak.
 fn release_free_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -63,9 +63,10 @@ pub struct LearnerOutbox {
     pub applied: Vec<(Slot, SlotValue)>,
     /// A slot learned two ways: agreement is broken, the replica must stop.
     pub violation: Option<String>,
-    /// The store a snapshot install replaced: the runtime frees it off the
-    /// applying thread (freeing a large store takes tens of milliseconds).
-    pub retired_store: Option<KvStore>,
+    /// Copies of the store held for transfers that ended: the runtime frees
+    /// them off the applying thread (freeing the versions a long transfer
+    /// pinned takes tens of milliseconds at a large store).
+    pub retired_copies: Vec<KvStore>,
 }
 
 /// What catch-up did, for the simulator's coverage checks and for logs.
@@ -75,6 +76,8 @@ pub struct CatchupCounts {
     pub snapshot_parts_received: u64,
     pub snapshots_installed: u64,
     pub transfers_restarted: u64,
+    /// Transfers begun over a store a dropped transfer left part-replaced.
+    pub transfers_over_part_replaced: u64,
 }
 
 /// A snapshot being sent to one peer: an O(1) copy of the store, read a
@@ -85,11 +88,11 @@ struct Outgoing {
     last_request_at: u64,
 }
 
-/// A snapshot being received, chunk by chunk, from one peer.
+/// A snapshot being received, chunk by chunk, from one peer, and written
+/// over the store in place.
 struct Incoming {
     from: NodeId,
     snapshot_slot: Slot,
-    store: KvStore,
     next: StoreCursor,
     progress_at: u64,
 }
@@ -113,6 +116,10 @@ pub struct Learner {
     /// At most one transfer per peer in each direction.
     outgoing: BTreeMap<NodeId, Outgoing>,
     incoming: Option<Incoming>,
+    /// The store is part old, part a snapshot being received: it matches no
+    /// slot, so nothing is applied to it, read from it or sent from it until
+    /// a transfer (this one, or another from the start) completes.
+    installing: bool,
     counts: CatchupCounts,
 }
 
@@ -135,6 +142,7 @@ impl Learner {
             catchup_cursor: id as usize,
             outgoing: BTreeMap::new(),
             incoming: None,
+            installing: false,
             counts: CatchupCounts::default(),
         }
     }
@@ -163,15 +171,26 @@ impl Learner {
         self.retained.iter().rev().take(n).map(|(slot, value)| (*slot, value.describe())).collect()
     }
 
+    /// The store, for its size; while a snapshot is written over it in place
+    /// it matches no slot (see [`Learner::consistent_store`]).
     pub fn store(&self) -> &KvStore {
         &self.store
+    }
+
+    /// The store as of `next_slot`, unless a snapshot is being written over it.
+    pub fn consistent_store(&self) -> Option<&KvStore> {
+        (!self.installing).then_some(&self.store)
     }
 
     pub fn on_tick(&mut self, out: &mut LearnerOutbox) {
         self.now += 1;
         let now = self.now;
         let idle = self.config.transfer_idle_ticks;
-        self.outgoing.retain(|_, t| now < t.last_request_at + idle);
+        let idle_transfers: Vec<NodeId> =
+            self.outgoing.iter().filter(|(_, t)| now >= t.last_request_at + idle).map(|(&to, _)| to).collect();
+        for to in idle_transfers {
+            self.end_transfer(to, out);
+        }
         if let Some(incoming) = &self.incoming {
             if now >= incoming.progress_at + idle / 2 {
                 warn!("snapshot transfer from {} stalled; starting over", incoming.from);
@@ -182,7 +201,7 @@ impl Learner {
         let waiting = self.now.saturating_sub(self.catchup_sent_at);
         // A transfer asks for its next chunk as each arrives; it is asked
         // again only when a reply seems lost, never twice at once.
-        let has_gap = !self.decided_ahead.is_empty() && self.incoming.is_none();
+        let has_gap = (!self.decided_ahead.is_empty() || self.installing) && self.incoming.is_none();
         if (has_gap && waiting >= self.config.catchup_retry_ticks) || waiting >= self.config.catchup_poll_ticks {
             self.request_catchup(out);
         }
@@ -241,6 +260,9 @@ impl Learner {
     }
 
     fn apply_ready(&mut self, out: &mut LearnerOutbox) {
+        if self.installing {
+            return;
+        }
         while let Some(value) = self.decided_ahead.remove(&self.next_slot) {
             let slot = self.next_slot;
             let bytes = value.wire_bytes();
@@ -283,14 +305,12 @@ impl Learner {
         Snapshot { next_slot: self.next_slot, store: self.store.clone() }
     }
 
-    fn install(&mut self, from: NodeId, snapshot: Snapshot, out: &mut LearnerOutbox) {
-        if snapshot.next_slot <= self.next_slot {
-            return;
-        }
-        info!("installing snapshot from {from}: slot {} -> {}", self.next_slot, snapshot.next_slot);
+    /// The store now holds the snapshot at `snapshot_slot`, received whole.
+    fn install(&mut self, from: NodeId, snapshot_slot: Slot, out: &mut LearnerOutbox) {
+        info!("installed snapshot from {from}: slot {} -> {snapshot_slot}", self.next_slot);
         self.counts.snapshots_installed += 1;
-        self.next_slot = snapshot.next_slot;
-        out.retired_store = Some(std::mem::replace(&mut self.store, snapshot.store.clone()));
+        self.installing = false;
+        self.next_slot = snapshot_slot;
         self.retained.clear();
         self.retained_bytes = 0;
         self.decided_ahead = self.decided_ahead.split_off(&self.next_slot);
@@ -298,19 +318,19 @@ impl Learner {
         self.snapshot_slot = self.next_slot;
         self.bytes_since_snapshot = 0;
         self.changes = Changes::default();
-        out.snapshot = Some(SnapshotJob { snapshot, changes: None });
+        out.snapshot = Some(SnapshotJob { snapshot: self.snapshot(), changes: None });
     }
 
     fn serve_catchup(&mut self, to: NodeId, request: CatchupRequest, out: &mut LearnerOutbox) {
         if let Some(outgoing) = self.outgoing.get(&to) {
             if request.next_slot >= outgoing.snapshot.next_slot {
                 // The peer installed it (or got past it): the copy can go.
-                self.outgoing.remove(&to);
+                self.end_transfer(to, out);
             }
         }
         let retained_from = self.retained.first_key_value().map_or(self.next_slot, |(s, _)| *s);
         let reply = if request.resume.is_some() || request.next_slot < retained_from {
-            match self.snapshot_part(to, request.next_slot, request.resume) {
+            match self.snapshot_part(to, request.next_slot, request.resume, out) {
                 Some(reply) => reply,
                 None => return,
             }
@@ -331,6 +351,12 @@ impl Learner {
         out.messages.push(Envelope { from: self.id, to, msg: Message::CatchupReply(reply) });
     }
 
+    fn end_transfer(&mut self, to: NodeId, out: &mut LearnerOutbox) {
+        if let Some(transfer) = self.outgoing.remove(&to) {
+            out.retired_copies.push(transfer.snapshot.store);
+        }
+    }
+
     /// The next chunk of the transfer to `to`: where `resume` says if that
     /// transfer is still held, else the first chunk of a new one of the
     /// current state (served from state loaded through checksums or applied
@@ -340,15 +366,17 @@ impl Learner {
         to: NodeId,
         requester_next_slot: Slot,
         resume: Option<SnapshotResume>,
+        out: &mut LearnerOutbox,
     ) -> Option<CatchupReply> {
         let held = self.outgoing.get(&to).map(|t| t.snapshot.next_slot);
         let cursor = match resume {
             Some(resume) if held == Some(resume.snapshot_slot) => resume.cursor,
             _ => {
-                if requester_next_slot >= self.next_slot {
-                    // Nothing here it lacks: no copy to hold for it.
+                if requester_next_slot >= self.next_slot || self.installing {
+                    // Nothing here it lacks, or no consistent store to copy.
                     return None;
                 }
+                self.end_transfer(to, out);
                 self.outgoing.insert(to, Outgoing { snapshot: self.snapshot(), last_request_at: self.now });
                 StoreCursor::Start
             }
@@ -391,17 +419,20 @@ impl Learner {
                 self.counts.transfers_restarted += 1;
             }
             info!("receiving a snapshot at slot {} from {from} in chunks", part.snapshot_slot);
+            if self.installing {
+                self.counts.transfers_over_part_replaced += 1;
+            }
             self.incoming = Some(Incoming {
                 from,
                 snapshot_slot: part.snapshot_slot,
-                store: KvStore::default(),
                 next: StoreCursor::Start,
                 progress_at: self.now,
             });
+            self.installing = true;
         }
         self.counts.snapshot_parts_received += 1;
         let incoming = self.incoming.as_mut().expect("continued or started above");
-        incoming.store.restore_chunk(part.chunk);
+        self.store.replace_range(&part.after, part.chunk, part.next.as_ref());
         incoming.progress_at = self.now;
         match part.next {
             Some(next) => {
@@ -409,9 +440,10 @@ impl Learner {
                 self.request_catchup(out);
             }
             None => {
-                let Incoming { mut store, snapshot_slot, .. } = self.incoming.take().expect("present");
-                store.set_applied_commands(part.applied_commands);
-                self.install(from, Snapshot { next_slot: snapshot_slot, store }, out);
+                let snapshot_slot = incoming.snapshot_slot;
+                self.incoming = None;
+                self.store.set_applied_commands(part.applied_commands);
+                self.install(from, snapshot_slot, out);
                 self.apply_ready(out);
                 self.request_catchup(out);
             }
@@ -434,10 +466,14 @@ impl Learner {
         }
         self.catchup_cursor = (self.catchup_cursor + 1) % peers.len();
         self.catchup_sent_at = self.now;
+        // A store left part-replaced by a dropped transfer can only be made
+        // whole by a snapshot from its first chunk: no held snapshot has slot
+        // 0, so the peer starts a new one rather than send entries.
+        let resume = self.installing.then_some(SnapshotResume { snapshot_slot: 0, cursor: StoreCursor::Start });
         out.messages.push(Envelope {
             from: self.id,
             to: peers[self.catchup_cursor],
-            msg: Message::CatchupRequest(CatchupRequest { next_slot: self.next_slot, resume: None }),
+            msg: Message::CatchupRequest(CatchupRequest { next_slot: self.next_slot, resume }),
         });
     }
 }

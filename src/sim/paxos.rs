@@ -182,6 +182,7 @@ pub struct FlowCounts {
     pub frames_split: u64,
     pub snapshot_parts_sent: u64,
     pub snapshots_installed: u64,
+    pub transfers_over_part_replaced: u64,
     pub snapshots_as_changes: u64,
     pub snapshots_whole: u64,
     pub restarts_from_changes: u64,
@@ -193,6 +194,7 @@ impl FlowCounts {
         self.frames_split += other.frames_split;
         self.snapshot_parts_sent += other.snapshot_parts_sent;
         self.snapshots_installed += other.snapshots_installed;
+        self.transfers_over_part_replaced += other.transfers_over_part_replaced;
         self.snapshots_as_changes += other.snapshots_as_changes;
         self.snapshots_whole += other.snapshots_whole;
         self.restarts_from_changes += other.restarts_from_changes;
@@ -204,6 +206,7 @@ impl FlowCounts {
             ("envelopes split into several frames", self.frames_split),
             ("snapshot chunk sent", self.snapshot_parts_sent),
             ("snapshot installed from chunks", self.snapshots_installed),
+            ("transfer begun over a store a dropped one left part-replaced", self.transfers_over_part_replaced),
             ("snapshot written as changes", self.snapshots_as_changes),
             ("snapshot written whole", self.snapshots_whole),
             ("restart from a snapshot and its changes", self.restarts_from_changes),
@@ -354,8 +357,9 @@ impl Checker {
         let mut by_prefix: BTreeMap<Slot, (NodeId, &KvStore)> = BTreeMap::new();
         for (index, node) in nodes.iter().enumerate() {
             let id = index as NodeId + 1;
+            let Some(held) = node.learner.consistent_store() else { continue };
             match by_prefix.get(&node.learner.next_slot()) {
-                Some((other, store)) if *store != node.learner.store() => {
+                Some((other, store)) if *store != held => {
                     return Err(format!(
                         "replicas {other} and {id} applied slots below {} but hold different stores",
                         node.learner.next_slot()
@@ -363,7 +367,7 @@ impl Checker {
                 }
                 Some(_) => {}
                 None => {
-                    by_prefix.insert(node.learner.next_slot(), (id, node.learner.store()));
+                    by_prefix.insert(node.learner.next_slot(), (id, held));
                 }
             }
         }
@@ -820,10 +824,12 @@ impl World {
             }
             Role::Learner => {
                 let mut out = LearnerOutbox::default();
-                let installed_before = self.nodes[index].learner.counts().snapshots_installed;
+                let before = self.nodes[index].learner.counts();
                 self.nodes[index].learner.on_message(envelope.from, envelope.msg, &mut out);
-                self.stats.flow.snapshots_installed +=
-                    self.nodes[index].learner.counts().snapshots_installed - installed_before;
+                let after = self.nodes[index].learner.counts();
+                self.stats.flow.snapshots_installed += after.snapshots_installed - before.snapshots_installed;
+                self.stats.flow.transfers_over_part_replaced +=
+                    after.transfers_over_part_replaced - before.transfers_over_part_replaced;
                 self.after_learner(index, out)?;
             }
         }
