@@ -92,5 +92,8 @@ echo "killing replica 5, then $MISSED writes it misses ..."
 kill -9 "$(cat "$PAXOS_KV_DATA/5/server.pid")"
 client bench --clients 64 --fill --keys "$MISSED" --value-size "$VALUE_BYTES" --seed 2 | grep ops/s
 ./run_servers.sh 5 >/dev/null
+rss() { awk -v what="$2" '$1 == what":" { printf "%.0f MiB", $2 / 1024 }' "/proc/$(cat "$PAXOS_KV_DATA/$1/server.pid")/status"; }
+echo "replica 5 restarted from its own disk: RSS $(rss 5 VmRSS)"
 client wait-caught-up --replica 5
+echo "replica 5 caught up: peak RSS since its restart $(rss 5 VmHWM)"
 memory

@@ -455,6 +455,7 @@ mod tests {
             learner_held_bytes: 0,
             apply_pause_max_us: 0,
             apply_pause_cpu_max_us: 0,
+            apply_pause_cause: String::new(),
             peers_connected: vec![],
             acceptor_failures: u64::from(!online),
             commands_applied: applied,

@@ -8,14 +8,23 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 fn run_seeds(config: &SimConfig, seeds: std::ops::Range<u64>) {
-    let mut chosen = 0;
+    let (mut chosen, mut reads, mut partitions, mut freezes) = (0, 0, 0, 0);
     for seed in seeds {
         match sim::run(seed, config) {
-            Ok(stats) => chosen += stats.slots_chosen,
+            Ok(stats) => {
+                chosen += stats.slots_chosen;
+                reads += stats.reads_checked;
+                partitions += stats.leader_partitions;
+                freezes += stats.leader_freezes;
+            }
             Err(violation) => panic!("{violation}"),
         }
     }
+    println!("{chosen} slots chosen, {reads} reads checked, {partitions} leaders cut off, {freezes} frozen");
     assert!(chosen > 0, "the simulation chose nothing: the checks would be vacuous");
+    assert!(reads > 0, "no read was answered: linearizability went unchecked");
+    assert!(partitions > 0, "no leader was ever cut off from the others");
+    assert!(freezes > 0, "no leader was ever frozen");
 }
 
 #[test]

@@ -4,11 +4,11 @@
 use super::{push_control, run_role, spawn_named, NodeStatus, Plumbing, Replica, RoleThread, ROLE_QUEUE_MAX};
 use crate::config::{FailMode, ServerConfig};
 use crate::kv::{Command, Reply, RequestError, RequestId};
-use crate::mailbox::{Mailbox, Weigh};
+use crate::mailbox::{Full, Mailbox, Weigh};
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox, AcceptorRecord, AcceptorState};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
 use crate::paxos::messages::SnapshotJob;
-use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus};
+use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus, ReadBatch};
 use crate::paxos::{Ballot, Envelope, Message, NodeId, Role, Slot};
 use crate::storage::{self, fail_stop, AcceptorLog, Disk, FsDisk, Identity, SnapshotWriter};
 use anyhow::Result;
@@ -50,6 +50,9 @@ pub struct PaxosStatus {
     /// time the thread waited to be scheduled.
     #[serde(default)]
     pub apply_pause_cpu_max_us: u64,
+    /// What that step was doing.
+    #[serde(default)]
+    pub apply_pause_cause: String,
     pub peers_connected: Vec<NodeId>,
     pub acceptor_failures: u64,
     pub commands_applied: u64,
@@ -69,6 +72,8 @@ pub enum ProposerInput {
 
 pub enum LearnerInput {
     Message(Envelope),
+    /// Reads the proposer confirmed as leader, to answer at their read index.
+    Reads(ReadBatch),
     /// This replica's applied state, not a linearizable read (for checks).
     LocalRead {
         request: RequestId,
@@ -91,6 +96,7 @@ impl Weigh for LearnerInput {
         match self {
             LearnerInput::Message(envelope) => envelope.weight(),
             LearnerInput::LocalRead { key, .. } => 32 + key.len(),
+            LearnerInput::Reads(batch) => batch.reads.iter().map(Command::wire_bytes).sum(),
         }
     }
 }
@@ -225,6 +231,13 @@ impl RoleThread for ProposerThread {
         for (id, reply) in out.replies {
             self.shared.plumbing.pending.complete(id, reply);
         }
+        for batch in out.reads {
+            if let Err(Full(LearnerInput::Reads(batch))) = self.shared.learner_inbox.push(LearnerInput::Reads(batch)) {
+                for read in batch.reads {
+                    self.shared.plumbing.pending.complete(read.request_id(), Reply::Rejected(RequestError::Overloaded));
+                }
+            }
+        }
         self.shared.status.lock().unwrap().proposer = self.core.status();
     }
 }
@@ -352,24 +365,34 @@ impl RoleThread for AcceptorThread {
 }
 
 /// The longest single step of a role thread, in wall-clock time and in the
-/// thread's CPU time (the difference is time spent waiting to be scheduled).
+/// thread's CPU time (the difference is time spent waiting to be scheduled),
+/// and what the step with the most CPU time was doing.
 #[derive(Default)]
 struct LongestStep {
     wall: Duration,
     cpu: Duration,
+    cause: &'static str,
 }
 
 impl LongestStep {
-    fn time<T>(&mut self, step: impl FnOnce() -> T) -> T {
+    fn time<T>(&mut self, cause: &'static str, step: impl FnOnce() -> T) -> T {
         let (started, cpu) = (Instant::now(), thread_cpu_time());
         let result = step();
-        self.record(started, cpu);
+        self.record(cause, started, cpu);
         result
     }
 
-    fn record(&mut self, started: Instant, cpu_at_start: Duration) {
-        self.wall = self.wall.max(started.elapsed());
-        self.cpu = self.cpu.max(thread_cpu_time().saturating_sub(cpu_at_start));
+    fn record(&mut self, cause: &'static str, started: Instant, cpu_at_start: Duration) {
+        let wall = started.elapsed();
+        let cpu = thread_cpu_time().saturating_sub(cpu_at_start);
+        self.wall = self.wall.max(wall);
+        if cpu > self.cpu {
+            self.cpu = cpu;
+            self.cause = cause;
+            if cpu >= Duration::from_millis(10) {
+                info!("longest learner step so far: {cause}, {cpu:?} of CPU time ({wall:?} of wall clock)");
+            }
+        }
     }
 }
 
@@ -396,8 +419,20 @@ impl RoleThread for LearnerThread {
     type Input = LearnerInput;
 
     fn handle(&mut self, input: LearnerInput) {
-        self.longest_step.time(|| match input {
+        let cause = match &input {
+            LearnerInput::Message(e) => match &e.msg {
+                Message::CatchupReply(reply) if reply.snapshot.is_some() => "a snapshot chunk",
+                Message::CatchupReply(_) => "catch-up entries",
+                Message::CatchupRequest(_) => "serving catch-up",
+                Message::Decide(_) => "a decision",
+                _ => "another message",
+            },
+            LearnerInput::LocalRead { .. } => "a local read",
+            LearnerInput::Reads(_) => "reads",
+        };
+        self.longest_step.time(cause, || match input {
             LearnerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
+            LearnerInput::Reads(batch) => self.core.on_reads(batch, &mut self.out),
             LearnerInput::LocalRead { request, key } => {
                 let reply = match self.core.consistent_store() {
                     Some(store) => Reply::Value(store.get(&key).map(str::to_string)),
@@ -409,7 +444,7 @@ impl RoleThread for LearnerThread {
     }
 
     fn tick(&mut self) {
-        self.core.on_tick(&mut self.out);
+        self.longest_step.time("a tick", || self.core.on_tick(&mut self.out));
     }
 
     fn finish_batch(&mut self) {
@@ -446,13 +481,14 @@ impl RoleThread for LearnerThread {
                 let _ = self.shared.acceptor_inbox.push(AcceptorInput::LearnerProgress(next_slot));
             }
         }
-        self.longest_step.record(step, cpu);
+        self.longest_step.record("replying, routing and reporting", step, cpu);
         let mut status = self.shared.status.lock().unwrap();
         status.learner_next_slot = next_slot;
         status.store_bytes = self.core.store().data_bytes();
         status.learner_held_bytes = self.core.held_bytes() as u64;
         status.apply_pause_max_us = self.longest_step.wall.as_micros() as u64;
         status.apply_pause_cpu_max_us = self.longest_step.cpu.as_micros() as u64;
+        status.apply_pause_cause = self.longest_step.cause.to_string();
         status.decided_through = self.core.decided_through();
         status.keys = self.core.store().len();
         status.commands_applied = self.core.store().applied_commands();
@@ -566,6 +602,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         learner_held_bytes: 0,
         apply_pause_max_us: 0,
         apply_pause_cpu_max_us: 0,
+        apply_pause_cause: String::new(),
         peers_connected: Vec::new(),
         acceptor_failures: 0,
         commands_applied: snapshot.store.applied_commands(),

@@ -223,7 +223,7 @@ impl Acceptor {
                 let reply = if heartbeat.ballot < self.state.promised {
                     Message::Nack(Nack { ballot: heartbeat.ballot, promised: self.state.promised })
                 } else {
-                    Message::HeartbeatAck(HeartbeatAck { ballot: heartbeat.ballot })
+                    Message::HeartbeatAck(HeartbeatAck { ballot: heartbeat.ballot, read_round: heartbeat.read_round })
                 };
                 self.send(from, reply, out);
             }
@@ -354,7 +354,7 @@ mod tests {
         for msg in [
             Message::Prepare(Prepare { ballot: b(4, 1), first_slot: 0 }),
             Message::Accept(Accept { ballot: b(5, 1), slot: 0, value: value(1) }),
-            Message::Heartbeat(Heartbeat { ballot: b(1, 1) }),
+            Message::Heartbeat(Heartbeat { ballot: b(1, 1), read_round: 0 }),
         ] {
             let out = step(&mut acceptor, 1, msg.clone());
             assert!(out.records.is_empty(), "{msg:?} persisted something");
@@ -421,7 +421,7 @@ mod tests {
         for msg in [
             Message::Prepare(Prepare { ballot: b(7, 1), first_slot: 0 }),
             Message::Accept(Accept { ballot: b(7, 1), slot: 10, value: value(1) }),
-            Message::Heartbeat(Heartbeat { ballot: b(7, 1) }),
+            Message::Heartbeat(Heartbeat { ballot: b(7, 1), read_round: 0 }),
         ] {
             acceptor.on_message(1, msg, &mut out);
         }
@@ -449,7 +449,7 @@ mod tests {
             (1, Message::Prepare(Prepare { ballot: b(Ballot::ROUND_MAX + 1, 1), first_slot: 0 })),
             (1, Message::Prepare(Prepare { ballot: b(9, 2), first_slot: 0 })),
             (2, Message::Accept(Accept { ballot: b(1000, 9), slot: 0, value: value(1) })),
-            (1, Message::Heartbeat(Heartbeat { ballot: b(u64::MAX, 1) })),
+            (1, Message::Heartbeat(Heartbeat { ballot: b(u64::MAX, 1), read_round: 0 })),
         ] {
             let out = step(&mut acceptor, from, msg.clone());
             assert!(out.records.is_empty() && out.messages.is_empty(), "{msg:?} from {from} was let in");

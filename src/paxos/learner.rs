@@ -4,7 +4,8 @@
 
 use super::ballot::{NodeId, Slot};
 use super::messages::*;
-use crate::kv::{Changes, KvStore, Reply, RequestId, StoreCursor};
+use super::proposer::ReadBatch;
+use crate::kv::{Changes, Command, KvStore, Op, Reply, RequestError, RequestId, StoreCursor};
 use log::{debug, error, info, warn};
 use std::collections::BTreeMap;
 
@@ -120,6 +121,8 @@ pub struct Learner {
     /// slot, so nothing is applied to it, read from it or sent from it until
     /// a transfer (this one, or another from the start) completes.
     installing: bool,
+    /// Confirmed reads by the slot their answer must follow (see `ReadBatch`).
+    reads_waiting: BTreeMap<Slot, Vec<Command>>,
     counts: CatchupCounts,
 }
 
@@ -143,6 +146,7 @@ impl Learner {
             outgoing: BTreeMap::new(),
             incoming: None,
             installing: false,
+            reads_waiting: BTreeMap::new(),
             counts: CatchupCounts::default(),
         }
     }
@@ -204,6 +208,31 @@ impl Learner {
         let has_gap = (!self.decided_ahead.is_empty() || self.installing) && self.incoming.is_none();
         if (has_gap && waiting >= self.config.catchup_retry_ticks) || waiting >= self.config.catchup_poll_ticks {
             self.request_catchup(out);
+        }
+    }
+
+    /// Reads the leader confirmed: answered from the store once every slot
+    /// below `batch.read_index` is applied here, never before.
+    pub fn on_reads(&mut self, batch: ReadBatch, out: &mut LearnerOutbox) {
+        self.reads_waiting.entry(batch.read_index).or_default().extend(batch.reads);
+        self.answer_reads(out);
+    }
+
+    fn answer_reads(&mut self, out: &mut LearnerOutbox) {
+        if self.installing {
+            return;
+        }
+        while let Some(entry) = self.reads_waiting.first_entry() {
+            if *entry.key() > self.next_slot {
+                break;
+            }
+            for read in entry.remove() {
+                let reply = match &read.op {
+                    Op::Get { key } => Reply::Value(self.store.get(key).map(str::to_string)),
+                    other => Reply::Rejected(RequestError::Invalid(format!("{} is not a read", other.describe()))),
+                };
+                out.replies.push((read.request_id(), reply));
+            }
         }
     }
 
@@ -281,6 +310,7 @@ impl Learner {
             self.retained.insert(slot, value);
             self.next_slot += 1;
         }
+        self.answer_reads(out);
         while let Some((&oldest, _)) = self.retained.first_key_value() {
             if oldest + self.config.retain_slots >= self.next_slot
                 && self.retained_bytes <= self.config.snapshot_log_bytes
@@ -625,5 +655,18 @@ mod tests {
         learner.on_message(1, Message::CatchupReply(good), &mut out);
         assert_eq!(learner.next_slot(), 172_000);
         assert_eq!(learner.store().get("k"), Some("v"));
+    }
+
+    #[test]
+    fn a_confirmed_read_is_answered_only_once_every_slot_below_its_index_is_applied() {
+        let mut learner = Learner::new(1, LearnerConfig::for_cluster(vec![1, 2, 3]), Snapshot::default());
+        let get = Command { client_id: 20, seq: 1, op: Op::Get { key: "b".into() } };
+        let mut out = LearnerOutbox::default();
+        learner.on_message(2, decide(0, put(10, "a")), &mut out);
+        learner.on_reads(ReadBatch { read_index: 2, reads: vec![get.clone()] }, &mut out);
+        assert_eq!(out.replies.len(), 1, "only the write of slot 0 is answered: slot 1 is not applied");
+        learner.on_message(2, decide(1, put(11, "b")), &mut out);
+        let answer = out.replies.iter().find(|(id, _)| *id == get.request_id()).map(|(_, reply)| reply.clone());
+        assert_eq!(answer, Some(Reply::Value(Some("v".into()))), "the read sees the write at slot 1");
     }
 }

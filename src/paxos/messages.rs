@@ -104,15 +104,22 @@ pub struct Decide {
     pub value: SlotValue,
 }
 
-/// Leader to acceptors: measures which acceptors answer while the log is idle.
+/// Leader to acceptors: measures which acceptors answer while the log is
+/// idle, and confirms leadership for reads. `read_round` is the leader's
+/// latest round of reads: an acknowledgement of it from a majority proves
+/// that no higher ballot had been promised by a majority when the round
+/// began, so no write newer than the leader knows of can have completed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub ballot: Ballot,
+    pub read_round: u64,
 }
 
+/// Sent only by an acceptor that has promised no ballot above `ballot`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatAck {
     pub ballot: Ballot,
+    pub read_round: u64,
 }
 
 /// Leader to the other proposers: "I lead with `ballot`; do not start an election".

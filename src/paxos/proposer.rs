@@ -10,7 +10,7 @@
 use super::ballot::{Ballot, NodeId, Slot};
 use super::messages::*;
 use super::quorum::{majority, Votes};
-use crate::kv::{Command, Reply, RequestError, RequestId};
+use crate::kv::{Command, Op, Reply, RequestError, RequestId};
 use log::{debug, info, warn};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -73,6 +73,16 @@ pub struct ProposerOutbox {
     pub persist_ballot: Option<Ballot>,
     pub messages: Vec<Envelope>,
     pub replies: Vec<(RequestId, Reply)>,
+    /// Reads whose leadership round a majority confirmed, for the local
+    /// learner to answer once it has applied every slot below the index.
+    pub reads: Vec<ReadBatch>,
+}
+
+/// Reads to answer from the store once every slot below `read_index` is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadBatch {
+    pub read_index: Slot,
+    pub reads: Vec<Command>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -123,6 +133,35 @@ struct Leading {
     /// Acceptors that promised a higher ballot: once no majority is left
     /// without them, this leadership is over.
     nacked_by: Votes,
+    /// Where the slots phase 1 found end: any write acknowledged before this
+    /// leadership lies below it.
+    reproposal_end: Slot,
+    /// The read round sent and not yet confirmed (at most one: reads that
+    /// arrive meanwhile share the next).
+    read_round: Option<ReadRound>,
+    /// The highest read round each acceptor acknowledged under this ballot.
+    round_acked: BTreeMap<NodeId, u64>,
+}
+
+/// Linearizable reads without a log slot (Raft's read index, Ongaro's thesis
+/// 6.4): the reads wait for a majority of acceptors to acknowledge a
+/// heartbeat sent after they arrived, then for the learner to apply every
+/// slot below `read_index`.
+struct ReadRound {
+    number: u64,
+    read_index: Slot,
+    reads: Vec<Command>,
+}
+
+impl Leading {
+    /// Every write acknowledged so far lies below this slot: the slots phase 1
+    /// found (an earlier leader may have acknowledged them), and this
+    /// leader's own slots below its first one still undecided (a slot is
+    /// applied, hence acknowledged, only after every slot before it).
+    fn read_index(&self) -> Slot {
+        let undecided = self.in_flight.keys().next().copied().unwrap_or(self.next_slot);
+        undecided.max(self.reproposal_end)
+    }
 }
 
 impl Leading {
@@ -173,7 +212,11 @@ pub struct Proposer {
     learned_next_slot: Slot,
     state: State,
     queue: VecDeque<Command>,
+    /// Reads waiting for the next read round; their bytes count in `queue_bytes`.
+    reads_queued: Vec<Command>,
     queue_bytes: usize,
+    /// Numbers read rounds, across leaderships.
+    read_rounds_started: u64,
     /// Requests queued or in flight here: a retry of one of them joins it
     /// instead of being proposed again or refused as "not applied".
     in_progress: BTreeSet<RequestId>,
@@ -203,7 +246,9 @@ impl Proposer {
             learned_next_slot: 0,
             state: State::Follower { leader: None },
             queue: VecDeque::new(),
+            reads_queued: Vec::new(),
             queue_bytes: 0,
+            read_rounds_started: 0,
             in_progress: BTreeSet::new(),
             acceptor_heard_at: BTreeMap::new(),
             deadline: 0,
@@ -228,7 +273,7 @@ impl Proposer {
             leader,
             next_slot,
             slots_in_flight,
-            queued_commands: self.queue.len(),
+            queued_commands: self.queue.len() + self.reads_queued.len(),
             reachable_acceptors: self.reachable_acceptors(),
         }
     }
@@ -290,7 +335,9 @@ impl Proposer {
                 if self.now >= lead.heartbeat_at + self.config.heartbeat_ticks {
                     lead.heartbeat_at = self.now;
                     let ballot = lead.ballot;
-                    self.broadcast(Message::Heartbeat(Heartbeat { ballot }), out);
+                    // Carries the round in progress, if any: a lost heartbeat or ack is made good.
+                    let read_round = lead.read_round.as_ref().map_or(0, |round| round.number);
+                    self.broadcast(Message::Heartbeat(Heartbeat { ballot, read_round }), out);
                     // A leader that lost its quorum stops announcing itself, so
                     // that the majority's pre-votes succeed and it is replaced.
                     if self.reachable_acceptors() >= self.quorum() {
@@ -328,7 +375,7 @@ impl Proposer {
             }
             State::Follower { leader: Some(leader) } => Some(RequestError::NotLeader { leader: Some(*leader) }),
             State::Follower { leader: None } if !self.may_lead => Some(RequestError::NotLeader { leader: None }),
-            _ if self.queue.len() >= self.config.queue_max
+            _ if self.queue.len() + self.reads_queued.len() >= self.config.queue_max
                 || self.queue_bytes + command.wire_bytes() > self.config.queue_bytes_max =>
             {
                 Some(RequestError::Overloaded)
@@ -337,6 +384,11 @@ impl Proposer {
         };
         match refusal {
             Some(error) => out.replies.push((command.request_id(), Reply::Rejected(error))),
+            None if matches!(command.op, Op::Get { .. }) => {
+                // A read takes no slot; a retry of it simply reads again.
+                self.queue_bytes += command.wire_bytes();
+                self.reads_queued.push(command);
+            }
             None => {
                 self.in_progress.insert(command.request_id());
                 self.queue_bytes += command.wire_bytes();
@@ -348,6 +400,7 @@ impl Proposer {
     /// Re-proposes what phase 1 found, then proposes queued commands in
     /// batches, while the window has room in slots and in bytes.
     pub fn flush(&mut self, out: &mut ProposerOutbox) {
+        self.start_read_round(out);
         let State::Leading(lead) = &mut self.state else { return };
         let config = &self.config;
         let room = |lead: &Leading, window: usize, bytes: usize| {
@@ -405,12 +458,49 @@ impl Proposer {
             }
             // A refusing acceptor is not one that counts towards a quorum.
             Message::Nack(nack) => self.on_nack(from, nack, out),
-            Message::HeartbeatAck(_) => self.heard_from(from),
+            Message::HeartbeatAck(ack) => {
+                self.heard_from(from);
+                self.on_heartbeat_ack(from, ack, out);
+            }
             Message::LeaderAlive(alive) => self.on_leader_alive(from, alive, out),
             Message::PreVote(pre_vote) => self.on_pre_vote(from, pre_vote, out),
             Message::PreVoteReply(reply) => self.on_pre_vote_reply(from, reply, out),
             other => debug!("ignoring {} from {from}: not a proposer message", other.kind()),
         }
+    }
+
+    /// Sends the reads queued in a round of their own, unless one is under way.
+    fn start_read_round(&mut self, out: &mut ProposerOutbox) {
+        let State::Leading(lead) = &mut self.state else { return };
+        if lead.read_round.is_some() || self.reads_queued.is_empty() {
+            return;
+        }
+        self.read_rounds_started += 1;
+        let number = self.read_rounds_started;
+        let reads = std::mem::take(&mut self.reads_queued);
+        self.queue_bytes -= reads.iter().map(Command::wire_bytes).sum::<usize>();
+        lead.read_round = Some(ReadRound { number, read_index: lead.read_index(), reads });
+        lead.heartbeat_at = self.now;
+        let ballot = lead.ballot;
+        self.broadcast(Message::Heartbeat(Heartbeat { ballot, read_round: number }), out);
+    }
+
+    fn on_heartbeat_ack(&mut self, from: NodeId, ack: HeartbeatAck, out: &mut ProposerOutbox) {
+        let quorum = self.quorum();
+        let State::Leading(lead) = &mut self.state else { return };
+        if ack.ballot != lead.ballot {
+            return;
+        }
+        let acked = lead.round_acked.entry(from).or_default();
+        *acked = (*acked).max(ack.read_round);
+        let Some(round) = &lead.read_round else { return };
+        if lead.round_acked.values().filter(|&&acked| acked >= round.number).count() < quorum {
+            return;
+        }
+        let round = lead.read_round.take().expect("checked above");
+        debug!("read round {} confirmed: {} read(s) at index {}", round.number, round.reads.len(), round.read_index);
+        out.reads.push(ReadBatch { read_index: round.read_index, reads: round.reads });
+        self.start_read_round(out);
     }
 
     fn on_nack(&mut self, from: NodeId, nack: Nack, out: &mut ProposerOutbox) {
@@ -569,6 +659,9 @@ impl Proposer {
             // Announce at once so that other candidates stand down.
             heartbeat_at: self.now.saturating_sub(self.config.heartbeat_ticks),
             nacked_by: Votes::default(),
+            reproposal_end: end,
+            read_round: None,
+            round_acked: BTreeMap::new(),
         });
         self.flush(out);
     }
@@ -616,7 +709,13 @@ impl Proposer {
 
     fn step_down(&mut self, leader: Option<NodeId>, out: &mut ProposerOutbox) {
         let abandoned = match std::mem::replace(&mut self.state, State::Follower { leader }) {
-            State::Leading(lead) => lead.in_flight.into_values().map(|entry| entry.value).collect(),
+            State::Leading(lead) => {
+                // Unconfirmed reads were not served: retrying them elsewhere is safe.
+                for read in lead.read_round.into_iter().flat_map(|round| round.reads) {
+                    out.replies.push((read.request_id(), Reply::Rejected(RequestError::NotLeader { leader })));
+                }
+                lead.in_flight.into_values().map(|entry| entry.value).collect()
+            }
             _ => Vec::new(),
         };
         // Commands in flight may still be chosen; the client retries with the
@@ -634,10 +733,14 @@ impl Proposer {
     }
 
     fn reject_queued(&mut self, error: RequestError, out: &mut ProposerOutbox) {
-        if !self.queue.is_empty() {
-            warn!("refusing {} queued command(s): {error}", self.queue.len());
+        let queued = self.queue.len() + self.reads_queued.len();
+        if queued > 0 {
+            warn!("refusing {queued} queued command(s): {error}");
         }
         self.queue_bytes = 0;
+        for read in self.reads_queued.drain(..) {
+            out.replies.push((read.request_id(), Reply::Rejected(error.clone())));
+        }
         for command in self.queue.drain(..) {
             self.in_progress.remove(&command.request_id());
             out.replies.push((command.request_id(), Reply::Rejected(error.clone())));
@@ -961,5 +1064,88 @@ mod tests {
         let mut out = ProposerOutbox::default();
         p.on_message(2, Message::PreVote(PreVote { ballot: Ballot::new(ballot.round + 1, 2) }), &mut out);
         assert!(matches!(&out.messages[0].msg, Message::PreVoteReply(PreVoteReply { granted: true, .. })));
+    }
+
+    fn read(client_id: u64) -> Command {
+        Command { client_id, seq: 1, op: Op::Get { key: "k".into() } }
+    }
+    fn read_round_of(out: &ProposerOutbox) -> Option<u64> {
+        out.messages.iter().find_map(|e| match &e.msg {
+            Message::Heartbeat(h) if h.read_round > 0 => Some(h.read_round),
+            _ => None,
+        })
+    }
+    fn ack(p: &mut Proposer, from: NodeId, ballot: Ballot, read_round: u64) -> ProposerOutbox {
+        let mut out = ProposerOutbox::default();
+        p.on_message(from, Message::HeartbeatAck(HeartbeatAck { ballot, read_round }), &mut out);
+        out
+    }
+
+    #[test]
+    fn a_read_takes_no_slot_and_waits_for_a_majority_to_confirm_a_round_sent_after_it() {
+        let mut p = proposer(1);
+        let ballot = lead(&mut p);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(7), &mut out);
+        p.flush(&mut out);
+        let write_slot = accepts(&out)[0].1;
+        // Acknowledgements of rounds from before the read prove nothing about it.
+        ack(&mut p, 2, ballot, 0);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(read(8), &mut out);
+        p.flush(&mut out);
+        assert!(accepts(&out).is_empty(), "a read takes no slot");
+        let round = read_round_of(&out).expect("the read starts a round of heartbeats");
+
+        // A read arriving while that round is out waits for the next one.
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(read(9), &mut out);
+        p.flush(&mut out);
+        assert_eq!(read_round_of(&out), None);
+
+        assert!(ack(&mut p, 1, ballot, round).reads.is_empty(), "one acceptor of three is no majority");
+        assert!(ack(&mut p, 3, Ballot::new(ballot.round + 1, 3), round).reads.is_empty(), "another ballot's ack");
+        let out = ack(&mut p, 2, ballot, round);
+        let reads: Vec<_> = out.reads.iter().flat_map(|b| b.reads.iter().map(|r| r.client_id)).collect();
+        assert_eq!(reads, [8], "the first round answers the read it was sent for");
+        assert_eq!(out.reads[0].read_index, write_slot, "after the write still undecided, not before");
+        let next = read_round_of(&out).expect("the waiting read goes out in a round of its own");
+        assert!(next > round);
+        ack(&mut p, 1, ballot, next);
+        let out = ack(&mut p, 3, ballot, next);
+        assert_eq!(out.reads.iter().flat_map(|b| b.reads.iter().map(|r| r.client_id)).collect::<Vec<_>>(), [9]);
+    }
+
+    #[test]
+    fn reads_follow_every_slot_an_election_found_and_a_deposed_leader_answers_none() {
+        let mut p = proposer(1);
+        let out = tick_until_prepare(&mut p);
+        let ballot = out.persist_ballot.unwrap();
+        let earlier = Ballot::new(ballot.round - 1, 2);
+        let found = vec![AcceptedEntry { slot: 4, ballot: earlier, value: batch(&[1]) }];
+        let mut out = ProposerOutbox::default();
+        p.on_message(1, promise(ballot, found.clone()), &mut out);
+        p.on_message(2, promise(ballot, found), &mut out);
+        assert!(p.is_leading());
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(read(8), &mut out);
+        p.flush(&mut out);
+        let round = read_round_of(&out).unwrap();
+        ack(&mut p, 1, ballot, round);
+        let out = ack(&mut p, 2, ballot, round);
+        assert_eq!(out.reads[0].read_index, 5, "an earlier leader may have acknowledged slot 4");
+
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(read(9), &mut out);
+        p.flush(&mut out);
+        let round = read_round_of(&out).unwrap();
+        let higher = Ballot::new(ballot.round + 1, 3);
+        let mut out = ack(&mut p, 1, ballot, round);
+        p.on_message(2, Message::Nack(Nack { ballot, promised: higher }), &mut out);
+        p.on_message(3, Message::Nack(Nack { ballot, promised: higher }), &mut out);
+        assert!(!p.is_leading());
+        assert!(out.reads.is_empty(), "a leader a majority refused must not answer from its own state");
+        let refusal = out.replies.iter().find(|((client, _), _)| *client == 9).map(|(_, reply)| reply);
+        assert_eq!(refusal, Some(&Reply::Rejected(RequestError::NotLeader { leader: Some(3) })), "retried elsewhere");
     }
 }

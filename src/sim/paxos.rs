@@ -37,6 +37,15 @@ pub struct SimConfig {
     pub delay_ticks_max: u64,
     /// Chance per tick, in parts per 10,000, that an up acceptor crashes.
     pub crash_per_10k_ticks: u32,
+    /// How often the replica that leads is cut off from every other replica
+    /// (clients still reach it) for up to twice `downtime_ticks_max`: the
+    /// others elect a new leader while it may still believe it leads.
+    pub leader_partition_per_10k_ticks: u32,
+    /// How often the replica that leads is frozen (as by SIGSTOP) for up to
+    /// twice `downtime_ticks_max`: it misses its ticks, and what was sent to
+    /// it, clients' requests included, reaches it only when it thaws, when
+    /// it may still believe it leads.
+    pub leader_freeze_per_10k_ticks: u32,
     pub downtime_ticks_max: u64,
     /// Restart acceptors with empty state (unsafe; shows why acceptors must remember).
     pub amnesia: bool,
@@ -72,6 +81,8 @@ impl SimConfig {
             duplicate_percent: 3,
             delay_ticks_max: 6,
             crash_per_10k_ticks: 30,
+            leader_partition_per_10k_ticks: 15,
+            leader_freeze_per_10k_ticks: 15,
             downtime_ticks_max: 150,
             amnesia: false,
             snapshot_interval_slots: 25,
@@ -183,6 +194,7 @@ pub struct FlowCounts {
     pub snapshot_parts_sent: u64,
     pub snapshots_installed: u64,
     pub transfers_over_part_replaced: u64,
+    pub read_rounds_confirmed: u64,
     pub snapshots_as_changes: u64,
     pub snapshots_whole: u64,
     pub restarts_from_changes: u64,
@@ -195,6 +207,7 @@ impl FlowCounts {
         self.snapshot_parts_sent += other.snapshot_parts_sent;
         self.snapshots_installed += other.snapshots_installed;
         self.transfers_over_part_replaced += other.transfers_over_part_replaced;
+        self.read_rounds_confirmed += other.read_rounds_confirmed;
         self.snapshots_as_changes += other.snapshots_as_changes;
         self.snapshots_whole += other.snapshots_whole;
         self.restarts_from_changes += other.restarts_from_changes;
@@ -207,6 +220,7 @@ impl FlowCounts {
             ("snapshot chunk sent", self.snapshot_parts_sent),
             ("snapshot installed from chunks", self.snapshots_installed),
             ("transfer begun over a store a dropped one left part-replaced", self.transfers_over_part_replaced),
+            ("read round confirmed by a majority", self.read_rounds_confirmed),
             ("snapshot written as changes", self.snapshots_as_changes),
             ("snapshot written whole", self.snapshots_whole),
             ("restart from a snapshot and its changes", self.restarts_from_changes),
@@ -223,7 +237,11 @@ pub struct SimStats {
     pub flow: FlowCounts,
     pub slots_chosen: usize,
     pub requests_completed: u64,
+    /// Reads answered, each checked against the chosen log.
+    pub reads_checked: u64,
     pub acceptor_crashes: u64,
+    pub leader_partitions: u64,
+    pub leader_freezes: u64,
     pub messages_delivered: u64,
     pub disk: DiskFaultCounts,
 }
@@ -259,6 +277,8 @@ struct SimClient {
     id: u64,
     seq: u64,
     outstanding: Option<Command>,
+    /// When `outstanding` was first sent.
+    invoked_at: u64,
     resend_at: u64,
     target: NodeId,
 }
@@ -276,6 +296,11 @@ struct World {
     in_transit: BTreeMap<(u64, u64), Envelope>,
     sequence: u64,
     clients: Vec<SimClient>,
+    /// A replica cut off from the others, and until when.
+    partitioned: Option<(NodeId, u64)>,
+    /// A replica frozen, and until when; client requests sent to it meanwhile.
+    frozen: Option<(usize, u64)>,
+    held_requests: Vec<Command>,
     checker: Checker,
     stats: SimStats,
 }
@@ -288,6 +313,42 @@ struct Checker {
     votes: BTreeMap<(Slot, Ballot), (SlotValue, BTreeSet<NodeId>)>,
     chosen: BTreeMap<Slot, SlotValue>,
     proposed: HashSet<RequestId>,
+    history: History,
+}
+
+/// What clients saw, with the tick each operation was invoked and answered,
+/// for checking that reads are linearizable.
+#[derive(Default)]
+struct History {
+    /// Writes answered as done, by request: key, invoked, answered.
+    writes: BTreeMap<RequestId, (String, u64, u64)>,
+    reads: Vec<ReadSeen>,
+}
+
+struct ReadSeen {
+    request: RequestId,
+    key: String,
+    invoked: u64,
+    answered: u64,
+    value: Option<String>,
+}
+
+impl History {
+    fn record(&mut self, command: &Command, invoked: u64, answered: u64, reply: &Reply) {
+        match (&command.op, reply) {
+            (Op::Get { key }, Reply::Value(value)) => self.reads.push(ReadSeen {
+                request: command.request_id(),
+                key: key.clone(),
+                invoked,
+                answered,
+                value: value.clone(),
+            }),
+            (Op::Put { key, .. } | Op::Delete { key }, Reply::Stored | Reply::Deleted { .. }) => {
+                self.writes.insert(command.request_id(), (key.clone(), invoked, answered));
+            }
+            _ => {}
+        }
+    }
 }
 
 impl Checker {
@@ -347,6 +408,64 @@ impl Checker {
         if let SlotValue::Batch(commands) = value {
             if let Some(c) = commands.iter().find(|c| !self.proposed.contains(&c.request_id())) {
                 return Err(format!("replica {node} applied command {:?} that no client proposed", c.request_id()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every read returned what the key held after some prefix of the chosen
+    /// log that includes every write answered before the read was sent and
+    /// no write sent after the read was answered: reads are linearizable.
+    fn check_reads_linearizable(&self) -> Result<(), String> {
+        // Replay the chosen log: per key, the prefixes at which its value changed.
+        let mut store = KvStore::default();
+        let mut changes: BTreeMap<String, Vec<(Slot, Option<String>)>> = BTreeMap::new();
+        let mut write_slot: BTreeMap<RequestId, Slot> = BTreeMap::new();
+        for (expected, (&slot, value)) in (0..).zip(&self.chosen) {
+            if slot != expected {
+                break;
+            }
+            let SlotValue::Batch(commands) = value else { continue };
+            for command in commands {
+                let key = command.op.key().to_string();
+                let before = store.get(&key).map(str::to_string);
+                store.apply(command);
+                write_slot.entry(command.request_id()).or_insert(slot);
+                let after = store.get(&key).map(str::to_string);
+                if after != before {
+                    changes.entry(key).or_default().push((slot + 1, after));
+                }
+            }
+        }
+        for read in &self.history.reads {
+            let key_writes = self.history.writes.iter().filter(|(_, (key, _, _))| *key == read.key);
+            let mut lowest = 0;
+            let mut highest = Slot::MAX;
+            for (request, (_, invoked, answered)) in key_writes {
+                let Some(&slot) = write_slot.get(request) else {
+                    return Err(format!("write {request:?} was answered but is not in the chosen log"));
+                };
+                if *answered < read.invoked {
+                    lowest = lowest.max(slot + 1);
+                }
+                if *invoked > read.answered {
+                    highest = highest.min(slot);
+                }
+            }
+            // The key's value at each prefix from `lowest` to `highest`.
+            let history = changes.get(&read.key).map_or(&[][..], Vec::as_slice);
+            let at_lowest = history.iter().rev().find(|(prefix, _)| *prefix <= lowest).and_then(|(_, v)| v.clone());
+            let possible = std::iter::once(at_lowest)
+                .chain(
+                    history.iter().filter(|(prefix, _)| *prefix > lowest && *prefix <= highest).map(|(_, v)| v.clone()),
+                )
+                .collect::<Vec<_>>();
+            if !possible.contains(&read.value) {
+                return Err(format!(
+                    "read {:?} of {} (ticks {} to {}) returned {:?}, but the key held only {possible:?} between \
+                     the last write answered before it (prefix {lowest}) and the first sent after it",
+                    read.request, read.key, read.invoked, read.answered, read.value
+                ));
             }
         }
         Ok(())
@@ -429,7 +548,7 @@ impl World {
             })
             .collect();
         let clients = (0..config.clients as u64)
-            .map(|i| SimClient { id: 1_000 + i, seq: 0, outstanding: None, resend_at: 0, target: 1 })
+            .map(|i| SimClient { id: 1_000 + i, seq: 0, outstanding: None, invoked_at: 0, resend_at: 0, target: 1 })
             .collect();
         World {
             proposer_config,
@@ -443,6 +562,9 @@ impl World {
             in_transit: BTreeMap::new(),
             sequence: 0,
             clients,
+            partitioned: None,
+            frozen: None,
+            held_requests: Vec::new(),
             checker: Checker { replicas: config.replicas, ..Default::default() },
             stats: SimStats::default(),
             config,
@@ -454,6 +576,8 @@ impl World {
             self.step()?;
         }
         self.healing = true;
+        self.partitioned = None;
+        self.thaw()?;
         self.nodes.iter().for_each(|node| node.disk.heal());
         self.restart_stopped()?;
         for index in 0..self.nodes.len() {
@@ -465,7 +589,8 @@ impl World {
             self.step()?;
             if self.converged() {
                 self.stats.slots_chosen = self.checker.chosen.len();
-                return Ok(());
+                self.stats.reads_checked = self.checker.history.reads.len() as u64;
+                return self.checker.check_reads_linearizable();
             }
         }
         let pending: Vec<_> =
@@ -516,13 +641,13 @@ impl World {
             self.deliver(envelope)?;
         }
         for index in 0..self.nodes.len() {
-            if self.nodes[index].down.is_some() {
+            if self.nodes[index].down.is_some() || self.frozen.is_some_and(|(frozen, _)| frozen == index) {
                 continue;
             }
             let mut out = ProposerOutbox::default();
             self.nodes[index].proposer.on_tick(&mut out);
             self.nodes[index].proposer.flush(&mut out);
-            self.after_proposer(index, out);
+            self.after_proposer(index, out)?;
             if self.nodes[index].down.is_some() {
                 continue;
             }
@@ -537,7 +662,7 @@ impl World {
             self.nodes[index].acceptor.on_tick(&mut out);
             self.after_acceptor(index, promised_before, out)?;
         }
-        self.drive_clients();
+        self.drive_clients()?;
         self.checker.check_same_prefix_same_store(&self.nodes)
     }
 
@@ -555,6 +680,32 @@ impl World {
     }
 
     fn inject_faults(&mut self) -> Result<(), String> {
+        match self.frozen {
+            Some((_, until)) if self.now >= until => self.thaw()?,
+            Some(_) => {}
+            None => {
+                if self.fault_rng.random_range(0..10_000) < self.config.leader_freeze_per_10k_ticks {
+                    if let Some(index) = self.nodes.iter().position(|n| n.down.is_none() && n.proposer.is_leading()) {
+                        let length = self.fault_rng.random_range(1..=2 * self.config.downtime_ticks_max);
+                        self.frozen = Some((index, self.now + length));
+                        self.stats.leader_freezes += 1;
+                    }
+                }
+            }
+        }
+        match self.partitioned {
+            Some((_, until)) if self.now >= until => self.partitioned = None,
+            Some(_) => {}
+            None => {
+                if self.fault_rng.random_range(0..10_000) < self.config.leader_partition_per_10k_ticks {
+                    if let Some(index) = self.nodes.iter().position(|n| n.down.is_none() && n.proposer.is_leading()) {
+                        let length = self.fault_rng.random_range(1..=2 * self.config.downtime_ticks_max);
+                        self.partitioned = Some((index as NodeId + 1, self.now + length));
+                        self.stats.leader_partitions += 1;
+                    }
+                }
+            }
+        }
         for index in 0..self.nodes.len() {
             if let Some(down) = self.nodes[index].down {
                 if self.now >= down.until {
@@ -580,6 +731,21 @@ impl World {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// The frozen replica runs again: the client requests held for it arrive
+    /// (the messages held for it are already due).
+    fn thaw(&mut self) -> Result<(), String> {
+        let Some((index, _)) = self.frozen.take() else { return Ok(()) };
+        for command in std::mem::take(&mut self.held_requests) {
+            if self.nodes[index].down.is_some() {
+                break;
+            }
+            let mut out = ProposerOutbox::default();
+            self.nodes[index].proposer.on_client_command(command, &mut out);
+            self.after_proposer(index, out)?;
         }
         Ok(())
     }
@@ -801,6 +967,18 @@ impl World {
     }
 
     fn deliver(&mut self, envelope: Envelope) -> Result<(), String> {
+        if let Some((frozen, until)) = self.frozen {
+            if envelope.to as usize == frozen + 1 {
+                self.sequence += 1;
+                self.in_transit.insert((until, self.sequence), envelope);
+                return Ok(());
+            }
+        }
+        if let Some((cut_off, _)) = self.partitioned {
+            if envelope.from != envelope.to && (envelope.from == cut_off || envelope.to == cut_off) {
+                return Ok(());
+            }
+        }
         self.stats.messages_delivered += 1;
         let index = (envelope.to - 1) as usize;
         if self.nodes[index].down.is_some() {
@@ -820,7 +998,7 @@ impl World {
                 let mut out = ProposerOutbox::default();
                 self.nodes[index].proposer.on_message(envelope.from, envelope.msg, &mut out);
                 self.nodes[index].proposer.flush(&mut out);
-                self.after_proposer(index, out);
+                self.after_proposer(index, out)?;
             }
             Role::Learner => {
                 let mut out = LearnerOutbox::default();
@@ -860,16 +1038,26 @@ impl World {
         Ok(())
     }
 
-    fn after_proposer(&mut self, index: usize, out: ProposerOutbox) {
+    fn after_proposer(&mut self, index: usize, out: ProposerOutbox) -> Result<(), String> {
         if let Some(ballot) = out.persist_ballot {
             let node = &self.nodes[index];
             if storage::save_ballot(&*node.disk, sim_identity(index as NodeId + 1), ballot).is_err() {
                 self.fail_stop(index);
-                return;
+                return Ok(());
             }
         }
         self.send_all(out.messages);
         self.deliver_replies(out.replies);
+        for batch in out.reads {
+            self.stats.flow.read_rounds_confirmed += 1;
+            let mut learned = LearnerOutbox::default();
+            self.nodes[index].learner.on_reads(batch, &mut learned);
+            self.after_learner(index, learned)?;
+            if self.nodes[index].down.is_some() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     fn after_learner(&mut self, index: usize, out: LearnerOutbox) -> Result<(), String> {
@@ -936,15 +1124,16 @@ impl World {
                 Reply::Rejected(RequestError::NoQuorum { .. } | RequestError::Overloaded) => {
                     client.resend_at = self.now + 20;
                 }
-                _ => {
-                    client.outstanding = None;
+                reply => {
+                    let command = client.outstanding.take().expect("matched above");
+                    self.checker.history.record(&command, client.invoked_at, self.now, &reply);
                     self.stats.requests_completed += 1;
                 }
             }
         }
     }
 
-    fn drive_clients(&mut self) {
+    fn drive_clients(&mut self) -> Result<(), String> {
         let replicas = self.nodes.len() as NodeId;
         for client_index in 0..self.clients.len() {
             let client = &mut self.clients[client_index];
@@ -971,6 +1160,7 @@ impl World {
                     let command = Command { client_id: client.id, seq: client.seq, op };
                     self.checker.proposed.insert(command.request_id());
                     client.outstanding = Some(command.clone());
+                    client.invoked_at = self.now;
                     command
                 }
             };
@@ -980,10 +1170,15 @@ impl World {
             if self.nodes[index].down.is_some() {
                 continue;
             }
+            if self.frozen.is_some_and(|(frozen, _)| frozen == index) {
+                self.held_requests.push(command);
+                continue;
+            }
             let mut out = ProposerOutbox::default();
             self.nodes[index].proposer.on_client_command(command, &mut out);
-            self.after_proposer(index, out);
+            self.after_proposer(index, out)?;
         }
+        Ok(())
     }
 }
 
