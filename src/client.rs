@@ -228,9 +228,10 @@ impl Client {
                 }
             };
             match reply {
-                Reply::Rejected(RequestError::NotLeader { leader: Some(leader) })
+                Reply::Rejected(error @ RequestError::NotLeader { leader: Some(leader) })
                     if (leader as usize) >= 1 && (leader as usize) <= self.replicas.len() =>
                 {
+                    last_error = ClientError::Unreachable(format!("{}: {error}", self.replicas[target]));
                     let leader_index = leader as usize - 1;
                     if hopeless[leader_index] {
                         // It defers to a leader that cannot reach a quorum either.
@@ -252,7 +253,9 @@ impl Client {
                         _ => self.next_target(),
                     }
                 }
-                Reply::Rejected(RequestError::NotLeader { .. }) => {
+                Reply::Rejected(error @ RequestError::NotLeader { .. }) => {
+                    // A leader this client has no address for, or none yet.
+                    last_error = ClientError::Unreachable(format!("{}: {error}", self.replicas[target]));
                     self.next_target();
                     self.pause(Duration::from_millis(50), deadline);
                 }
@@ -267,7 +270,10 @@ impl Client {
                     self.next_target();
                 }
                 Reply::Rejected(RequestError::Overloaded) => self.pause(Duration::from_millis(10), deadline),
-                Reply::Rejected(RequestError::Offline | RequestError::CatchingUp) => self.next_target(),
+                Reply::Rejected(error @ (RequestError::Offline | RequestError::CatchingUp)) => {
+                    last_error = ClientError::Unreachable(format!("{}: {error}", self.replicas[target]));
+                    self.next_target();
+                }
                 Reply::Rejected(RequestError::Aborted { reason }) => return Err(ClientError::Aborted(reason)),
                 Reply::Rejected(RequestError::Locked { txn }) => {
                     // Wait for the decision rather than read a value that may be rolled back.

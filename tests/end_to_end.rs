@@ -393,3 +393,67 @@ fn the_prompt_counts_replicas_and_refuses_a_pasted_value_too_large_at_once() {
     let terminal = Terminal::spawn(&cluster);
     terminal.wait_for("1 of 3 replicas answer (no majority", 0, Duration::from_secs(15));
 }
+
+/// A leader frozen (SIGSTOP) while the others elect another and take a write
+/// must not answer a read from its own, older state once it thaws: reads wait
+/// for a majority to acknowledge a round of heartbeats sent after them, and the
+/// others, having promised a higher ballot, refuse it. The reads are already in
+/// its sockets when it thaws. (`tests/network.rs` also cuts the frozen leader
+/// off, so that no news from its peers can overtake the reads.)
+#[test]
+fn a_replaced_leader_that_thaws_never_answers_a_read_from_its_old_state() {
+    let mut cluster = Cluster::start("stale-read", 3, &[]);
+    cluster.client().put("k", "old").unwrap();
+    let frozen = cluster.wait_for_leader();
+    let mut readers: Vec<_> = (0..4).map(|_| cluster.client_of(frozen, Duration::from_secs(5))).collect();
+    for reader in &mut readers {
+        assert_eq!(reader.get("k").unwrap().as_deref(), Some("old"), "connected while it leads");
+    }
+    cluster.pause(frozen, true);
+    let others: Vec<usize> = (1..=3).filter(|&id| id != frozen).collect();
+    let mut successor = None;
+    wait_until("another leader", Duration::from_secs(20), || {
+        successor = others.iter().copied().find(|&id| {
+            cluster.status(id).is_ok_and(|s| s.proposer.mode == paxos_kv::paxos::proposer::ProposerMode::Leading)
+        });
+        successor.is_some()
+    });
+    let successor = successor.unwrap();
+    cluster.client_of(successor, Duration::from_secs(10)).put("k", "new").unwrap();
+
+    let readers: Vec<_> = readers.into_iter().map(|mut reader| std::thread::spawn(move || reader.get("k"))).collect();
+    let port = cluster.addrs[frozen - 1].port();
+    wait_until("the reads waiting in the frozen replica's sockets", Duration::from_secs(5), || {
+        unread_connections(port) >= 4
+    });
+    cluster.pause(frozen, false);
+    let mut answered = 0;
+    for reader in readers {
+        match reader.join().unwrap() {
+            Ok(value) => {
+                assert_eq!(value.as_deref(), Some("new"), "a deposed leader answered from its own state");
+                answered += 1;
+            }
+            Err(e) => println!("refused, as a replica that no longer leads may: {e}"),
+        }
+    }
+    let mut client = cluster.client();
+    assert_eq!(client.get("k").unwrap().as_deref(), Some("new"));
+    println!("{answered} of 4 reads at the thawed replica answered");
+}
+
+/// Connections accepted on `port` (IPv4 loopback) with bytes received and not yet read.
+fn unread_connections(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port =
+                fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            let unread = fields.get(4).and_then(|q| q.rsplit(':').next()).and_then(|q| u64::from_str_radix(q, 16).ok());
+            local_port == Some(port) && unread.is_some_and(|bytes| bytes > 0)
+        })
+        .count()
+}

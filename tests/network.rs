@@ -135,6 +135,31 @@ impl<'a> Cluster<'a> {
         self.children[id - 1] = Some(child);
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) replica `id`; `ip netns exec` became the server.
+    fn pause(&self, id: usize, pause: bool) {
+        let pid = self.children[id - 1].as_ref().expect("started").id() as libc::pid_t;
+        // SAFETY: a plain signal to a child process this test started.
+        unsafe { libc::kill(pid, if pause { libc::SIGSTOP } else { libc::SIGCONT }) };
+    }
+
+    /// Connections accepted in replica `id`'s namespace with bytes not yet read.
+    fn unread_connections(&self, id: usize) -> usize {
+        let Ok(out) = Command::new("ip").args(["netns", "exec", &self.hosts.ns(id), "cat", "/proc/net/tcp"]).output()
+        else {
+            return 0;
+        };
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .skip(1)
+            .filter(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let unread =
+                    fields.get(4).and_then(|q| q.rsplit(':').next()).and_then(|q| u64::from_str_radix(q, 16).ok());
+                fields.get(2) != Some(&"00000000:0000") && unread.is_some_and(|bytes| bytes > 0)
+            })
+            .count()
+    }
+
     fn kill(&mut self, id: usize) {
         if let Some(mut child) = self.children[id - 1].take() {
             let _ = child.kill();
@@ -310,6 +335,34 @@ fn three_hosts_survive_a_leader_kill_partitions_and_heal_without_a_leader_change
     });
     wait_until("the old leader to catch up", Duration::from_secs(20), || cluster.all_agree("leader-gone"));
     cluster.assert_leader_stays(&new_leader, Duration::from_secs(3), "after the old leader's partition healed");
+
+    // A leader frozen (as by SIGSTOP) and cut off from the others while they
+    // elect another and take a write. It thaws still cut off, believing it
+    // leads (its clock stood still), with reads waiting in its sockets: it must
+    // not answer them from its own, older state.
+    let frozen = new_leader.0;
+    assert!(cluster.put(&all, "fresh", "old", 5_000));
+    wait_until("every replica to hold the first value", Duration::from_secs(20), || cluster.all_agree("fresh"));
+    cluster.pause(frozen, true);
+    let others: Vec<usize> = all.iter().copied().filter(|&id| id != frozen).collect();
+    others.iter().for_each(|&id| hosts.cut(frozen, id, true));
+    assert!(cluster.put(&others, "fresh", "new", 10_000), "the others must elect a leader and serve");
+    let answers: Vec<(i32, String, String)> = std::thread::scope(|scope| {
+        let readers: Vec<_> = (0..3)
+            .map(|_| scope.spawn(|| cluster.client(&[frozen], &["--deadline-ms", "3000", "get", "fresh"])))
+            .collect();
+        wait_until("the reads to wait in the frozen replica's sockets", Duration::from_secs(10), || {
+            cluster.unread_connections(frozen) >= 3
+        });
+        cluster.pause(frozen, false);
+        readers.into_iter().map(|reader| reader.join().unwrap()).collect()
+    });
+    for (code, out, err) in &answers {
+        assert!(out.trim() != "old", "a cut-off leader answered a read from its own state: {out}");
+        println!("read at the thawed, cut-off leader: exit {code}, {} {}", out.trim(), err.trim());
+    }
+    others.iter().for_each(|&id| hosts.cut(frozen, id, false));
+    wait_until("the thawed replica to catch up", Duration::from_secs(20), || cluster.all_agree("fresh"));
     for key in ["k0", "k9", "after-kill", "majority", "leader-gone"] {
         assert!(cluster.all_agree(key), "replicas disagree on {key}");
     }

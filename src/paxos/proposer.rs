@@ -350,7 +350,18 @@ impl Proposer {
                         }
                     }
                 }
+                let (reachable, quorum) = (self.reachable_acceptors(), self.quorum());
                 let State::Leading(lead) = &mut self.state else { unreachable!() };
+                if reachable < quorum {
+                    // No majority can confirm this leadership: the reads waiting on it go elsewhere.
+                    let refused = RequestError::NoQuorum { reachable, needed: quorum };
+                    let queued = std::mem::take(&mut self.reads_queued);
+                    self.queue_bytes -= queued.iter().map(Command::wire_bytes).sum::<usize>();
+                    let waiting = lead.read_round.take().into_iter().flat_map(|round| round.reads);
+                    for read in waiting.chain(queued) {
+                        out.replies.push((read.request_id(), Reply::Rejected(refused.clone())));
+                    }
+                }
                 for (&slot, entry) in lead.in_flight.iter_mut() {
                     if self.now >= entry.sent_at + self.config.retransmit_ticks {
                         entry.sent_at = self.now;
