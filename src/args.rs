@@ -195,12 +195,15 @@ pub enum ClientCommand {
     },
     /// Closed-loop load: throughput and latency percentiles.
     #[command(
-        after_help = "Examples:\n  ./run_client.sh bench\n  ./run_client.sh bench --clients 1 --duration 5\n  ./run_client.sh bench --put-ratio 0 --value-size 1024      GETs only\n  ./run_client.sh bench --fill --keys 200000                  load a large store\n\nProgress goes to stderr while it runs; the table to stdout at the end."
+        after_help = "Examples:\n  ./run_client.sh bench\n  ./run_client.sh bench --clients 1 --duration 5\n  ./run_client.sh bench --put-ratio 0 --value-size 1024      GETs only\n  ./run_client.sh bench --fill --keys 200000                  load a large store\n  ./run_client.sh bench --workload-set --duration 5           PUT, GET, mixed at 1 to 256 clients\n\nProgress goes to stderr while it runs; the table to stdout at the end."
     )]
     Bench {
-        /// Closed-loop clients (one connection and one request in flight each).
+        /// Closed-loop clients (one request in flight each).
         #[arg(long, default_value_t = 64)]
         clients: usize,
+        /// Threads the clients are spread over, one pipelined connection each.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
         /// Seconds.
         #[arg(long, default_value_t = 10)]
         duration: u64,
@@ -219,6 +222,14 @@ pub enum ClientCommand {
         /// Write each of the --keys keys once, then stop (loads a large store).
         #[arg(long)]
         fill: bool,
+        /// Run the workload set instead: PUT, GET and an even mix at 1, 16, 64
+        /// and 256 clients, --duration seconds each; writes a CSV and an SVG
+        /// chart of throughput and p99 latency under --reports.
+        #[arg(long, conflicts_with_all = ["fill", "put_ratio", "clients"])]
+        workload_set: bool,
+        /// Where the workload set's CSV and chart go.
+        #[arg(long, default_value = "reports")]
+        reports: std::path::PathBuf,
     },
     /// For benchmarks: each replica's keys, store bytes, bytes its learner
     /// holds and the longest pause of its apply thread.

@@ -1,8 +1,9 @@
-//! Closed-loop load against a running cluster: each of `clients` threads has
-//! one request outstanding at a time. Prints throughput and latency
-//! percentiles; it is a measurement, never a test.
+//! Closed-loop load against a running cluster: each of `clients` clients has
+//! one request outstanding at a time, driven from a few threads over
+//! pipelined connections. Prints throughput and latency percentiles; it is a
+//! measurement, never a test.
 
-use crate::client::{Client, ClientOptions};
+use crate::client::{ClientOptions, Pipeline};
 use crate::kv::Op;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -18,6 +19,8 @@ use std::time::{Duration, Instant};
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
     pub clients: usize,
+    /// Threads the clients are spread over, one pipelined connection each.
+    pub threads: usize,
     pub duration: Duration,
     pub value_bytes: usize,
     pub keys: u64,
@@ -147,66 +150,26 @@ fn show_progress(options: &BenchOptions, progress: &Progress, start: Instant, do
     bar.finish_and_clear();
 }
 
+/// Clients are spread over `options.threads` threads; each thread drives its
+/// clients over one pipelined connection (a lane per client), so that the
+/// figures measure the servers rather than a thread per client on the same
+/// machine. A client has one request in flight at a time (closed loop); a
+/// thread sends one request of each of its clients in one frame, so every
+/// latency recorded is that frame's round trip.
 pub fn run(replicas: &[SocketAddr], options: &BenchOptions, client_options: &ClientOptions) -> BenchReport {
     let start = Instant::now();
     let stop_at = start + options.duration;
     let progress = Arc::new(Progress::default());
-    let workers: Vec<_> = (0..options.clients)
+    let threads = options.threads.clamp(1, options.clients.max(1));
+    let workers: Vec<_> = (0..threads)
         .map(|worker| {
+            // Clients `worker`, `worker + threads`, ...: the same keys whatever the thread count.
+            let clients: Vec<u64> = (worker..options.clients).step_by(threads).map(|c| c as u64).collect();
             let replicas = replicas.to_vec();
             let options = options.clone();
             let client_options = client_options.clone();
             let progress = progress.clone();
-            thread::spawn(move || {
-                let (mut puts, mut gets) = (OpStats::new(), OpStats::new());
-                let mut rng = StdRng::seed_from_u64(options.seed.wrapping_add(worker as u64));
-                let padding = "x".repeat(options.value_bytes);
-                let mut written = 0u64;
-                let mut first_error = None;
-                let Ok(mut client) = Client::with_options(&replicas, client_options) else {
-                    puts.failed += 1;
-                    return (puts, gets, Some("no replicas".to_string()), Instant::now());
-                };
-                let mut next_fill = worker as u64;
-                loop {
-                    let key = if options.fill {
-                        if next_fill >= options.keys {
-                            break;
-                        }
-                        next_fill += options.clients as u64;
-                        format!("key-{}", next_fill - options.clients as u64)
-                    } else {
-                        if Instant::now() >= stop_at {
-                            break;
-                        }
-                        format!("key-{}", rng.random_range(0..options.keys.max(1)))
-                    };
-                    let op = if options.fill || rng.random_bool(options.put_ratio.clamp(0.0, 1.0)) {
-                        // Distinct values let `client inspect` tell writes apart.
-                        written += 1;
-                        let mut value = format!("{worker}-{written}-");
-                        value.push_str(&padding[value.len().min(padding.len())..]);
-                        Op::Put { key, value }
-                    } else {
-                        Op::Get { key }
-                    };
-                    let stats = if matches!(op, Op::Put { .. }) { &mut puts } else { &mut gets };
-                    let began = Instant::now();
-                    match client.execute(op) {
-                        Ok(_) => {
-                            stats.succeeded += 1;
-                            let _ = stats.latency_us.record(began.elapsed().as_micros().max(1) as u64);
-                            progress.succeeded.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            stats.failed += 1;
-                            first_error.get_or_insert(e.to_string());
-                            progress.failed.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                }
-                (puts, gets, first_error, Instant::now())
-            })
+            thread::spawn(move || drive(&replicas, &options, client_options, &clients, stop_at, &progress))
         })
         .collect();
     show_progress(options, &progress, start, || workers.iter().all(|w| w.is_finished()));
@@ -231,4 +194,207 @@ pub fn run(replicas: &[SocketAddr], options: &BenchOptions, client_options: &Cli
         gets,
         first_error,
     }
+}
+
+/// One thread's clients, until `stop_at` (or, filling, until each has written its keys).
+fn drive(
+    replicas: &[SocketAddr],
+    options: &BenchOptions,
+    client_options: ClientOptions,
+    clients: &[u64],
+    stop_at: Instant,
+    progress: &Progress,
+) -> (OpStats, OpStats, Option<String>, Instant) {
+    let (mut puts, mut gets) = (OpStats::new(), OpStats::new());
+    let mut pipeline = match Pipeline::new(replicas, client_options, clients.len().max(1)) {
+        Ok(pipeline) => pipeline,
+        Err(e) => return (puts, gets, Some(e.to_string()), Instant::now()),
+    };
+    let mut rngs: Vec<StdRng> = clients.iter().map(|&c| StdRng::seed_from_u64(options.seed.wrapping_add(c))).collect();
+    let padding = "x".repeat(options.value_bytes);
+    let mut written = vec![0u64; clients.len()];
+    // Filling: client `c` writes keys `c`, `c + clients`, ...
+    let mut next_fill: Vec<u64> = clients.to_vec();
+    let mut first_error = None;
+    loop {
+        if !options.fill && Instant::now() >= stop_at {
+            break;
+        }
+        let mut ops = Vec::with_capacity(clients.len());
+        for (lane, &client) in clients.iter().enumerate() {
+            let rng = &mut rngs[lane];
+            let key = if options.fill {
+                if next_fill[lane] >= options.keys {
+                    break;
+                }
+                next_fill[lane] += options.clients as u64;
+                format!("key-{}", next_fill[lane] - options.clients as u64)
+            } else {
+                format!("key-{}", rng.random_range(0..options.keys.max(1)))
+            };
+            let op = if options.fill || rng.random_bool(options.put_ratio.clamp(0.0, 1.0)) {
+                // Distinct values let `client inspect` tell writes apart.
+                written[lane] += 1;
+                let mut value = format!("{client}-{}-", written[lane]);
+                value.push_str(&padding[value.len().min(padding.len())..]);
+                Op::Put { key, value }
+            } else {
+                Op::Get { key }
+            };
+            ops.push(op);
+        }
+        if ops.is_empty() {
+            break;
+        }
+        let kinds: Vec<bool> = ops.iter().map(|op| matches!(op, Op::Put { .. })).collect();
+        let began = Instant::now();
+        let results = pipeline.run(ops);
+        let micros = began.elapsed().as_micros().max(1) as u64;
+        for (is_put, result) in kinds.into_iter().zip(results) {
+            let stats = if is_put { &mut puts } else { &mut gets };
+            match result {
+                Ok(_) => {
+                    stats.succeeded += 1;
+                    let _ = stats.latency_us.record(micros);
+                    progress.succeeded.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    stats.failed += 1;
+                    first_error.get_or_insert(e.to_string());
+                    progress.failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    (puts, gets, first_error, Instant::now())
+}
+
+/// The named workload set: each workload at each client count, in this order
+/// (the PUTs first, so that the GETs find values).
+pub const WORKLOADS: [(&str, f64); 3] = [("PUT", 1.0), ("GET", 0.0), ("mixed", 0.5)];
+pub const WORKLOAD_CLIENTS: [usize; 4] = [1, 16, 64, 256];
+
+/// One run of the workload set.
+pub struct SetRun {
+    pub workload: &'static str,
+    pub clients: usize,
+    pub report: BenchReport,
+}
+
+/// Runs every workload of [`WORKLOADS`] at every count of [`WORKLOAD_CLIENTS`]
+/// for `base.duration` each, calling `each` after every run.
+pub fn run_set(
+    replicas: &[SocketAddr],
+    base: &BenchOptions,
+    client_options: &ClientOptions,
+    mut each: impl FnMut(&SetRun),
+) -> Vec<SetRun> {
+    let mut runs = Vec::new();
+    for (workload, put_ratio) in WORKLOADS {
+        for clients in WORKLOAD_CLIENTS {
+            let options = BenchOptions { clients, put_ratio, fill: false, ..base.clone() };
+            let report = run(replicas, &options, client_options);
+            let run = SetRun { workload, clients, report };
+            each(&run);
+            runs.push(run);
+        }
+    }
+    runs
+}
+
+/// The runs as CSV, one row per run.
+pub fn set_csv(runs: &[SetRun], threads: usize) -> String {
+    let mut csv = String::from("workload,clients,threads,seconds,ops_per_s,ok,failed,p50_ms,p99_ms,p999_ms,max_ms\n");
+    for run in runs {
+        let report = &run.report;
+        let ms = |q: f64| report.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        csv.push_str(&format!(
+            "{},{},{},{:.1},{:.0},{},{},{:.2},{:.2},{:.2},{:.2}\n",
+            run.workload,
+            run.clients,
+            threads.min(run.clients),
+            report.elapsed.as_secs_f64(),
+            report.throughput(),
+            report.succeeded,
+            report.failed,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999),
+            report.latency_us.max() as f64 / 1000.0
+        ));
+    }
+    csv
+}
+
+/// Two bar charts as one SVG: throughput and p99 latency, grouped by client
+/// count, one colour per workload.
+pub fn set_chart(runs: &[SetRun], title: &str) -> String {
+    const COLOURS: [&str; 3] = ["#4e79a7", "#f28e2b", "#59a14f"];
+    let (width, panel, top) = (760.0, 260.0, 40.0);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"20\" y=\"24\" font-size=\"15\">{}</text>\n",
+        top + 2.0 * panel + 30.0,
+        escape(title)
+    );
+    type Measure = fn(&BenchReport) -> f64;
+    let panels: [(&str, Measure); 2] =
+        [("ops/s", |r| r.throughput()), ("p99 latency, ms", |r| r.latency_us.value_at_quantile(0.99) as f64 / 1000.0)];
+    for (p, (label, value)) in panels.iter().enumerate() {
+        let y0 = top + p as f64 * panel;
+        let (left, plot_w, plot_h) = (70.0, width - 190.0, panel - 70.0);
+        let max = runs.iter().map(|r| value(&r.report)).fold(0.0, f64::max).max(1e-9) * 1.15;
+        svg.push_str(&format!("<text x=\"{left}\" y=\"{}\" font-weight=\"bold\">{label}</text>\n", y0 + 16.0));
+        let base = y0 + 24.0 + plot_h;
+        svg.push_str(&format!(
+            "<line x1=\"{left}\" y1=\"{base}\" x2=\"{}\" y2=\"{base}\" stroke=\"black\"/>\n",
+            left + plot_w
+        ));
+        let group_w = plot_w / WORKLOAD_CLIENTS.len() as f64;
+        let bar_w = group_w / (WORKLOADS.len() as f64 + 1.0);
+        for (g, clients) in WORKLOAD_CLIENTS.iter().enumerate() {
+            let gx = left + g as f64 * group_w;
+            svg.push_str(&format!(
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{clients} client{}</text>\n",
+                gx + group_w / 2.0,
+                base + 16.0,
+                if *clients == 1 { "" } else { "s" }
+            ));
+            for (w, (workload, _)) in WORKLOADS.iter().enumerate() {
+                let Some(run) = runs.iter().find(|r| r.workload == *workload && r.clients == *clients) else {
+                    continue;
+                };
+                let v = value(&run.report);
+                let h = v / max * plot_h;
+                let x = gx + bar_w * (w as f64 + 0.5);
+                svg.push_str(&format!(
+                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{h:.1}\" fill=\"{}\"/>\n\
+                     <text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\" font-size=\"10\">{}</text>\n",
+                    base - h,
+                    bar_w * 0.9,
+                    COLOURS[w],
+                    x + bar_w * 0.45,
+                    base - h - 3.0,
+                    if v >= 100.0 { format!("{v:.0}") } else { format!("{v:.1}") }
+                ));
+            }
+        }
+    }
+    for (w, (workload, _)) in WORKLOADS.iter().enumerate() {
+        let y = top + 30.0 + w as f64 * 18.0;
+        svg.push_str(&format!(
+            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{workload}</text>\n",
+            width - 100.0,
+            y - 10.0,
+            COLOURS[w],
+            width - 82.0,
+            y
+        ));
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }

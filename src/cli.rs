@@ -495,6 +495,70 @@ pub fn read_value(value: Option<String>, file: Option<std::path::PathBuf>) -> Re
     }
 }
 
+/// `bench --workload-set`: every workload at every client count, a table as
+/// the runs finish, then a CSV and a chart under `reports`.
+pub fn bench_workload_set(
+    servers: &[SocketAddr],
+    base: &crate::bench::BenchOptions,
+    options: &ClientOptions,
+    reports: &std::path::Path,
+) -> ExitCode {
+    use crate::bench;
+    let runs_total = bench::WORKLOADS.len() * bench::WORKLOAD_CLIENTS.len();
+    println!(
+        "bench workload set: {runs_total} runs of {} s ({} workloads at {:?} clients, at most {} thread(s)), {}-byte values, {} keys, {} replicas",
+        base.duration.as_secs(),
+        bench::WORKLOADS.len(),
+        bench::WORKLOAD_CLIENTS,
+        base.threads,
+        base.value_bytes,
+        base.keys,
+        servers.len()
+    );
+    println!(
+        "{:<8} {:>7} {:>9} {:>7} {:>8} {:>8} {:>9}",
+        "workload", "clients", "ops/s", "failed", "p50 ms", "p99 ms", "p99.9 ms"
+    );
+    let runs = bench::run_set(servers, base, options, |run| {
+        let ms = |q: f64| run.report.latency_us.value_at_quantile(q) as f64 / 1000.0;
+        println!(
+            "{:<8} {:>7} {:>9.0} {:>7} {:>8.2} {:>8.2} {:>9.2}",
+            run.workload,
+            run.clients,
+            run.report.throughput(),
+            run.report.failed,
+            ms(0.5),
+            ms(0.99),
+            ms(0.999)
+        );
+    });
+    let stem = format!(
+        "bench-{}",
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    );
+    let title = format!(
+        "paxos-kv: {} replicas, {}-byte values, {} keys, {} s per run",
+        servers.len(),
+        base.value_bytes,
+        base.keys,
+        base.duration.as_secs()
+    );
+    let (csv, svg) = (reports.join(format!("{stem}.csv")), reports.join(format!("{stem}.svg")));
+    let written = std::fs::create_dir_all(reports)
+        .and_then(|()| std::fs::write(&csv, bench::set_csv(&runs, base.threads)))
+        .and_then(|()| std::fs::write(&svg, bench::set_chart(&runs, &title)));
+    if let Err(e) = written {
+        eprintln!("error: cannot write the report under {}: {e}", reports.display());
+        return ExitCode::from(EXIT_ERROR);
+    }
+    println!("wrote {} and {}", csv.display(), svg.display());
+    if runs.iter().any(|run| run.report.succeeded == 0) {
+        eprintln!("error: a run completed no request");
+        return ExitCode::from(EXIT_ERROR);
+    }
+    ExitCode::SUCCESS
+}
+
 #[cfg(test)]
 mod tests {
     use super::wrap;

@@ -181,7 +181,12 @@ impl Client {
     /// deadline. Every retry carries the same sequence number.
     pub fn execute(&mut self, op: Op) -> Result<Reply, ClientError> {
         self.seq += 1;
-        let request = ClientRequest::Execute(Command { client_id: self.client_id, seq: self.seq, op });
+        self.execute_command(Command { client_id: self.client_id, seq: self.seq, op })
+    }
+
+    /// [`Client::execute`] of a command numbered by the caller.
+    fn execute_command(&mut self, command: Command) -> Result<Reply, ClientError> {
+        let request = ClientRequest::Execute(command);
         // A frame over the server's limit would only get the connection
         // closed, again at every replica: refuse it here, at once.
         let bytes = wire::encode(&request).len();
@@ -210,8 +215,8 @@ impl Client {
             let response = self.call_target(&request, deadline);
             let reply = match response {
                 Ok(ClientResponse::Reply(reply)) => reply,
-                Ok(ClientResponse::Status(_)) => {
-                    last_error = ClientError::Invalid("server answered a request with a status".into());
+                Ok(ClientResponse::Status(_) | ClientResponse::Replies(_)) => {
+                    last_error = ClientError::Invalid("server answered a request with another kind of response".into());
                     self.next_target();
                     continue;
                 }
@@ -274,18 +279,16 @@ impl Client {
                     last_error = ClientError::Unreachable(format!("{}: {error}", self.replicas[target]));
                     self.next_target();
                 }
-                Reply::Rejected(RequestError::Aborted { reason }) => return Err(ClientError::Aborted(reason)),
+                Reply::Rejected(error @ (RequestError::Aborted { .. } | RequestError::StaleRequest)) => {
+                    return Err(final_error(error).expect("final"))
+                }
                 Reply::Rejected(RequestError::Locked { txn }) => {
                     // Wait for the decision rather than read a value that may be rolled back.
                     last_error = ClientError::Blocked(txn);
                     self.pause(Duration::from_millis(50), deadline);
                 }
-                Reply::Rejected(RequestError::TooLarge { what, bytes, limit }) => {
-                    return Err(ClientError::TooLarge { what, bytes, limit })
-                }
-                Reply::Rejected(RequestError::Invalid(why)) => return Err(ClientError::Invalid(why)),
-                Reply::Rejected(RequestError::StaleRequest) => {
-                    return Err(ClientError::Invalid("stale request".into()))
+                Reply::Rejected(error @ (RequestError::TooLarge { .. } | RequestError::Invalid(_))) => {
+                    return Err(final_error(error).expect("final"))
                 }
                 reply => return Ok(reply),
             }
@@ -338,6 +341,106 @@ impl Client {
 
     pub fn replicas(&self) -> &[SocketAddr] {
         &self.replicas
+    }
+}
+
+/// Several requests in flight on one connection. Each lane is a session of
+/// its own (a client id with its own sequence numbers), so that retrying one
+/// request never overtakes another's sequence number and exactly-once holds
+/// per lane; the requests travel in one `ExecuteMany` frame and the replies
+/// come back in one frame, tagged with each request's id.
+pub struct Pipeline {
+    client: Client,
+    /// Each lane's client id and last sequence number.
+    lanes: Vec<(u64, u64)>,
+}
+
+/// How many times a pipeline sends its whole batch (following the leader's
+/// redirect) before it retries what is left one request at a time.
+const PIPELINE_ROUNDS: usize = 3;
+
+impl Pipeline {
+    pub fn new(replicas: &[SocketAddr], options: ClientOptions, lanes: usize) -> Result<Self, ClientError> {
+        if lanes == 0 || lanes > wire::PIPELINE_COMMANDS_MAX {
+            return Err(ClientError::Invalid(format!("lanes must be 1 to {}", wire::PIPELINE_COMMANDS_MAX)));
+        }
+        let client = Client::with_options(replicas, options)?;
+        let lanes = (0..lanes).map(|_| (rand::random::<u64>() | 1, 0)).collect();
+        Ok(Pipeline { client, lanes })
+    }
+
+    pub fn lanes(&self) -> usize {
+        self.lanes.len()
+    }
+
+    /// Runs `ops[i]` on lane `i` (at most one per lane), all at once; each
+    /// result is what [`Client::execute`] returns for its request. Requests
+    /// refused for now (a follower, an election, an overload) are sent again
+    /// together once the leader is known, then one by one with the stub's
+    /// retries, always with their own sequence numbers.
+    pub fn run(&mut self, ops: Vec<Op>) -> Vec<Result<Reply, ClientError>> {
+        assert!(ops.len() <= self.lanes.len(), "{} requests for {} lanes", ops.len(), self.lanes.len());
+        let commands: Vec<Command> = ops
+            .into_iter()
+            .zip(&mut self.lanes)
+            .map(|(op, (client_id, seq))| {
+                *seq += 1;
+                Command { client_id: *client_id, seq: *seq, op }
+            })
+            .collect();
+        let mut results: Vec<Option<Result<Reply, ClientError>>> = commands.iter().map(|_| None).collect();
+        let deadline = Instant::now() + self.client.options.deadline;
+        for _ in 0..PIPELINE_ROUNDS {
+            let waiting: Vec<usize> = (0..commands.len()).filter(|&i| results[i].is_none()).collect();
+            if waiting.is_empty() || Instant::now() >= deadline {
+                break;
+            }
+            let request = ClientRequest::ExecuteMany(waiting.iter().map(|&i| commands[i].clone()).collect());
+            let replies = match self.client.call_target(&request, deadline) {
+                Ok(ClientResponse::Replies(replies)) if replies.len() == waiting.len() => replies,
+                Ok(ClientResponse::Reply(Reply::Rejected(RequestError::Invalid(why)))) => {
+                    waiting.iter().for_each(|&i| results[i] = Some(Err(ClientError::Invalid(why.clone()))));
+                    break;
+                }
+                _ => {
+                    self.client.next_target();
+                    break;
+                }
+            };
+            let mut leader = None;
+            for (&index, (id, reply)) in waiting.iter().zip(replies) {
+                if id != commands[index].request_id() {
+                    continue;
+                }
+                match reply {
+                    Reply::Rejected(RequestError::NotLeader { leader: Some(l) }) => leader = Some(l as usize),
+                    Reply::Rejected(error) => results[index] = final_error(error).map(Err),
+                    reply => results[index] = Some(Ok(reply)),
+                }
+            }
+            match leader {
+                Some(l) if (1..=self.client.replicas.len()).contains(&l) && l - 1 != self.client.target => {
+                    self.client.target = l - 1
+                }
+                _ => break,
+            }
+        }
+        commands
+            .into_iter()
+            .zip(results)
+            .map(|(command, result)| result.unwrap_or_else(|| self.client.execute_command(command)))
+            .collect()
+    }
+}
+
+/// A refusal that retrying the same request cannot change.
+fn final_error(error: RequestError) -> Option<ClientError> {
+    match error {
+        RequestError::Aborted { reason } => Some(ClientError::Aborted(reason)),
+        RequestError::TooLarge { what, bytes, limit } => Some(ClientError::TooLarge { what, bytes, limit }),
+        RequestError::Invalid(why) => Some(ClientError::Invalid(why)),
+        RequestError::StaleRequest => Some(ClientError::Invalid("stale request".into())),
+        _ => None,
     }
 }
 

@@ -4,7 +4,7 @@
 //! is checked against a maximum before anything is allocated for the body.
 
 use crate::config::Protocol;
-use crate::kv::{Command, Reply};
+use crate::kv::{Command, Reply, RequestId};
 use crate::node::NodeStatus;
 use crate::paxos::NodeId;
 use serde::de::DeserializeOwned;
@@ -67,12 +67,21 @@ pub enum ClientRequest {
         request_id: (u64, u64),
         key: String,
     },
+    /// Several commands in one frame, each with its own request id (each on
+    /// its own session, so that a retry of one never overtakes another):
+    /// proposed together and answered by one `Replies` frame, by request id.
+    ExecuteMany(Vec<Command>),
 }
+
+/// Commands one `ExecuteMany` frame may carry.
+pub const PIPELINE_COMMANDS_MAX: usize = 4096;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientResponse {
     Reply(Reply),
     Status(Box<NodeStatus>),
+    /// The answers to an `ExecuteMany`, tagged with each command's request id.
+    Replies(Vec<(RequestId, Reply)>),
 }
 
 /// Between replicas: every envelope queued for one peer since the last write.

@@ -348,3 +348,42 @@ fn a_handshake_dribbled_a_byte_at_a_time_is_closed_at_its_deadline() {
     let mut client = cluster.client();
     client.put("after-dribble", "served").unwrap();
 }
+
+/// A frame of more commands than a replica accepts gets a clear refusal, not
+/// a closed connection, and nothing in it is applied; the connection goes on.
+#[test]
+fn a_pipelined_frame_beyond_the_command_limit_is_refused_and_the_connection_serves_on() {
+    let cluster = Cluster::start("pipeline-limit", 3, &[]);
+    cluster.wait_for_leader();
+    let leader = cluster.wait_for_leader();
+    let mut stream = tls(cluster.addrs[leader - 1], &client_security()).unwrap();
+    stream.write_all(&wire::frame(&Hello::new(Speaker::Client)).unwrap()).unwrap();
+    let too_many: Vec<Command> = (0..=wire::PIPELINE_COMMANDS_MAX as u64)
+        .map(|i| Command { client_id: 1_000 + i, seq: 1, op: Op::Put { key: format!("over-{i}"), value: "x".into() } })
+        .collect();
+    stream.write_all(&wire::frame(&ClientRequest::ExecuteMany(too_many)).unwrap()).unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let response: wire::ClientResponse = wire::read_frame(&mut reader, 1 << 20).unwrap();
+    match response {
+        wire::ClientResponse::Reply(Reply::Rejected(paxos_kv::kv::RequestError::Invalid(why))) => {
+            assert!(why.contains("at most 4096"), "{why}")
+        }
+        other => panic!("expected a refusal naming the limit, got {other:?}"),
+    }
+    let within: Vec<Command> = (0..3)
+        .map(|i| Command { client_id: 9_000 + i, seq: 1, op: Op::Put { key: format!("in-{i}"), value: "y".into() } })
+        .collect();
+    let ids: Vec<_> = within.iter().map(Command::request_id).collect();
+    reader.get_mut().write_all(&wire::frame(&ClientRequest::ExecuteMany(within)).unwrap()).unwrap();
+    reader.get_ref().tcp().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    match wire::read_frame(&mut reader, 1 << 20).unwrap() {
+        wire::ClientResponse::Replies(replies) => {
+            assert_eq!(replies.iter().map(|(id, _)| *id).collect::<Vec<_>>(), ids, "tagged with their request ids");
+            assert!(replies.iter().all(|(_, reply)| *reply == Reply::Stored), "{replies:?}");
+        }
+        other => panic!("expected the replies, got {other:?}"),
+    }
+    let mut client = cluster.client();
+    assert_eq!(client.get("over-0").unwrap(), None, "nothing of the refused frame was applied");
+    assert_eq!(client.get("in-2").unwrap().as_deref(), Some("y"));
+}

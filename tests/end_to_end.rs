@@ -457,3 +457,58 @@ fn unread_connections(port: u16) -> usize {
         })
         .count()
 }
+
+/// One connection carries many requests at once: a pipeline of 64 lanes (each
+/// its own session) writes 64 keys in one frame and reads them back in the
+/// next, whichever replica it starts at.
+#[test]
+fn a_pipeline_carries_many_requests_on_one_connection() {
+    use paxos_kv::client::{ClientOptions, Pipeline};
+    use paxos_kv::kv::{Op, Reply};
+    let cluster = Cluster::start("pipeline", 3, &[]);
+    cluster.wait_for_leader();
+    let options =
+        ClientOptions { deadline: Duration::from_secs(10), security: cluster.security(), ..ClientOptions::default() };
+    // Each pipeline starts at a replica picked at random, a follower two times in three.
+    for start in 1..=3 {
+        let mut pipeline = Pipeline::new(&cluster.addrs, options.clone(), 64).unwrap();
+        assert_eq!(pipeline.lanes(), 64);
+        let puts = (0..64).map(|i| Op::Put { key: format!("p{i}"), value: format!("{start}-{i}") }).collect();
+        let written = pipeline.run(puts);
+        assert!(written.iter().all(|r| matches!(r, Ok(Reply::Stored))), "{written:?}");
+        let read = pipeline.run((0..64).map(|i| Op::Get { key: format!("p{i}") }).collect());
+        for (i, result) in read.into_iter().enumerate() {
+            assert_eq!(result, Ok(Reply::Value(Some(format!("{start}-{i}")))), "lane {i}");
+        }
+    }
+}
+
+/// The workload set runs PUT, GET and a mix at 1, 16, 64 and 256 clients from
+/// two threads, prints a row per run, and writes a CSV and an SVG chart.
+#[test]
+fn bench_workload_set_writes_a_csv_and_a_chart() {
+    let cluster = Cluster::start("bench-set", 3, &[]);
+    let reports = std::env::temp_dir().join(format!("paxos-kv-bench-set-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&reports);
+    let reports_arg = reports.to_str().unwrap();
+    let args =
+        ["bench", "--workload-set", "--duration", "1", "--threads", "2", "--keys", "100", "--reports", reports_arg];
+    let (code, stdout, stderr) = cluster.run_client(&args, None);
+    assert_eq!(code, 0, "{stdout}\n{stderr}");
+    let files: Vec<_> = std::fs::read_dir(&reports).unwrap().map(|e| e.unwrap().path()).collect();
+    let file = |ext: &str| files.iter().find(|p| p.extension().is_some_and(|e| e == ext)).cloned().unwrap();
+    let csv = std::fs::read_to_string(file("csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 12, "three workloads at four client counts: {csv}");
+    for (workload, clients) in [("PUT", 1), ("GET", 16), ("mixed", 256)] {
+        let row = rows.iter().find(|r| r.starts_with(&format!("{workload},{clients},"))).expect(workload);
+        let ops: f64 = row.split(',').nth(4).unwrap().parse().unwrap();
+        assert!(ops > 0.0, "{row}");
+        assert!(stdout
+            .lines()
+            .any(|l| l.starts_with(workload) && l.split_whitespace().nth(1) == Some(&clients.to_string())));
+    }
+    let svg = std::fs::read_to_string(file("svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("256 clients") && svg.contains(">mixed<"), "{svg}");
+    let _ = std::fs::remove_dir_all(&reports);
+}

@@ -174,9 +174,21 @@ fn main() -> ExitCode {
         ClientCommand::WaitCaughtUp { replica, timeout_s } => {
             cli::wait_caught_up(&args.servers, replica, timeout_s, &security)
         }
-        ClientCommand::Bench { clients, duration, value_size, keys, put_ratio, seed, fill } => {
+        ClientCommand::Bench {
+            clients,
+            threads,
+            duration,
+            value_size,
+            keys,
+            put_ratio,
+            seed,
+            fill,
+            workload_set,
+            reports,
+        } => {
             let bench_options = BenchOptions {
                 clients,
+                threads,
                 duration: Duration::from_secs(duration),
                 value_bytes: value_size,
                 keys,
@@ -184,8 +196,12 @@ fn main() -> ExitCode {
                 seed,
                 fill,
             };
+            if workload_set {
+                return cli::bench_workload_set(&args.servers, &bench_options, &options, &reports);
+            }
             println!(
-                "bench: {clients} closed-loop clients, {duration} s, {value_size}-byte values, {keys} keys, put ratio {put_ratio}, {} replicas",
+                "bench: {clients} closed-loop clients on {} thread(s), {duration} s, {value_size}-byte values, {keys} keys, put ratio {put_ratio}, {} replicas",
+                threads.clamp(1, clients.max(1)),
                 args.servers.len()
             );
             let report = bench::run(&args.servers, &bench_options, &options);

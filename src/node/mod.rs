@@ -278,6 +278,10 @@ pub(crate) trait Replica: Send + Sync + 'static {
     fn deliver(&self, peer: NodeId, envelope: Self::Envelope) -> Result<(), String>;
     /// Runs a validated command and waits for its reply.
     fn execute(&self, command: Command) -> Reply;
+    /// Every command at once, each answered in the end (in order).
+    fn execute_many(&self, commands: Vec<Command>) -> Vec<Reply> {
+        commands.into_iter().map(|command| self.execute(command)).collect()
+    }
     /// This replica's own value for `key`, bypassing the protocol (2PC still
     /// refuses a locked key). For consistency checks, not for users.
     fn local_get(&self, request: RequestId, key: String) -> Reply;
@@ -504,6 +508,36 @@ fn serve_connection<R: Replica>(
                     ClientRequest::LocalGet { request_id, key } => {
                         ClientResponse::Reply(replica.local_get(request_id, key))
                     }
+                    ClientRequest::ExecuteMany(commands) if commands.len() > wire::PIPELINE_COMMANDS_MAX => {
+                        let why = format!(
+                            "{} commands in one frame; at most {}",
+                            commands.len(),
+                            wire::PIPELINE_COMMANDS_MAX
+                        );
+                        info!("CLIENT pipeline refused: {why}");
+                        ClientResponse::Reply(Reply::Rejected(RequestError::Invalid(why)))
+                    }
+                    ClientRequest::ExecuteMany(commands) => {
+                        let mut replies: Vec<(RequestId, Option<Reply>)> = Vec::with_capacity(commands.len());
+                        let mut valid = Vec::with_capacity(commands.len());
+                        for command in commands {
+                            match validate(config, &command) {
+                                Ok(()) => {
+                                    replies.push((command.request_id(), None));
+                                    valid.push(command);
+                                }
+                                Err(error) => replies.push((command.request_id(), Some(Reply::Rejected(error)))),
+                            }
+                        }
+                        let mut answers = replica.execute_many(valid).into_iter();
+                        let replies = replies
+                            .into_iter()
+                            .map(|(id, refused)| {
+                                (id, refused.or_else(|| answers.next()).expect("one answer per command"))
+                            })
+                            .collect();
+                        ClientResponse::Replies(replies)
+                    }
                     ClientRequest::Execute(command) => {
                         let id = command.request_id();
                         let reply = match validate(config, &command) {
@@ -589,6 +623,45 @@ impl Pending {
             }
         }
         reply
+    }
+
+    /// [`Pending::call`] for several requests at once: all are registered and
+    /// submitted before any is waited for, and all share one deadline.
+    pub(crate) fn call_many<T>(
+        &self,
+        requests: Vec<(RequestId, T)>,
+        timeout: Duration,
+        mut submit: impl FnMut(T) -> bool,
+    ) -> Vec<Reply> {
+        let deadline = Instant::now() + timeout;
+        let cells: Vec<(RequestId, Arc<ReplyCell<Reply>>, bool)> = requests
+            .into_iter()
+            .map(|(id, request)| {
+                let cell = Arc::new(ReplyCell::default());
+                self.shard(id).lock().unwrap().entry(id).or_default().push(cell.clone());
+                let submitted = submit(request);
+                (id, cell, submitted)
+            })
+            .collect();
+        cells
+            .into_iter()
+            .map(|(id, cell, submitted)| {
+                let reply = if submitted {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    cell.wait(left).unwrap_or(Reply::Rejected(RequestError::Timeout))
+                } else {
+                    Reply::Rejected(RequestError::Overloaded)
+                };
+                let mut shard = self.shard(id).lock().unwrap();
+                if let Some(waiters) = shard.get_mut(&id) {
+                    waiters.retain(|waiting| !Arc::ptr_eq(waiting, &cell));
+                    if waiters.is_empty() {
+                        shard.remove(&id);
+                    }
+                }
+                reply
+            })
+            .collect()
     }
 
     /// Hands the reply to every connection waiting for `id` here.

@@ -183,6 +183,12 @@ impl Replica for PaxosReplica {
         self.plumbing.pending.call(id, self.plumbing.request_timeout(), push)
     }
 
+    fn execute_many(&self, commands: Vec<Command>) -> Vec<Reply> {
+        let requests = commands.into_iter().map(|command| (command.request_id(), command)).collect();
+        let submit = |command| self.proposer_inbox.push(ProposerInput::Client(command)).is_ok();
+        self.plumbing.pending.call_many(requests, self.plumbing.request_timeout(), submit)
+    }
+
     fn local_get(&self, request: RequestId, key: String) -> Reply {
         let push = || self.learner_inbox.push(LearnerInput::LocalRead { request, key }).is_ok();
         self.plumbing.pending.call(request, self.plumbing.request_timeout(), push)
