@@ -136,12 +136,16 @@ struct Leading {
     /// Where the slots phase 1 found end: any write acknowledged before this
     /// leadership lies below it.
     reproposal_end: Slot,
-    /// The read round sent and not yet confirmed (at most one: reads that
-    /// arrive meanwhile share the next).
-    read_round: Option<ReadRound>,
+    /// Read rounds sent and not yet confirmed, oldest first (at most
+    /// `READ_ROUNDS_MAX`: reads that arrive meanwhile share the next).
+    read_rounds: VecDeque<ReadRound>,
     /// The highest read round each acceptor acknowledged under this ballot.
     round_acked: BTreeMap<NodeId, u64>,
 }
+
+/// Read rounds in flight at once: a read waits for at most the round it
+/// joins, not for one already under way to finish first.
+const READ_ROUNDS_MAX: usize = 4;
 
 /// Linearizable reads without a log slot (Raft's read index, Ongaro's thesis
 /// 6.4): the reads wait for a majority of acceptors to acknowledge a
@@ -336,7 +340,7 @@ impl Proposer {
                     lead.heartbeat_at = self.now;
                     let ballot = lead.ballot;
                     // Carries the round in progress, if any: a lost heartbeat or ack is made good.
-                    let read_round = lead.read_round.as_ref().map_or(0, |round| round.number);
+                    let read_round = lead.read_rounds.back().map_or(0, |round| round.number);
                     self.broadcast(Message::Heartbeat(Heartbeat { ballot, read_round }), out);
                     // A leader that lost its quorum stops announcing itself, so
                     // that the majority's pre-votes succeed and it is replaced.
@@ -357,7 +361,7 @@ impl Proposer {
                     let refused = RequestError::NoQuorum { reachable, needed: quorum };
                     let queued = std::mem::take(&mut self.reads_queued);
                     self.queue_bytes -= queued.iter().map(Command::wire_bytes).sum::<usize>();
-                    let waiting = lead.read_round.take().into_iter().flat_map(|round| round.reads);
+                    let waiting = lead.read_rounds.drain(..).flat_map(|round| round.reads);
                     for read in waiting.chain(queued) {
                         out.replies.push((read.request_id(), Reply::Rejected(refused.clone())));
                     }
@@ -483,14 +487,19 @@ impl Proposer {
     /// Sends the reads queued in a round of their own, unless one is under way.
     fn start_read_round(&mut self, out: &mut ProposerOutbox) {
         let State::Leading(lead) = &mut self.state else { return };
-        if lead.read_round.is_some() || self.reads_queued.is_empty() {
+        // As with batches: with a round in flight, another waits for company
+        // until the next tick (fewer rounds, fewer messages and wake-ups).
+        let lingering = !lead.read_rounds.is_empty()
+            && self.reads_queued.len() < self.config.batch_commands_min
+            && !self.tick_flush;
+        if lead.read_rounds.len() >= READ_ROUNDS_MAX || self.reads_queued.is_empty() || lingering {
             return;
         }
         self.read_rounds_started += 1;
         let number = self.read_rounds_started;
         let reads = std::mem::take(&mut self.reads_queued);
         self.queue_bytes -= reads.iter().map(Command::wire_bytes).sum::<usize>();
-        lead.read_round = Some(ReadRound { number, read_index: lead.read_index(), reads });
+        lead.read_rounds.push_back(ReadRound { number, read_index: lead.read_index(), reads });
         lead.heartbeat_at = self.now;
         let ballot = lead.ballot;
         self.broadcast(Message::Heartbeat(Heartbeat { ballot, read_round: number }), out);
@@ -504,13 +513,20 @@ impl Proposer {
         }
         let acked = lead.round_acked.entry(from).or_default();
         *acked = (*acked).max(ack.read_round);
-        let Some(round) = &lead.read_round else { return };
-        if lead.round_acked.values().filter(|&&acked| acked >= round.number).count() < quorum {
-            return;
+        // The highest round a majority acknowledged confirms it and every earlier one.
+        let mut acked: Vec<u64> = lead.round_acked.values().copied().collect();
+        acked.sort_unstable_by(|a, b| b.cmp(a));
+        let Some(&confirmed) = acked.get(quorum - 1) else { return };
+        while lead.read_rounds.front().is_some_and(|round| round.number <= confirmed) {
+            let round = lead.read_rounds.pop_front().expect("checked above");
+            debug!(
+                "read round {} confirmed: {} read(s) at index {}",
+                round.number,
+                round.reads.len(),
+                round.read_index
+            );
+            out.reads.push(ReadBatch { read_index: round.read_index, reads: round.reads });
         }
-        let round = lead.read_round.take().expect("checked above");
-        debug!("read round {} confirmed: {} read(s) at index {}", round.number, round.reads.len(), round.read_index);
-        out.reads.push(ReadBatch { read_index: round.read_index, reads: round.reads });
         self.start_read_round(out);
     }
 
@@ -671,7 +687,7 @@ impl Proposer {
             heartbeat_at: self.now.saturating_sub(self.config.heartbeat_ticks),
             nacked_by: Votes::default(),
             reproposal_end: end,
-            read_round: None,
+            read_rounds: VecDeque::new(),
             round_acked: BTreeMap::new(),
         });
         self.flush(out);
@@ -722,7 +738,7 @@ impl Proposer {
         let abandoned = match std::mem::replace(&mut self.state, State::Follower { leader }) {
             State::Leading(lead) => {
                 // Unconfirmed reads were not served: retrying them elsewhere is safe.
-                for read in lead.read_round.into_iter().flat_map(|round| round.reads) {
+                for read in lead.read_rounds.into_iter().flat_map(|round| round.reads) {
                     out.replies.push((read.request_id(), Reply::Rejected(RequestError::NotLeader { leader })));
                 }
                 lead.in_flight.into_values().map(|entry| entry.value).collect()
@@ -1108,23 +1124,42 @@ mod tests {
         assert!(accepts(&out).is_empty(), "a read takes no slot");
         let round = read_round_of(&out).expect("the read starts a round of heartbeats");
 
-        // A read arriving while that round is out waits for the next one.
+        // A read arriving while that round is out waits for company until the
+        // next tick, then goes in a round of its own.
         let mut out = ProposerOutbox::default();
         p.on_client_command(read(9), &mut out);
         p.flush(&mut out);
-        assert_eq!(read_round_of(&out), None);
+        assert_eq!(read_round_of(&out), None, "a lone read lingers while a round is out");
+        let mut out = ProposerOutbox::default();
+        p.on_tick(&mut out);
+        p.flush(&mut out);
+        let next = read_round_of(&out).expect("a second round at the tick");
+        assert!(next > round);
 
         assert!(ack(&mut p, 1, ballot, round).reads.is_empty(), "one acceptor of three is no majority");
         assert!(ack(&mut p, 3, Ballot::new(ballot.round + 1, 3), round).reads.is_empty(), "another ballot's ack");
         let out = ack(&mut p, 2, ballot, round);
         let reads: Vec<_> = out.reads.iter().flat_map(|b| b.reads.iter().map(|r| r.client_id)).collect();
-        assert_eq!(reads, [8], "the first round answers the read it was sent for");
+        assert_eq!(reads, [8], "the first round answers the read it was sent for, not the later one");
         assert_eq!(out.reads[0].read_index, write_slot, "after the write still undecided, not before");
-        let next = read_round_of(&out).expect("the waiting read goes out in a round of its own");
-        assert!(next > round);
         ack(&mut p, 1, ballot, next);
         let out = ack(&mut p, 3, ballot, next);
         assert_eq!(out.reads.iter().flat_map(|b| b.reads.iter().map(|r| r.client_id)).collect::<Vec<_>>(), [9]);
+
+        // A majority's acknowledgement of a later round confirms the earlier ones too.
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(read(10), &mut out);
+        p.flush(&mut out);
+        p.on_client_command(read(11), &mut out);
+        p.on_tick(&mut out);
+        p.flush(&mut out);
+        let last = read_round_of(&ProposerOutbox {
+            messages: out.messages.split_off(out.messages.len() - 3),
+            ..Default::default()
+        });
+        ack(&mut p, 1, ballot, last.unwrap());
+        let out = ack(&mut p, 2, ballot, last.unwrap());
+        assert_eq!(out.reads.iter().flat_map(|b| b.reads.iter().map(|r| r.client_id)).collect::<Vec<_>>(), [10, 11]);
     }
 
     #[test]
