@@ -620,14 +620,14 @@ mod tests {
     #[test]
     fn a_batch_is_described_by_its_first_commands_on_one_line() {
         use crate::paxos::messages::SlotValue;
-        let batch = SlotValue::Batch(vec![
+        let batch = SlotValue::batch(vec![
             cmd(1, 1, put("a", "1")),
             cmd(1, 2, Op::Get { key: "b".into() }),
             cmd(2, 1, Op::Delete { key: "c".into() }),
             cmd(3, 1, put("d", "4")),
         ]);
         assert_eq!(batch.describe(), "PUT a=1, GET b, +2 more");
-        let long = SlotValue::Batch(vec![cmd(1, 1, put(&"k".repeat(100), "line\nbreak and more"))]);
+        let long = SlotValue::batch(vec![cmd(1, 1, put(&"k".repeat(100), "line\nbreak and more"))]);
         assert_eq!(long.describe(), "PUT kkkkkkkkkkkk…=line\\nbrea…");
         assert_eq!(SlotValue::Noop.describe(), "noop");
     }

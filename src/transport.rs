@@ -213,7 +213,7 @@ mod tests {
 
     fn accept(slot: u64, value_bytes: usize) -> Envelope {
         let op = Op::Put { key: format!("k{slot}"), value: "v".repeat(value_bytes) };
-        let value = SlotValue::Batch(vec![Command { client_id: u64::MAX, seq: u64::MAX, op }]);
+        let value = SlotValue::batch(vec![Command { client_id: u64::MAX, seq: u64::MAX, op }]);
         Envelope {
             from: 1,
             to: 2,

@@ -65,7 +65,7 @@ fn envelope(from: u32, to: u32, msg: Message) -> Envelope {
 
 /// Everything a stranger could try to say as replica 2.
 fn forgeries(to: u32, next_slot: u64) -> Vec<(&'static str, Vec<Envelope>)> {
-    let forged = SlotValue::Batch(vec![Command {
+    let forged = SlotValue::batch(vec![Command {
         client_id: 666,
         seq: 1,
         op: Op::Put { key: "k0".into(), value: "forged".into() },

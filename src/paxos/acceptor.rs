@@ -317,7 +317,7 @@ mod tests {
     }
     fn value(n: u64) -> SlotValue {
         use crate::kv::{Command, Op};
-        SlotValue::Batch(vec![Command { client_id: n, seq: 1, op: Op::Get { key: "k".into() } }])
+        SlotValue::batch(vec![Command { client_id: n, seq: 1, op: Op::Get { key: "k".into() } }])
     }
     fn step(acceptor: &mut Acceptor, from: NodeId, msg: Message) -> AcceptorOutbox {
         let mut out = AcceptorOutbox::default();

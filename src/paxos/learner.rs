@@ -299,7 +299,7 @@ impl Learner {
             self.retained_bytes += bytes;
             self.bytes_since_snapshot += bytes;
             if let SlotValue::Batch(commands) = &value {
-                for command in commands {
+                for command in commands.iter() {
                     let reply = self.store.apply_noting(command, Some(&mut self.changes));
                     out.replies.push((command.request_id(), reply));
                 }
@@ -514,7 +514,7 @@ mod tests {
     use crate::kv::{Command, Op, StoreChunk};
 
     fn put(client_id: u64, key: &str) -> SlotValue {
-        SlotValue::Batch(vec![Command { client_id, seq: 1, op: Op::Put { key: key.into(), value: "v".into() } }])
+        SlotValue::batch(vec![Command { client_id, seq: 1, op: Op::Put { key: key.into(), value: "v".into() } }])
     }
     fn decide(slot: Slot, value: SlotValue) -> Message {
         Message::Decide(Decide { slot, value })

@@ -5,6 +5,7 @@ use super::ballot::{Ballot, NodeId, Slot};
 use crate::kv::{Changes, Command, KvStore, StoreChunk, StoreCursor};
 use crate::mailbox::Weigh;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {
@@ -18,10 +19,16 @@ pub enum Role {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SlotValue {
     Noop,
-    Batch(Vec<Command>),
+    /// Shared: the leader sends one value to every acceptor and learner, and
+    /// the roles keep it, without copying its commands.
+    Batch(Arc<Vec<Command>>),
 }
 
 impl SlotValue {
+    pub fn batch(commands: Vec<Command>) -> SlotValue {
+        SlotValue::Batch(Arc::new(commands))
+    }
+
     /// Upper bound of the encoded size, for frame, batch and queue budgets.
     pub fn wire_bytes(&self) -> usize {
         match self {

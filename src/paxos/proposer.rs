@@ -452,7 +452,7 @@ impl Proposer {
             }
             let slot = lead.next_slot;
             lead.next_slot += 1;
-            lead.propose(slot, SlotValue::Batch(batch), &config.cluster, self.id, self.now, out);
+            lead.propose(slot, SlotValue::batch(batch), &config.cluster, self.id, self.now, out);
         }
         self.tick_flush = false;
     }
@@ -749,7 +749,7 @@ impl Proposer {
         // same sequence number and the store applies it once.
         for value in abandoned {
             if let SlotValue::Batch(commands) = value {
-                for command in commands {
+                for command in commands.iter() {
                     self.in_progress.remove(&command.request_id());
                     out.replies.push((command.request_id(), Reply::Rejected(RequestError::Abandoned { leader })));
                 }
@@ -822,7 +822,7 @@ mod tests {
         Command { client_id, seq: 1, op: Op::Put { key: "k".into(), value: client_id.to_string() } }
     }
     fn batch(ids: &[u64]) -> SlotValue {
-        SlotValue::Batch(ids.iter().map(|&id| command(id)).collect())
+        SlotValue::batch(ids.iter().map(|&id| command(id)).collect())
     }
     fn pre_vote_of(out: &ProposerOutbox) -> Option<Ballot> {
         out.messages.iter().find_map(|e| match &e.msg {

@@ -426,7 +426,7 @@ impl Checker {
                 break;
             }
             let SlotValue::Batch(commands) = value else { continue };
-            for command in commands {
+            for command in commands.iter() {
                 let key = command.op.key().to_string();
                 let before = store.get(&key).map(str::to_string);
                 store.apply(command);
