@@ -424,7 +424,8 @@ fn a_replaced_leader_that_thaws_never_answers_a_read_from_its_old_state() {
     let readers: Vec<_> = readers.into_iter().map(|mut reader| std::thread::spawn(move || reader.get("k"))).collect();
     let port = cluster.addrs[frozen - 1].port();
     wait_until("the reads waiting in the frozen replica's sockets", Duration::from_secs(5), || {
-        unread_connections(port) >= 4
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        support::connections_with_unread_bytes(&table, Some(port)) >= 4
     });
     cluster.pause(frozen, false);
     let mut answered = 0;
@@ -440,22 +441,6 @@ fn a_replaced_leader_that_thaws_never_answers_a_read_from_its_old_state() {
     let mut client = cluster.client();
     assert_eq!(client.get("k").unwrap().as_deref(), Some("new"));
     println!("{answered} of 4 reads at the thawed replica answered");
-}
-
-/// Connections accepted on `port` (IPv4 loopback) with bytes received and not yet read.
-fn unread_connections(port: u16) -> usize {
-    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    table
-        .lines()
-        .skip(1)
-        .filter(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            let local_port =
-                fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            let unread = fields.get(4).and_then(|q| q.rsplit(':').next()).and_then(|q| u64::from_str_radix(q, 16).ok());
-            local_port == Some(port) && unread.is_some_and(|bytes| bytes > 0)
-        })
-        .count()
 }
 
 /// One connection carries many requests at once: a pipeline of 64 lanes (each

@@ -5,6 +5,8 @@
 //! talk, both reaching the third) with blackhole routes. Needs root and
 //! iproute2; without them it says why and skips.
 
+mod support;
+
 use paxos_kv::security;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -142,22 +144,13 @@ impl<'a> Cluster<'a> {
         unsafe { libc::kill(pid, if pause { libc::SIGSTOP } else { libc::SIGCONT }) };
     }
 
-    /// Connections accepted in replica `id`'s namespace with bytes not yet read.
+    /// Connections in replica `id`'s namespace with bytes it has not read yet.
     fn unread_connections(&self, id: usize) -> usize {
         let Ok(out) = Command::new("ip").args(["netns", "exec", &self.hosts.ns(id), "cat", "/proc/net/tcp"]).output()
         else {
             return 0;
         };
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .skip(1)
-            .filter(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                let unread =
-                    fields.get(4).and_then(|q| q.rsplit(':').next()).and_then(|q| u64::from_str_radix(q, 16).ok());
-                fields.get(2) != Some(&"00000000:0000") && unread.is_some_and(|bytes| bytes > 0)
-            })
-            .count()
+        support::connections_with_unread_bytes(&String::from_utf8_lossy(&out.stdout), None)
     }
 
     fn kill(&mut self, id: usize) {

@@ -608,21 +608,10 @@ impl Pending {
     /// Registers `id`, lets `submit` hand the request to a role, and waits for
     /// the reply until `timeout`.
     pub(crate) fn call(&self, id: RequestId, timeout: Duration, submit: impl FnOnce() -> bool) -> Reply {
-        let cell = Arc::new(ReplyCell::default());
-        self.shard(id).lock().unwrap().entry(id).or_default().push(cell.clone());
-        let reply = if submit() {
-            cell.wait(timeout).unwrap_or(Reply::Rejected(RequestError::Timeout))
-        } else {
-            Reply::Rejected(RequestError::Overloaded)
-        };
-        let mut shard = self.shard(id).lock().unwrap();
-        if let Some(waiters) = shard.get_mut(&id) {
-            waiters.retain(|waiting| !Arc::ptr_eq(waiting, &cell));
-            if waiters.is_empty() {
-                shard.remove(&id);
-            }
-        }
-        reply
+        let deadline = Instant::now() + timeout;
+        let cell = self.register(id);
+        let submitted = submit();
+        self.collect(id, &cell, submitted, deadline)
     }
 
     /// [`Pending::call`] for several requests at once: all are registered and
@@ -634,34 +623,39 @@ impl Pending {
         mut submit: impl FnMut(T) -> bool,
     ) -> Vec<Reply> {
         let deadline = Instant::now() + timeout;
-        let cells: Vec<(RequestId, Arc<ReplyCell<Reply>>, bool)> = requests
+        let cells: Vec<_> = requests
             .into_iter()
             .map(|(id, request)| {
-                let cell = Arc::new(ReplyCell::default());
-                self.shard(id).lock().unwrap().entry(id).or_default().push(cell.clone());
-                let submitted = submit(request);
-                (id, cell, submitted)
+                let cell = self.register(id);
+                (id, cell, submit(request))
             })
             .collect();
-        cells
-            .into_iter()
-            .map(|(id, cell, submitted)| {
-                let reply = if submitted {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    cell.wait(left).unwrap_or(Reply::Rejected(RequestError::Timeout))
-                } else {
-                    Reply::Rejected(RequestError::Overloaded)
-                };
-                let mut shard = self.shard(id).lock().unwrap();
-                if let Some(waiters) = shard.get_mut(&id) {
-                    waiters.retain(|waiting| !Arc::ptr_eq(waiting, &cell));
-                    if waiters.is_empty() {
-                        shard.remove(&id);
-                    }
-                }
-                reply
-            })
-            .collect()
+        cells.into_iter().map(|(id, cell, submitted)| self.collect(id, &cell, submitted, deadline)).collect()
+    }
+
+    fn register(&self, id: RequestId) -> Arc<ReplyCell<Reply>> {
+        let cell = Arc::new(ReplyCell::default());
+        self.shard(id).lock().unwrap().entry(id).or_default().push(cell.clone());
+        cell
+    }
+
+    /// The reply `cell` gets by `deadline` (if its request was submitted);
+    /// then `cell` is no longer waiting.
+    fn collect(&self, id: RequestId, cell: &Arc<ReplyCell<Reply>>, submitted: bool, deadline: Instant) -> Reply {
+        let reply = if submitted {
+            cell.wait(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or(Reply::Rejected(RequestError::Timeout))
+        } else {
+            Reply::Rejected(RequestError::Overloaded)
+        };
+        let mut shard = self.shard(id).lock().unwrap();
+        if let Some(waiters) = shard.get_mut(&id) {
+            waiters.retain(|waiting| !Arc::ptr_eq(waiting, cell));
+            if waiters.is_empty() {
+                shard.remove(&id);
+            }
+        }
+        reply
     }
 
     /// Hands the reply to every connection waiting for `id` here.

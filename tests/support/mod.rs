@@ -391,3 +391,21 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// Established connections in a `/proc/net/tcp` table (on `local_port`, if
+/// given) holding received bytes their process has not read yet.
+pub fn connections_with_unread_bytes(table: &str, local_port: Option<u16>) -> usize {
+    const ESTABLISHED: &str = "01";
+    table
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let port = fields.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
+            let unread = fields.get(4).and_then(|q| q.rsplit(':').next()).and_then(|q| u64::from_str_radix(q, 16).ok());
+            fields.get(3) == Some(&ESTABLISHED)
+                && local_port.is_none_or(|wanted| port == Some(wanted))
+                && unread.is_some_and(|bytes| bytes > 0)
+        })
+        .count()
+}
