@@ -143,8 +143,8 @@ struct Leading {
     round_acked: BTreeMap<NodeId, u64>,
 }
 
-/// Read rounds in flight at once: a read waits for at most the round it
-/// joins, not for one already under way to finish first.
+/// Read rounds in flight at once, so that a read need not wait for a round
+/// sent before it arrived to finish before its own is sent.
 const READ_ROUNDS_MAX: usize = 4;
 
 /// Linearizable reads without a log slot (Raft's read index, Ongaro's thesis
@@ -484,7 +484,8 @@ impl Proposer {
         }
     }
 
-    /// Sends the reads queued in a round of their own, unless one is under way.
+    /// Sends the reads queued in a round of their own: at once when no round
+    /// is out, else once `batch_commands_min` are queued or at the tick.
     fn start_read_round(&mut self, out: &mut ProposerOutbox) {
         let State::Leading(lead) = &mut self.state else { return };
         // As with batches: with a round in flight, another waits for company
