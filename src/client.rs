@@ -177,8 +177,9 @@ impl Client {
         }
     }
 
-    /// Runs one command through the log, retrying across replicas until the
-    /// deadline. Every retry carries the same sequence number.
+    /// Runs one command (a write through the log, a read at the leader's
+    /// read index), retrying across replicas until the deadline. Every retry
+    /// carries the same sequence number.
     pub fn execute(&mut self, op: Op) -> Result<Reply, ClientError> {
         self.seq += 1;
         self.execute_command(Command { client_id: self.client_id, seq: self.seq, op })
