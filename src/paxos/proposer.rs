@@ -514,11 +514,10 @@ impl Proposer {
         }
         let acked = lead.round_acked.entry(from).or_default();
         *acked = (*acked).max(ack.read_round);
-        // The highest round a majority acknowledged confirms it and every earlier one.
-        let mut acked: Vec<u64> = lead.round_acked.values().copied().collect();
-        acked.sort_unstable_by(|a, b| b.cmp(a));
-        let Some(&confirmed) = acked.get(quorum - 1) else { return };
-        while lead.read_rounds.front().is_some_and(|round| round.number <= confirmed) {
+        // A round a majority acknowledged (or a later one) is confirmed, and so is every earlier one.
+        let confirmed =
+            |number: u64, acked: &BTreeMap<NodeId, u64>| acked.values().filter(|&&a| a >= number).count() >= quorum;
+        while lead.read_rounds.front().is_some_and(|round| confirmed(round.number, &lead.round_acked)) {
             let round = lead.read_rounds.pop_front().expect("checked above");
             debug!(
                 "read round {} confirmed: {} read(s) at index {}",
