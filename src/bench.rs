@@ -225,7 +225,7 @@ fn drive(
             let rng = &mut rngs[lane];
             let key = if options.fill {
                 if next_fill[lane] >= options.keys {
-                    break;
+                    continue;
                 }
                 next_fill[lane] += options.clients as u64;
                 format!("key-{}", next_fill[lane] - options.clients as u64)
