@@ -5,7 +5,6 @@
 use crate::paxos::NodeId;
 use imbl::OrdMap;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
 
@@ -22,11 +21,13 @@ pub enum Op {
 /// At most `max` characters of `text` on one line: control characters
 /// escaped, a cut marked with an ellipsis.
 fn short(text: &str, max: usize) -> String {
-    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
-    match escaped.char_indices().nth(max) {
-        Some((at, _)) => format!("{}…", &escaped[..at]),
-        None => escaped,
+    // Escapes only what is shown: values can be megabytes long.
+    let mut escaped = text.chars().flat_map(char::escape_debug);
+    let mut shown: String = escaped.by_ref().take(max).collect();
+    if escaped.next().is_some() {
+        shown.push('…');
     }
+    shown
 }
 
 impl Op {
@@ -214,15 +215,47 @@ impl StoreChunk {
 /// What changed in a store since some point: the keys written or deleted and
 /// the clients whose session changed (or was evicted). A snapshot then writes
 /// only these, as they stand in the store, instead of the whole store again.
-/// Sorted, so that what is written is the same on every run of a seed.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Noted as lists, with repeats, because the learner notes a key per write
+/// and a set's rehash as it grows stalled applying for milliseconds; a list
+/// grows by copying pointers. Each entry is a pointer (the key is shared with
+/// the store), so the lists weigh less than the commands since the last
+/// snapshot, which are bounded. Sorted and deduplicated only when written,
+/// off the learner, so that what is written is the same on every run of a seed.
+#[derive(Clone, Debug, Default)]
 pub struct Changes {
-    pub keys: BTreeSet<String>,
-    pub clients: BTreeSet<u64>,
+    keys: Vec<Arc<str>>,
+    clients: Vec<u64>,
 }
 
 impl Changes {
-    /// The union, inserting the smaller set into the larger.
+    fn note_key(&mut self, key: Arc<str>) {
+        self.keys.push(key);
+    }
+
+    fn note_client(&mut self, client: u64) {
+        if self.clients.last() != Some(&client) {
+            self.clients.push(client);
+        }
+    }
+
+    /// The keys in order, each once.
+    pub fn sorted_keys(&self) -> Vec<&Arc<str>> {
+        let mut keys: Vec<&Arc<str>> = self.keys.iter().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// The clients in order, each once.
+    pub fn sorted_clients(&self) -> Vec<u64> {
+        let mut clients = self.clients.clone();
+        clients.sort_unstable();
+        clients.dedup();
+        clients
+    }
+
+    /// The union, appending the shorter lists to the longer.
     pub fn absorb(&mut self, mut older: Changes) {
         if older.keys.len() > self.keys.len() {
             std::mem::swap(&mut self.keys, &mut older.keys);
@@ -230,8 +263,8 @@ impl Changes {
         if older.clients.len() > self.clients.len() {
             std::mem::swap(&mut self.clients, &mut older.clients);
         }
-        self.keys.extend(older.keys);
-        self.clients.extend(older.clients);
+        self.keys.append(&mut older.keys);
+        self.clients.append(&mut older.clients);
     }
 }
 
@@ -266,7 +299,7 @@ impl KvStore {
         self.applied_commands += 1;
         let now = self.applied_commands;
         if let Some(changes) = changes.as_deref_mut() {
-            changes.clients.insert(command.client_id);
+            changes.note_client(command.client_id);
         }
         if let Some(session) = self.sessions.get_mut(&command.client_id) {
             if command.seq < session.seq {
@@ -287,7 +320,7 @@ impl KvStore {
         if self.sessions.len() >= SESSIONS_MAX && !self.sessions.contains_key(&command.client_id) {
             if let Some(evicted) = self.evict_idlest_session() {
                 if let Some(changes) = changes {
-                    changes.clients.insert(evicted);
+                    changes.note_client(evicted);
                 }
             }
         }
@@ -301,12 +334,27 @@ impl KvStore {
     }
 
     fn execute_noting(&mut self, op: &Op, changes: Option<&mut Changes>) -> Reply {
-        if let (Some(changes), Op::Put { key, .. } | Op::Delete { key }) = (changes, op) {
-            if !changes.keys.contains(key) {
-                changes.keys.insert(key.clone());
+        match (op, changes) {
+            (Op::Put { key, value }, Some(changes)) => {
+                let key: Arc<str> = Arc::from(key.as_str());
+                changes.note_key(key.clone());
+                self.put(key, value)
             }
+            (Op::Delete { key }, Some(changes)) => {
+                changes.note_key(Arc::from(key.as_str()));
+                self.execute(op)
+            }
+            _ => self.execute(op),
         }
-        self.execute(op)
+    }
+
+    fn put(&mut self, key: Arc<str>, value: &str) -> Reply {
+        let key_bytes = key.len() as u64;
+        self.data_bytes += key_bytes + value.len() as u64;
+        if let Some(old) = self.data.insert(key, Arc::from(value)) {
+            self.data_bytes -= key_bytes + old.len() as u64;
+        }
+        Reply::Stored
     }
 
     /// Runs an operation with no exactly-once bookkeeping: for a protocol
@@ -314,13 +362,7 @@ impl KvStore {
     /// where a per-client "last sequence number" would diverge.
     pub fn execute(&mut self, op: &Op) -> Reply {
         match op {
-            Op::Put { key, value } => {
-                self.data_bytes += (key.len() + value.len()) as u64;
-                if let Some(old) = self.data.insert(Arc::from(key.as_str()), Arc::from(value.as_str())) {
-                    self.data_bytes -= (key.len() + old.len()) as u64;
-                }
-                Reply::Stored
-            }
+            Op::Put { key, value } => self.put(Arc::from(key.as_str()), value),
             Op::Get { key } => Reply::Value(self.get(key).map(str::to_string)),
             Op::Delete { key } => {
                 let old = self.data.remove(key.as_str());
@@ -509,8 +551,8 @@ impl KvStore {
         changes: &'a Changes,
         bytes_max: usize,
     ) -> impl Iterator<Item = ChangeChunk> + 'a {
-        let mut keys = changes.keys.iter().peekable();
-        let mut clients = changes.clients.iter().peekable();
+        let mut keys = changes.sorted_keys().into_iter().peekable();
+        let mut clients = changes.sorted_clients().into_iter().peekable();
         std::iter::from_fn(move || {
             let mut bytes = 0;
             if keys.peek().is_some() {
@@ -522,7 +564,7 @@ impl KvStore {
                         break;
                     }
                     bytes += size;
-                    entries.push(((*key).clone(), value));
+                    entries.push((key.to_string(), value));
                     keys.next();
                 }
                 return Some(ChangeChunk::Data(entries));
@@ -530,13 +572,13 @@ impl KvStore {
             clients.peek()?;
             let mut sessions = Vec::new();
             while let Some(client) = clients.peek() {
-                let session = self.sessions.get(*client).cloned();
+                let session = self.sessions.get(client).cloned();
                 let size = 8 + session.as_ref().map_or(0, session_bytes);
                 if !sessions.is_empty() && bytes + size > bytes_max {
                     break;
                 }
                 bytes += size;
-                sessions.push((**client, session));
+                sessions.push((*client, session));
                 clients.next();
             }
             Some(ChangeChunk::Sessions(sessions))
@@ -669,8 +711,8 @@ mod tests {
         kv.apply_noting(&cmd(7, 4, Op::Delete { key: "gone".into() }), Some(&mut changes));
         // A new client when the table is full evicts the idlest (client 0).
         kv.apply_noting(&cmd(SESSIONS_MAX as u64, 1, put("b", "2")), Some(&mut changes));
-        assert_eq!(changes.keys.iter().map(String::as_str).collect::<Vec<_>>(), ["a", "b", "gone"]);
-        assert_eq!(changes.clients.iter().copied().collect::<Vec<_>>(), [0, 7, SESSIONS_MAX as u64]);
+        assert_eq!(changes.sorted_keys().iter().map(|key| &***key).collect::<Vec<_>>(), ["a", "b", "gone"]);
+        assert_eq!(changes.sorted_clients(), [0, 7, SESSIONS_MAX as u64]);
 
         let mut replayed = older;
         for chunk in kv.change_chunks(&changes, 40) {

@@ -7,7 +7,7 @@ use crate::kv::{Command, Reply, RequestError, RequestId};
 use crate::mailbox::{Full, Mailbox, Weigh};
 use crate::paxos::acceptor::{Acceptor, AcceptorOutbox, AcceptorRecord, AcceptorState};
 use crate::paxos::learner::{Learner, LearnerConfig, LearnerOutbox};
-use crate::paxos::messages::SnapshotJob;
+use crate::paxos::messages::{SlotValue, SnapshotJob};
 use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerMode, ProposerOutbox, ProposerStatus, ReadBatch};
 use crate::paxos::{Ballot, Envelope, Message, NodeId, Role, Slot};
 use crate::storage::{self, fail_stop, AcceptorLog, Disk, FsDisk, Identity, SnapshotWriter};
@@ -138,6 +138,9 @@ pub(crate) struct PaxosReplica {
     /// changes) and frees the store versions the older ones pinned: both
     /// cost time in proportion to what changed, which the learner must not spend.
     snapshot_to_write: (Mutex<Vec<SnapshotJob>>, Condvar),
+    /// The last applied slots, newest first, described only when a status
+    /// asks: describing them on every batch cost the learner much of its time.
+    recent_values: Mutex<Vec<(Slot, SlotValue)>>,
 }
 
 impl PaxosReplica {
@@ -197,6 +200,8 @@ impl Replica for PaxosReplica {
     fn status(&self) -> NodeStatus {
         let mut status = self.status.lock().unwrap().clone();
         status.peers_connected = self.plumbing.peers_connected();
+        let recent = self.recent_values.lock().unwrap().clone();
+        status.recent_decisions = recent.iter().map(|(slot, value)| (*slot, value.describe())).collect();
         NodeStatus::Paxos(status)
     }
 }
@@ -482,6 +487,7 @@ impl RoleThread for LearnerThread {
         let next_slot = self.core.next_slot();
         if next_slot != self.reported_next_slot {
             self.reported_next_slot = next_slot;
+            *self.shared.recent_values.lock().unwrap() = self.core.recent_decisions(RECENT_DECISIONS);
             let _ = self.shared.proposer_inbox.push(ProposerInput::LearnerProgress(next_slot));
             if self.shared.rebuilding.load(Ordering::Relaxed) {
                 let _ = self.shared.acceptor_inbox.push(AcceptorInput::LearnerProgress(next_slot));
@@ -498,7 +504,6 @@ impl RoleThread for LearnerThread {
         status.decided_through = self.core.decided_through();
         status.keys = self.core.store().len();
         status.commands_applied = self.core.store().applied_commands();
-        status.recent_decisions = self.core.recent_decisions(RECENT_DECISIONS);
     }
 }
 
@@ -624,6 +629,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         identity,
         rebuilding: AtomicBool::new(acceptor_state.rebuilding),
         snapshot_to_write: Default::default(),
+        recent_values: Default::default(),
     });
     let tick = Duration::from_millis(config.tick_ms);
 

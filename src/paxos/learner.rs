@@ -171,8 +171,8 @@ impl Learner {
     }
 
     /// The last `n` applied slots and what they held, newest first.
-    pub fn recent_decisions(&self, n: usize) -> Vec<(Slot, String)> {
-        self.retained.iter().rev().take(n).map(|(slot, value)| (*slot, value.describe())).collect()
+    pub fn recent_decisions(&self, n: usize) -> Vec<(Slot, SlotValue)> {
+        self.retained.iter().rev().take(n).map(|(slot, value)| (*slot, value.clone())).collect()
     }
 
     /// The store, for its size; while a snapshot is written over it in place
