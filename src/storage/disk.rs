@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -17,6 +17,11 @@ pub trait Disk: Send + Sync {
     fn describe(&self, name: &str) -> String;
     /// The whole file, or `None` if it does not exist.
     fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>>;
+    /// The file from its start as a stream, or `None` if it does not exist:
+    /// for files as large as the store, which are never read whole.
+    fn open_read(&self, name: &str) -> io::Result<Option<Box<dyn Read + Send>>> {
+        Ok(self.read(name)?.map(|bytes| Box::new(io::Cursor::new(bytes)) as Box<dyn Read + Send>))
+    }
     /// Appends to `name`, creating it (and making its directory entry durable).
     /// Not durable until `sync`.
     fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
@@ -71,6 +76,14 @@ impl Disk for FsDisk {
     fn read(&self, name: &str) -> io::Result<Option<Vec<u8>>> {
         match fs::read(self.dir.join(name)) {
             Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn open_read(&self, name: &str) -> io::Result<Option<Box<dyn Read + Send>>> {
+        match File::open(self.dir.join(name)) {
+            Ok(file) => Ok(Some(Box::new(io::BufReader::with_capacity(1 << 20, file)))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }

@@ -8,6 +8,7 @@ use super::{Damage, Identity};
 use crate::wire;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use std::io::{self, Read};
 use std::ops::Range;
 
 pub const FRAME_HEADER_BYTES: usize = 12;
@@ -175,12 +176,111 @@ pub fn decode_body<T: DeserializeOwned>(
     body: &Range<usize>,
     record: usize,
 ) -> Result<T, Damage> {
-    wire::decode(&contents[body.clone()]).map_err(|e| Damage::Corrupt {
+    decode_record(file, &contents[body.clone()], body.start - FRAME_HEADER_BYTES, record)
+}
+
+/// [`decode_body`] of a body read on its own, whose frame starts at `offset`.
+pub fn decode_record<T: DeserializeOwned>(file: &str, body: &[u8], offset: usize, record: usize) -> Result<T, Damage> {
+    wire::decode(body).map_err(|e| Damage::Corrupt {
         file: file.to_string(),
-        offset: (body.start - FRAME_HEADER_BYTES) as u64,
+        offset: offset as u64,
         record,
         reason: format!("record does not decode: {e}"),
     })
+}
+
+/// One step of a [`FrameReader`].
+pub enum Next {
+    /// An intact frame: its body, where the frame starts, and its index.
+    Record { body: Vec<u8>, offset: usize, record: usize },
+    /// The file ends cleanly.
+    End,
+    /// An incomplete or bad final frame starts here: a torn write.
+    Torn { offset: usize },
+}
+
+/// Reads a file's frames one at a time, holding one body in memory rather
+/// than the whole file. Damage is judged as [`parse`] judges it: at the first
+/// frame that is not intact, the rest of the file is read and parsed, so that
+/// a torn final write and corruption in the middle are told apart the same way.
+pub struct FrameReader<R> {
+    file: String,
+    reader: R,
+    offset: usize,
+    record: usize,
+}
+
+impl<R: Read> FrameReader<R> {
+    pub fn new(file: &str, reader: R) -> Self {
+        FrameReader { file: file.to_string(), reader, offset: 0, record: 0 }
+    }
+
+    /// Bytes consumed so far: the whole file once `End` or `Torn` was returned.
+    pub fn offset(&self) -> usize {
+        self.offset
+    }
+
+    pub fn next_frame(&mut self) -> anyhow::Result<Next> {
+        let mut header = [0u8; FRAME_HEADER_BYTES];
+        let got = read_up_to(&mut self.reader, &mut header)?;
+        if got == 0 {
+            return Ok(Next::End);
+        }
+        if got < FRAME_HEADER_BYTES {
+            return self.damaged(header[..got].to_vec());
+        }
+        let stored_header_crc = u32::from_be_bytes(header[8..12].try_into().expect("4 bytes"));
+        if header_crc(&header[..8]) != stored_header_crc {
+            return self.damaged(header.to_vec());
+        }
+        let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
+        if len > RECORD_BYTES_MAX {
+            return self.damaged(header.to_vec());
+        }
+        let mut body = vec![0u8; len];
+        let got = read_up_to(&mut self.reader, &mut body)?;
+        let body_crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
+        if got < len || crc32fast::hash(&body) != body_crc {
+            let mut frame = header.to_vec();
+            frame.extend_from_slice(&body[..got]);
+            return self.damaged(frame);
+        }
+        let (offset, record) = (self.offset, self.record);
+        self.offset += FRAME_HEADER_BYTES + len;
+        self.record += 1;
+        Ok(Next::Record { body, offset, record })
+    }
+
+    /// The frame at `self.offset` is not intact; `frame` is what was read of it.
+    fn damaged(&mut self, mut rest: Vec<u8>) -> anyhow::Result<Next> {
+        self.reader.read_to_end(&mut rest)?;
+        let at = self.offset;
+        self.offset += rest.len();
+        match parse(&self.file, &rest) {
+            Ok(parsed) => {
+                debug_assert_eq!(parsed.torn_at, Some(0), "the first frame of the rest was found damaged");
+                Ok(Next::Torn { offset: at })
+            }
+            Err(Damage::Corrupt { file, offset, record, reason }) => {
+                Err(Damage::Corrupt { file, offset: offset + at as u64, record: record + self.record, reason }.into())
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+}
+
+/// Fills `buf` unless the reader ends first; returns how much was read.
+fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
 }
 
 /// Checks that the first frame is the header of a `kind` file of `identity`.
@@ -194,7 +294,12 @@ pub fn check_header(
     let Some(first) = parsed.bodies.first() else {
         return Err(Damage::Corrupt { file: file.into(), offset: 0, record: 0, reason: "no file header".into() });
     };
-    let header: FileHeader = decode_body(file, contents, first, 0)?;
+    check_header_record(file, &contents[first.clone()], kind, identity)
+}
+
+/// [`check_header`] of the first frame's body, read on its own.
+pub fn check_header_record(file: &str, body: &[u8], kind: FileKind, identity: Identity) -> Result<(), Damage> {
+    let header: FileHeader = decode_record(file, body, 0, 0)?;
     if header.magic != FILE_MAGIC || header.format != FILE_FORMAT {
         return Err(Damage::Foreign { file: file.into(), reason: "not a paxos-kv data file of this format".into() });
     }
@@ -230,6 +335,39 @@ mod tests {
         let bodies: Vec<&[u8]> = parsed.bodies.iter().map(|r| &buf[r.clone()]).collect();
         assert_eq!(bodies, vec![&b"one"[..], b"", b"three"]);
         assert_eq!(parsed.torn_at, None);
+    }
+
+    /// Bodies and torn offset, or the damage, as [`FrameReader`] sees them.
+    fn streamed(buf: &[u8]) -> Result<(Vec<Vec<u8>>, Option<usize>), String> {
+        let mut reader = FrameReader::new("f", buf);
+        let mut bodies = Vec::new();
+        loop {
+            match reader.next_frame().map_err(|e| e.to_string())? {
+                Next::Record { body, .. } => bodies.push(body),
+                Next::End => return Ok((bodies, None)),
+                Next::Torn { offset } => return Ok((bodies, Some(offset))),
+            }
+        }
+    }
+
+    fn parsed(buf: &[u8]) -> Result<(Vec<Vec<u8>>, Option<usize>), String> {
+        let parsed = parse("f", buf).map_err(|e| anyhow::Error::from(e).to_string())?;
+        Ok((parsed.bodies.iter().map(|r| buf[r.clone()].to_vec()).collect(), parsed.torn_at))
+    }
+
+    #[test]
+    fn reading_frames_one_at_a_time_judges_every_cut_and_flipped_bit_as_parsing_the_whole_file_does() {
+        let buf = frames(&[b"first", b"second", b"", b"fourth"]);
+        for cut in 0..=buf.len() {
+            assert_eq!(streamed(&buf[..cut]), parsed(&buf[..cut]), "cut at {cut}");
+        }
+        for offset in 0..buf.len() {
+            for bit in [0, 5] {
+                let mut damaged = buf.clone();
+                damaged[offset] ^= 1 << bit;
+                assert_eq!(streamed(&damaged), parsed(&damaged), "bit {bit} of byte {offset}");
+            }
+        }
     }
 
     #[test]

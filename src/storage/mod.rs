@@ -19,8 +19,11 @@ pub mod frames;
 
 pub use disk::{Disk, FsDisk, SimDisk};
 
-use self::frames::{check_header, decode_body, encode_frame, FileHeader, FileKind};
-use crate::kv::{ChangeChunk, Changes, KvStore, StoreChunk};
+use self::frames::{
+    check_header, check_header_record, decode_body, decode_record, encode_frame, FileHeader, FileKind, FrameReader,
+    Next, FRAME_HEADER_BYTES,
+};
+use crate::kv::{ChangeChunk, Changes, KvStore};
 use crate::paxos::acceptor::{AcceptorRecord, AcceptorState};
 use crate::paxos::messages::{Snapshot, SnapshotJob};
 use crate::paxos::{Ballot, NodeId, Slot};
@@ -364,32 +367,48 @@ pub fn save_snapshot(disk: &dyn Disk, identity: Identity, snapshot: &Snapshot) -
 }
 
 /// The snapshot, if one was written; a damaged one is refused, never half-loaded.
+/// Read a frame at a time: the file is as large as the store.
 pub fn load_snapshot(disk: &dyn Disk, identity: Identity) -> Result<Option<Snapshot>> {
     let file = disk.describe(SNAPSHOT);
-    let Some(contents) = disk.read(SNAPSHOT).with_context(|| io_context(disk, SNAPSHOT, "reading"))? else {
+    let Some(reader) = disk.open_read(SNAPSHOT).with_context(|| io_context(disk, SNAPSHOT, "reading"))? else {
         return Ok(None);
     };
-    let parsed = strict_parse(&file, &contents)?;
-    check_header(&file, &contents, &parsed, FileKind::Snapshot, identity)?;
-    let Some(meta_body) = parsed.bodies.get(1) else {
-        return Err(Damage::Corrupt { file, offset: 0, record: 1, reason: "no snapshot description".into() }.into());
+    let mut frames = FrameReader::new(&file, reader);
+    let mut next = || -> Result<Option<(Vec<u8>, usize, usize)>> {
+        match frames.next_frame().with_context(|| io_context(disk, SNAPSHOT, "reading"))? {
+            Next::Record { body, offset, record } => Ok(Some((body, offset, record))),
+            Next::End => Ok(None),
+            Next::Torn { offset } => {
+                let reason = "damaged final record in a file that is only ever replaced whole".into();
+                Err(Damage::Corrupt { file: file.clone(), offset: offset as u64, record: 0, reason }.into())
+            }
+        }
     };
-    let meta: SnapshotMeta = decode_body(&file, &contents, meta_body, 1)?;
-    let last = parsed.bodies.len() - 1;
-    let end: Option<SnapshotEnd> =
-        if last >= 2 { Some(decode_body(&file, &contents, &parsed.bodies[last], last)?) } else { None };
-    let chunk_bodies = &parsed.bodies[2..last.max(2)];
-    if end.as_ref().is_none_or(|end| end.chunks != chunk_bodies.len() as u64) {
-        let reason = format!("{} chunks and no end record that counts them", chunk_bodies.len());
-        return Err(Damage::Corrupt { file, offset: meta_body.start as u64, record: 1, reason }.into());
-    }
+    let missing = |what: &str| Damage::Corrupt { file: file.clone(), offset: 0, record: 0, reason: what.into() };
+    let (header, ..) = next()?.ok_or_else(|| missing("no file header"))?;
+    check_header_record(&file, &header, FileKind::Snapshot, identity)?;
+    let (meta, meta_offset, _) = next()?.ok_or_else(|| missing("no snapshot description"))?;
+    let meta: SnapshotMeta = decode_record(&file, &meta, meta_offset, 1)?;
+    // Each record is a chunk but the last, which counts them: decoded one behind.
     let mut store = KvStore::default();
-    for (index, body) in chunk_bodies.iter().enumerate() {
-        let chunk: StoreChunk = decode_body(&file, &contents, body, index + 2)?;
-        store.restore_chunk(chunk);
+    let mut chunks = 0u64;
+    let mut held = next()?;
+    while let Some((body, offset, record)) = held.take() {
+        let Some(following) = next()? else {
+            let end: SnapshotEnd = decode_record(&file, &body, offset, record)?;
+            if end.chunks != chunks {
+                let reason = format!("{chunks} chunks where the end record counts {}", end.chunks);
+                return Err(Damage::Corrupt { file, offset: offset as u64, record, reason }.into());
+            }
+            store.set_applied_commands(meta.applied_commands);
+            return Ok(Some(Snapshot { next_slot: meta.next_slot, store }));
+        };
+        store.restore_chunk(decode_record(&file, &body, offset, record)?);
+        chunks += 1;
+        held = Some(following);
     }
-    store.set_applied_commands(meta.applied_commands);
-    Ok(Some(Snapshot { next_slot: meta.next_slot, store }))
+    let reason = "no end record that counts the chunks".into();
+    Err(Damage::Corrupt { file, offset: meta_offset as u64, record: 1, reason }.into())
 }
 
 /// A record of `snapshot.changes`. Each set of changes is `Begin`, its
@@ -528,39 +547,45 @@ pub fn load_snapshot_changes(disk: &dyn Disk, identity: Identity, snapshot: &mut
     let base_slot = snapshot.next_slot;
     let mut chain = SnapshotChain { base_slot, tip_slot: base_slot, ..Default::default() };
     let file = disk.describe(SNAPSHOT_CHANGES);
-    let Some(contents) = disk.read(SNAPSHOT_CHANGES).with_context(|| io_context(disk, SNAPSHOT_CHANGES, "reading"))?
+    let Some(reader) =
+        disk.open_read(SNAPSHOT_CHANGES).with_context(|| io_context(disk, SNAPSHOT_CHANGES, "reading"))?
     else {
         chain.change_log_stale = true;
         return Ok(chain);
     };
-    let parsed = frames::parse(&file, &contents)?;
-    if parsed.bodies.is_empty() {
+    let mut frames = FrameReader::new(&file, reader);
+    let mut next = || frames.next_frame().with_context(|| io_context(disk, SNAPSHOT_CHANGES, "reading"));
+    let Next::Record { body: header, .. } = next()? else {
         return Err(Damage::Corrupt { file, offset: 0, record: 0, reason: "no intact file header".into() }.into());
-    }
-    check_header(&file, &contents, &parsed, FileKind::SnapshotChanges, identity)?;
-    let corrupt = |record: usize, reason: String| Damage::Corrupt {
+    };
+    check_header_record(&file, &header, FileKind::SnapshotChanges, identity)?;
+    let corrupt = |offset: usize, record: usize, reason: String| Damage::Corrupt {
         file: file.clone(),
-        offset: parsed.bodies[record].start as u64,
+        offset: offset as u64,
         record,
         reason,
     };
-    // (base slot, from slot, chunks) of the set being read.
+    // (base slot, from slot, chunks) of the set being read: at most one set
+    // is held, and a set is what one snapshot changed.
     let mut open_set: Option<(Slot, Slot, Vec<ChangeChunk>)> = None;
-    let mut complete_through = parsed.bodies[0].end;
+    let mut complete_through = FRAME_HEADER_BYTES + header.len();
     let mut applied_any = false;
-    for (index, body) in parsed.bodies.iter().enumerate().skip(1) {
-        let record: ChangeRecord = decode_body(&file, &contents, body, index)?;
+    let file_bytes = loop {
+        let (body, offset, index) = match next()? {
+            Next::Record { body, offset, record } => (body, offset, record),
+            Next::End | Next::Torn { .. } => break frames.offset(),
+        };
+        let record: ChangeRecord = decode_record(&file, &body, offset, index)?;
         match (record, open_set.as_mut()) {
             (ChangeRecord::Begin { base_slot, from_slot }, None) => open_set = Some((base_slot, from_slot, Vec::new())),
             (ChangeRecord::Chunk(chunk), Some((_, _, chunks))) => chunks.push(chunk),
             (ChangeRecord::End { next_slot, applied_commands, chunks: count }, Some(_)) => {
                 let (set_base, from_slot, chunks) = open_set.take().expect("matched Some");
                 if chunks.len() as u64 != count {
-                    return Err(
-                        corrupt(index, format!("{} chunks where the set's end counts {count}", chunks.len())).into()
-                    );
+                    let reason = format!("{} chunks where the set's end counts {count}", chunks.len());
+                    return Err(corrupt(offset, index, reason).into());
                 }
-                complete_through = body.end;
+                complete_through = offset + FRAME_HEADER_BYTES + body.len();
                 if set_base < base_slot && !applied_any {
                     // Left from before snapshot.bin was last replaced; that file holds it all.
                     chain.change_log_stale = true;
@@ -576,7 +601,7 @@ pub fn load_snapshot_changes(disk: &dyn Disk, identity: Identity, snapshot: &mut
                 if from_slot != snapshot.next_slot || next_slot < from_slot {
                     let reason =
                         format!("changes from slot {from_slot} to {next_slot} follow slot {}", snapshot.next_slot);
-                    return Err(corrupt(index, reason).into());
+                    return Err(corrupt(offset, index, reason).into());
                 }
                 chunks.into_iter().for_each(|chunk| snapshot.store.restore_changes(chunk));
                 snapshot.store.set_applied_commands(applied_commands);
@@ -589,14 +614,14 @@ pub fn load_snapshot_changes(disk: &dyn Disk, identity: Identity, snapshot: &mut
                     ChangeRecord::Chunk(_) => "a chunk",
                     ChangeRecord::End { .. } => "a set's end",
                 };
-                return Err(corrupt(index, format!("{name} out of place")).into());
+                return Err(corrupt(offset, index, format!("{name} out of place")).into());
             }
         }
-    }
+    };
     chain.tip_slot = snapshot.next_slot;
     chain.change_log_bytes = complete_through as u64;
-    if complete_through < contents.len() {
-        chain.torn_bytes_cut = (contents.len() - complete_through) as u64;
+    if complete_through < file_bytes {
+        chain.torn_bytes_cut = (file_bytes - complete_through) as u64;
         warn!(
             "{file}: cutting an unfinished final set of changes ({} bytes; a crash before its sync)",
             chain.torn_bytes_cut
