@@ -235,15 +235,26 @@ impl<R: Read> FrameReader<R> {
         }
         let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
         if len > RECORD_BYTES_MAX {
-            return self.damaged(header.to_vec());
+            // Judged without reading on: a trustworthy header claims it.
+            let reason = format!("record claims {len} bytes, above any record written");
+            return Err(self.corrupt(self.offset, reason).into());
         }
         let mut body = vec![0u8; len];
         let got = read_up_to(&mut self.reader, &mut body)?;
-        let body_crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
-        if got < len || crc32fast::hash(&body) != body_crc {
+        if got < len {
             let mut frame = header.to_vec();
             frame.extend_from_slice(&body[..got]);
             return self.damaged(frame);
+        }
+        let body_crc = u32::from_be_bytes(header[4..8].try_into().expect("4 bytes"));
+        if crc32fast::hash(&body) != body_crc {
+            // Torn if it is the last frame; one byte more tells.
+            let at = self.offset;
+            self.offset += FRAME_HEADER_BYTES + len;
+            if read_up_to(&mut self.reader, &mut [0u8; 1])? > 0 {
+                return Err(self.corrupt(at, "record checksum mismatch with more data after it".into()).into());
+            }
+            return Ok(Next::Torn { offset: at });
         }
         let (offset, record) = (self.offset, self.record);
         self.offset += FRAME_HEADER_BYTES + len;
@@ -251,7 +262,13 @@ impl<R: Read> FrameReader<R> {
         Ok(Next::Record { body, offset, record })
     }
 
-    /// The frame at `self.offset` is not intact; `frame` is what was read of it.
+    fn corrupt(&self, offset: usize, reason: String) -> Damage {
+        Damage::Corrupt { file: self.file.clone(), offset: offset as u64, record: self.record, reason }
+    }
+
+    /// The frame at `self.offset` is not intact and `frame` is what was read
+    /// of it: whether intact frames follow decides torn or corrupt, so the
+    /// rest is read (a torn tail is short; a damaged file is refused anyway).
     fn damaged(&mut self, mut rest: Vec<u8>) -> anyhow::Result<Next> {
         self.reader.read_to_end(&mut rest)?;
         let at = self.offset;
@@ -368,6 +385,15 @@ mod tests {
                 assert_eq!(streamed(&damaged), parsed(&damaged), "bit {bit} of byte {offset}");
             }
         }
+        // A header that checks out but claims more than any writer writes.
+        let mut oversized = frames(&[b"first"]);
+        let mut prefix = [0u8; 8];
+        prefix[..4].copy_from_slice(&(RECORD_BYTES_MAX as u32 + 1).to_be_bytes());
+        oversized.extend_from_slice(&prefix);
+        oversized.extend_from_slice(&header_crc(&prefix).to_be_bytes());
+        oversized.extend_from_slice(&frames(&[b"after"]));
+        assert!(parsed(&oversized).is_err());
+        assert_eq!(streamed(&oversized), parsed(&oversized));
     }
 
     #[test]
