@@ -145,7 +145,7 @@ fn is_relevant(event: &TraceEvent, selection: &Selection, ballots: &BTreeSet<Str
     match selection {
         Selection::Txn(txn) => event.txn.as_deref() == Some(txn.as_str()),
         Selection::Slot(slot) => match event.kind.as_str() {
-            "ACCEPT" | "ACCEPTED" | "DECIDE" => event.slot == Some(*slot),
+            "ACCEPT" | "ACCEPTED" | "CHOSEN" | "DECIDE" => event.slot == Some(*slot),
             // Phase 1 of a ballot that later proposed in this slot, covering it.
             "PREPARE" | "PROMISE" => {
                 event.ballot.as_ref().is_some_and(|b| ballots.contains(b))
@@ -263,7 +263,7 @@ pub fn select(traces: &Traces, selection: &Selection) -> Result<Round> {
     let is_chosen = |e: &TraceEvent| -> bool {
         match selection {
             Selection::Slot(_) => match e.kind.as_str() {
-                "ACCEPT" | "ACCEPTED" => e.ballot.as_ref().is_some_and(|b| chosen_ballots.contains(b)),
+                "ACCEPT" | "ACCEPTED" | "CHOSEN" => e.ballot.as_ref().is_some_and(|b| chosen_ballots.contains(b)),
                 "DECIDE" => e.value.as_ref().is_some_and(|v| chosen_values.contains(v)),
                 _ => false,
             },
@@ -454,7 +454,7 @@ fn phase_of(kind: &str) -> Option<&'static str> {
     match kind {
         "PREPARE" | "PROMISE" | "NACK" => Some("phase 1"),
         "ACCEPT" | "ACCEPTED" => Some("phase 2"),
-        "DECIDE" => Some("learning"),
+        "CHOSEN" | "DECIDE" => Some("learning"),
         "VOTE_REQUEST" | "VOTE" => Some("voting"),
         "COMMIT" | "ABORT" | "ACK" => Some("decision"),
         _ => None,

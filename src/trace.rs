@@ -105,7 +105,8 @@ impl TraceEvent {
             Message::Nack(m) => (Some(m.ballot), None, None, Some(format!("promised {}", m.promised))),
             Message::Accept(m) => (Some(m.ballot), Some(m.slot), None, Some(value_text(&m.value))),
             Message::Accepted(m) => (Some(m.ballot), Some(m.slot), None, None),
-            Message::Decide(m) => (None, Some(m.slot), None, Some(value_text(&m.value))),
+            Message::Decide(m) | Message::Handoff(m) => (None, Some(m.slot), None, Some(value_text(&m.value))),
+            Message::Chosen(m) => (Some(m.ballot), Some(m.slot), None, None),
             Message::Heartbeat(m) => (Some(m.ballot), None, None, None),
             Message::HeartbeatAck(m) => (Some(m.ballot), None, None, None),
             Message::LeaderAlive(m) => (Some(m.ballot), None, None, None),
@@ -135,7 +136,7 @@ impl TraceEvent {
         };
         let keys = match msg {
             Message::Accept(m) => keys_of(&m.value),
-            Message::Decide(m) => keys_of(&m.value),
+            Message::Decide(m) | Message::Handoff(m) => keys_of(&m.value),
             _ => None,
         };
         TraceEvent {

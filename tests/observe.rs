@@ -164,11 +164,21 @@ fn a_traced_paxos_run_renders_a_timeline_of_any_slot() {
             arrows.iter().any(|a| a.kind == "ACCEPT" && a.from == leader_proposer && a.to == to && a.chosen),
             "no chosen ACCEPT to s{n}: {arrows:?}"
         );
+        // The leader's learner gets the value from its proposer; every other
+        // learner from its own acceptor, on a CHOSEN that names the value.
         let to = format!("s{n} learner");
+        let from = if n == leader { leader_proposer.clone() } else { format!("s{n} acceptor") };
         assert!(
-            arrows.iter().any(|a| a.kind == "DECIDE" && a.from == leader_proposer && a.to == to),
-            "no DECIDE to s{n}"
+            arrows.iter().any(|a| a.kind == "DECIDE" && a.from == from && a.to == to),
+            "no DECIDE from {from} to s{n}: {arrows:?}"
         );
+        if n != leader {
+            let to = format!("s{n} acceptor");
+            assert!(
+                arrows.iter().any(|a| a.kind == "CHOSEN" && a.from == leader_proposer && a.to == to && a.chosen),
+                "no chosen CHOSEN to s{n}: {arrows:?}"
+            );
+        }
     }
     let accepted = arrows.iter().filter(|a| a.kind == "ACCEPTED" && a.to == leader_proposer).count();
     assert!(accepted >= 2, "a decision needs a majority of ACCEPTED: {arrows:?}");

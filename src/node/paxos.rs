@@ -435,7 +435,7 @@ impl RoleThread for LearnerThread {
                 Message::CatchupReply(reply) if reply.snapshot.is_some() => "a snapshot chunk",
                 Message::CatchupReply(_) => "catch-up entries",
                 Message::CatchupRequest(_) => "serving catch-up",
-                Message::Decide(_) => "a decision",
+                Message::Decide(_) | Message::Handoff(_) => "a decision",
                 _ => "another message",
             },
             LearnerInput::LocalRead { .. } => "a local read",

@@ -205,8 +205,9 @@ impl Acceptor {
         // comes near ROUND_MAX: anything else is refused before it can raise
         // a promise (a promise never goes down, so a bad one would be forever).
         if let Some(ballot) = msg.ballot() {
-            let own = !matches!(msg, Message::Prepare(_) | Message::Accept(_) | Message::Heartbeat(_))
-                || ballot.node_id == from;
+            let own =
+                !matches!(msg, Message::Prepare(_) | Message::Accept(_) | Message::Chosen(_) | Message::Heartbeat(_))
+                    || ballot.node_id == from;
             if !ballot.is_sane() || !own {
                 warn!("refusing {} from {from} with ballot {ballot}", msg.kind());
                 return;
@@ -219,6 +220,7 @@ impl Acceptor {
         match msg {
             Message::Prepare(prepare) => self.on_prepare(from, prepare, out),
             Message::Accept(accept) => self.on_accept(from, accept, out),
+            Message::Chosen(chosen) => self.on_chosen(chosen, out),
             Message::Heartbeat(heartbeat) => {
                 let reply = if heartbeat.ballot < self.state.promised {
                     Message::Nack(Nack { ballot: heartbeat.ballot, promised: self.state.promised })
@@ -303,6 +305,21 @@ impl Acceptor {
         out.records.push(record);
     }
 
+    /// Hands the chosen value to this replica's learner if this acceptor holds
+    /// the value `chosen.ballot` proposed for the slot; else the learner
+    /// catches up from a peer. Sent after this batch's records are durable,
+    /// like every other message, which a chosen value does not need but costs
+    /// only the learner's wait for the sync.
+    fn on_chosen(&mut self, chosen: Chosen, out: &mut AcceptorOutbox) {
+        match self.state.accepted.get(&chosen.slot) {
+            Some((ballot, value)) if *ballot == chosen.ballot => {
+                let decide = Decide { slot: chosen.slot, value: value.clone() };
+                self.send(self.id, Message::Handoff(decide), out);
+            }
+            _ => debug!("CHOSEN slot={} ballot={}: not held here; the learner catches up", chosen.slot, chosen.ballot),
+        }
+    }
+
     fn send(&self, to: NodeId, msg: Message, out: &mut AcceptorOutbox) {
         out.messages.push(Envelope { from: self.id, to, msg });
     }
@@ -373,6 +390,21 @@ mod tests {
         assert!(again.records.is_empty());
         assert_eq!(again.messages, first.messages);
         assert_eq!(acceptor.state().promised, b(1, 1));
+    }
+
+    #[test]
+    fn chosen_hands_on_only_the_value_of_the_ballot_that_chose_it() {
+        let mut acceptor = Acceptor::new(3, AcceptorState::default(), 1 << 20);
+        step(&mut acceptor, 1, Message::Accept(Accept { ballot: b(1, 1), slot: 0, value: value(9) }));
+        let handed = step(&mut acceptor, 1, Message::Chosen(Chosen { ballot: b(1, 1), slot: 0 }));
+        let decide = Message::Handoff(Decide { slot: 0, value: value(9) });
+        assert_eq!(handed.messages, vec![Envelope { from: 3, to: 3, msg: decide }]);
+        assert!(handed.records.is_empty());
+        // Another ballot chose it, or the slot was never accepted here: the learner catches up instead.
+        assert!(step(&mut acceptor, 2, Message::Chosen(Chosen { ballot: b(2, 2), slot: 0 })).messages.is_empty());
+        assert!(step(&mut acceptor, 1, Message::Chosen(Chosen { ballot: b(1, 1), slot: 1 })).messages.is_empty());
+        // Only a proposer may name its own ballot.
+        assert!(step(&mut acceptor, 2, Message::Chosen(Chosen { ballot: b(1, 1), slot: 0 })).messages.is_empty());
     }
 
     #[test]

@@ -238,7 +238,7 @@ impl Learner {
 
     pub fn on_message(&mut self, from: NodeId, msg: Message, out: &mut LearnerOutbox) {
         match msg {
-            Message::Decide(decide) => {
+            Message::Decide(decide) | Message::Handoff(decide) => {
                 self.learn(decide.slot, decide.value, out);
                 self.apply_ready(out);
             }

@@ -104,7 +104,20 @@ pub struct Accepted {
     pub slot: Slot,
 }
 
-/// A value is chosen; sent by the leader to every learner.
+/// The value of `slot` that `ballot` proposed is chosen: sent by the leader to
+/// the other replicas' acceptors instead of the value itself. An acceptor that
+/// accepted that ballot's value for the slot (the ACCEPT travels ahead of this
+/// on the same link) hands it to its own learner as a DECIDE; one that did not
+/// ignores it, and its learner catches up from a peer. Only the ballot that
+/// proposed a value can name it, so the value handed on is the chosen one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chosen {
+    pub ballot: Ballot,
+    pub slot: Slot,
+}
+
+/// A value is chosen; sent by the leader to its own learner and to learners
+/// whose acceptor may lack it, and by an acceptor to its own learner.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decide {
     pub slot: Slot,
@@ -235,6 +248,9 @@ pub enum Message {
     Accept(Accept),
     Accepted(Accepted),
     Decide(Decide),
+    Chosen(Chosen),
+    /// A DECIDE from this replica's acceptor, which held the value a CHOSEN named.
+    Handoff(Decide),
     Heartbeat(Heartbeat),
     HeartbeatAck(HeartbeatAck),
     LeaderAlive(LeaderAlive),
@@ -248,7 +264,7 @@ impl Message {
     /// The role that handles this message at the receiving replica.
     pub fn role(&self) -> Role {
         match self {
-            Message::Prepare(_) | Message::Accept(_) | Message::Heartbeat(_) => Role::Acceptor,
+            Message::Prepare(_) | Message::Accept(_) | Message::Chosen(_) | Message::Heartbeat(_) => Role::Acceptor,
             Message::Promise(_)
             | Message::Nack(_)
             | Message::Accepted(_)
@@ -256,7 +272,9 @@ impl Message {
             | Message::LeaderAlive(_)
             | Message::PreVote(_)
             | Message::PreVoteReply(_) => Role::Proposer,
-            Message::Decide(_) | Message::CatchupRequest(_) | Message::CatchupReply(_) => Role::Learner,
+            Message::Decide(_) | Message::Handoff(_) | Message::CatchupRequest(_) | Message::CatchupReply(_) => {
+                Role::Learner
+            }
         }
     }
 
@@ -269,8 +287,13 @@ impl Message {
             | Message::LeaderAlive(_)
             | Message::PreVote(_)
             | Message::PreVoteReply(_)
+            | Message::Chosen(_)
             | Message::Decide(_) => Role::Proposer,
-            Message::Promise(_) | Message::Nack(_) | Message::Accepted(_) | Message::HeartbeatAck(_) => Role::Acceptor,
+            Message::Promise(_)
+            | Message::Nack(_)
+            | Message::Accepted(_)
+            | Message::HeartbeatAck(_)
+            | Message::Handoff(_) => Role::Acceptor,
             Message::CatchupRequest(_) | Message::CatchupReply(_) => Role::Learner,
         }
     }
@@ -283,12 +306,13 @@ impl Message {
             Message::Nack(m) => Some(m.ballot.max(m.promised)),
             Message::Accept(m) => Some(m.ballot),
             Message::Accepted(m) => Some(m.ballot),
+            Message::Chosen(m) => Some(m.ballot),
             Message::Heartbeat(m) => Some(m.ballot),
             Message::HeartbeatAck(m) => Some(m.ballot),
             Message::LeaderAlive(m) => Some(m.ballot),
             Message::PreVote(m) => Some(m.ballot),
             Message::PreVoteReply(m) => Some(m.ballot),
-            Message::Decide(_) | Message::CatchupRequest(_) | Message::CatchupReply(_) => None,
+            Message::Decide(_) | Message::Handoff(_) | Message::CatchupRequest(_) | Message::CatchupReply(_) => None,
         }
     }
 
@@ -299,7 +323,8 @@ impl Message {
             Message::Nack(_) => "NACK",
             Message::Accept(_) => "ACCEPT",
             Message::Accepted(_) => "ACCEPTED",
-            Message::Decide(_) => "DECIDE",
+            Message::Decide(_) | Message::Handoff(_) => "DECIDE",
+            Message::Chosen(_) => "CHOSEN",
             Message::Heartbeat(_) => "HEARTBEAT",
             Message::HeartbeatAck(_) => "HEARTBEAT_ACK",
             Message::LeaderAlive(_) => "LEADER_ALIVE",
@@ -327,7 +352,7 @@ impl Message {
         HEADER_BYTES
             + match self {
                 Message::Accept(m) => m.value.wire_bytes(),
-                Message::Decide(m) => m.value.wire_bytes(),
+                Message::Decide(m) | Message::Handoff(m) => m.value.wire_bytes(),
                 Message::Promise(m) => m.accepted.iter().map(|e| 32 + e.value.wire_bytes()).sum(),
                 Message::CatchupRequest(CatchupRequest { resume: Some(r), .. }) => cursor_bytes(&r.cursor),
                 Message::CatchupReply(m) => {
