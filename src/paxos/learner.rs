@@ -238,9 +238,20 @@ impl Learner {
 
     pub fn on_message(&mut self, from: NodeId, msg: Message, out: &mut LearnerOutbox) {
         match msg {
-            Message::Decide(decide) | Message::Handoff(decide) => {
+            Message::Decide(decide) => {
                 self.learn(decide.slot, decide.value, out);
                 self.apply_ready(out);
+            }
+            // Only this replica's own acceptor hands values on; from anyone else it is forged.
+            Message::Handoff(decide) if from == self.id => {
+                self.learn(decide.slot, decide.value, out);
+                self.apply_ready(out);
+            }
+            Message::Handoff(decide) => {
+                warn!(
+                    "refusing a hand-off of slot {} from replica {from}: only the local acceptor sends one",
+                    decide.slot
+                )
             }
             Message::CatchupRequest(request) => self.serve_catchup(from, request, out),
             Message::CatchupReply(reply) => {
@@ -541,6 +552,19 @@ mod tests {
         assert_eq!(out.applied.iter().map(|(s, _)| *s).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(out.replies.len(), 2);
         assert_eq!(learner.next_slot(), 2);
+    }
+
+    #[test]
+    fn a_hand_off_counts_only_from_this_replicas_own_acceptor() {
+        let mut config = LearnerConfig::for_cluster(vec![1, 2, 3]);
+        config.report_applied = true;
+        let mut learner = Learner::new(1, config, Snapshot::default());
+        let mut out = LearnerOutbox::default();
+        let handoff = |key| Message::Handoff(Decide { slot: 0, value: put(10, key) });
+        learner.on_message(2, handoff("forged"), &mut out);
+        assert!(out.applied.is_empty(), "a peer cannot speak for this replica's acceptor");
+        learner.on_message(1, handoff("a"), &mut out);
+        assert_eq!(out.applied, vec![(0, put(10, "a"))]);
     }
 
     /// Delivers messages between learners until none is left; returns how many were delivered.

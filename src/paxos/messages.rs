@@ -107,7 +107,7 @@ pub struct Accepted {
 /// The value of `slot` that `ballot` proposed is chosen: sent by the leader to
 /// the other replicas' acceptors instead of the value itself. An acceptor that
 /// accepted that ballot's value for the slot (the ACCEPT travels ahead of this
-/// on the same link) hands it to its own learner as a DECIDE; one that did not
+/// on the same link) hands it to its own learner as a `Handoff`; one that did not
 /// ignores it, and its learner catches up from a peer. Only the ballot that
 /// proposed a value can name it, so the value handed on is the chosen one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,8 +116,8 @@ pub struct Chosen {
     pub slot: Slot,
 }
 
-/// A value is chosen; sent by the leader to its own learner and to learners
-/// whose acceptor may lack it, and by an acceptor to its own learner.
+/// A value is chosen: sent by the leader to its own learner (as `Decide`), and
+/// by an acceptor to its own learner on a CHOSEN (as `Handoff`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Decide {
     pub slot: Slot,

@@ -195,8 +195,8 @@ pub enum Next {
     Record { body: Vec<u8>, offset: usize, record: usize },
     /// The file ends cleanly.
     End,
-    /// An incomplete or bad final frame starts here: a torn write.
-    Torn { offset: usize },
+    /// An incomplete or bad final frame starts here, as record `record`: a torn write.
+    Torn { offset: usize, record: usize },
 }
 
 /// Reads a file's frames one at a time, holding one body in memory rather
@@ -254,7 +254,7 @@ impl<R: Read> FrameReader<R> {
             if read_up_to(&mut self.reader, &mut [0u8; 1])? > 0 {
                 return Err(self.corrupt(at, "record checksum mismatch with more data after it".into()).into());
             }
-            return Ok(Next::Torn { offset: at });
+            return Ok(Next::Torn { offset: at, record: self.record });
         }
         let (offset, record) = (self.offset, self.record);
         self.offset += FRAME_HEADER_BYTES + len;
@@ -276,7 +276,7 @@ impl<R: Read> FrameReader<R> {
         match parse(&self.file, &rest) {
             Ok(parsed) => {
                 debug_assert_eq!(parsed.torn_at, Some(0), "the first frame of the rest was found damaged");
-                Ok(Next::Torn { offset: at })
+                Ok(Next::Torn { offset: at, record: self.record })
             }
             Err(Damage::Corrupt { file, offset, record, reason }) => {
                 Err(Damage::Corrupt { file, offset: offset + at as u64, record: record + self.record, reason }.into())
@@ -362,7 +362,7 @@ mod tests {
             match reader.next_frame().map_err(|e| e.to_string())? {
                 Next::Record { body, .. } => bodies.push(body),
                 Next::End => return Ok((bodies, None)),
-                Next::Torn { offset } => return Ok((bodies, Some(offset))),
+                Next::Torn { offset, .. } => return Ok((bodies, Some(offset))),
             }
         }
     }

@@ -378,9 +378,9 @@ pub fn load_snapshot(disk: &dyn Disk, identity: Identity) -> Result<Option<Snaps
         match frames.next_frame().with_context(|| io_context(disk, SNAPSHOT, "reading"))? {
             Next::Record { body, offset, record } => Ok(Some((body, offset, record))),
             Next::End => Ok(None),
-            Next::Torn { offset } => {
+            Next::Torn { offset, record } => {
                 let reason = "damaged final record in a file that is only ever replaced whole".into();
-                Err(Damage::Corrupt { file: file.clone(), offset: offset as u64, record: 0, reason }.into())
+                Err(Damage::Corrupt { file: file.clone(), offset: offset as u64, record, reason }.into())
             }
         }
     };
