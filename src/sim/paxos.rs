@@ -18,7 +18,8 @@ use crate::paxos::proposer::{Proposer, ProposerConfig, ProposerOutbox};
 use crate::paxos::quorum::majority;
 use crate::paxos::{Ballot, Envelope, Message, NodeId, Role, Slot, SlotValue};
 use crate::storage::{
-    self, AcceptorLog, ClusterState, Damage, Disk, Identity, SimDisk, SnapshotWriter, SnapshotWritten,
+    self, AcceptorLog, ClusterState, Damage, Disk, Identity, SimDisk, SnapshotWriter, SnapshotWritten, Torn,
+    SIM_SECTOR_BYTES,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -144,6 +145,8 @@ impl SimConfig {
 pub struct DiskFaultCounts {
     pub replica_crashes: u64,
     pub torn_tails_cut: u64,
+    /// Crashes in mid-append that kept a sector of it after one they lost.
+    pub torn_appends_with_holes: u64,
     pub unsynced_writes_lost: u64,
     pub sync_failures_stopped: u64,
     pub corruptions_refused: u64,
@@ -157,6 +160,7 @@ impl DiskFaultCounts {
     pub fn add(&mut self, other: &DiskFaultCounts) {
         self.replica_crashes += other.replica_crashes;
         self.torn_tails_cut += other.torn_tails_cut;
+        self.torn_appends_with_holes += other.torn_appends_with_holes;
         self.unsynced_writes_lost += other.unsynced_writes_lost;
         self.sync_failures_stopped += other.sync_failures_stopped;
         self.corruptions_refused += other.corruptions_refused;
@@ -171,6 +175,7 @@ impl DiskFaultCounts {
         [
             ("replica crash", self.replica_crashes),
             ("torn tail cut", self.torn_tails_cut),
+            ("torn append with holes", self.torn_appends_with_holes),
             ("un-synced writes lost", self.unsynced_writes_lost),
             ("failed sync stops the replica", self.sync_failures_stopped),
             ("corruption refused", self.corruptions_refused),
@@ -781,10 +786,19 @@ impl World {
         let node = &self.nodes[index];
         let mut torn = None;
         if self.fault_rng.random_range(0..2) == 0 {
-            // Caught in the middle of an append: part of a record reached the disk.
+            // Caught in the middle of an append: some sectors of it reached the disk, in no order.
             let partial: Vec<u8> = (0..self.fault_rng.random_range(1..64)).map(|_| self.fault_rng.random()).collect();
-            node.disk.append(storage::ACCEPTOR_LOG, &partial).expect("the simulated disk appends");
-            torn = Some((storage::ACCEPTOR_LOG.to_string(), self.fault_rng.random_range(1..=partial.len())));
+            let start = node.log.bytes() as usize;
+            node.disk
+                .append_in_place(storage::ACCEPTOR_LOG, start as u64, &partial)
+                .expect("the simulated disk appends");
+            let kept: u64 = self.fault_rng.random();
+            let sectors = start / SIM_SECTOR_BYTES..=(start + partial.len() - 1) / SIM_SECTOR_BYTES;
+            let survives = |sector: usize| kept >> (sector % 64) & 1 == 1;
+            if sectors.clone().any(|lost| !survives(lost) && sectors.clone().any(|k| k > lost && survives(k))) {
+                self.stats.disk.torn_appends_with_holes += 1;
+            }
+            torn = Some((storage::ACCEPTOR_LOG.to_string(), Torn::Sectors(kept)));
         }
         if node.disk.unsynced_bytes(storage::ACCEPTOR_LOG) > 0 && torn.is_none() {
             self.stats.disk.unsynced_writes_lost += 1;
@@ -844,7 +858,7 @@ impl World {
         }
         let torn = torn_file.and_then(|name| {
             let unsynced = node.disk.unsynced_bytes(name);
-            (unsynced > 0).then(|| (name.to_string(), self.fault_rng.random_range(1..=unsynced)))
+            (unsynced > 0).then(|| (name.to_string(), Torn::Tail(self.fault_rng.random_range(1..=unsynced))))
         });
         node.disk.crash(torn);
         let downtime = self.fault_rng.random_range(1..=self.config.downtime_ticks_max);

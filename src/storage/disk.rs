@@ -5,11 +5,14 @@
 //! Everything above this trait (framing, checksums, replay) is the same code
 //! in both, so the simulator exercises the real recovery paths.
 
+use log::warn;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::thread;
 
 /// Files in one directory, named by plain file names.
 pub trait Disk: Send + Sync {
@@ -25,6 +28,17 @@ pub trait Disk: Send + Sync {
     /// Appends to `name`, creating it (and making its directory entry durable).
     /// Not durable until `sync`.
     fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()>;
+    /// [`Disk::append`] for a log that syncs after every append, at `at`: the
+    /// end of its data, which the caller keeps. The bytes may be written over
+    /// zeros reserved ahead, so that a sync need not change the file's size
+    /// (on most file systems a journal commit, which doubles its cost).
+    /// Readers then see zeros after the data, and a crash may keep any of the
+    /// un-synced pages and lose the others, in no order. (This default, for
+    /// disks that reserve nothing, appends: `at` is the file's length.)
+    fn append_in_place(&self, name: &str, at: u64, bytes: &[u8]) -> io::Result<()> {
+        let _ = at;
+        self.append(name, bytes)
+    }
     /// Makes every append to `name` durable. An error means the appended bytes
     /// may or may not be on disk, whatever a later read says: the caller stops.
     fn sync(&self, name: &str) -> io::Result<()>;
@@ -45,6 +59,35 @@ pub struct FsDisk {
     /// Open append handles: a replaced file is reopened, never written through
     /// a handle to the unlinked old one.
     appending: Mutex<HashMap<String, File>>,
+    /// Logs appended in place, by name; retired when replaced or cut.
+    in_place: Mutex<HashMap<String, Arc<InPlaceLog>>>,
+}
+
+/// How far past a log's data `append_in_place` keeps zeros written and
+/// synced, and how low that reserve may run before it is topped up.
+const RESERVE_AHEAD_BYTES: u64 = 8 << 20;
+const RESERVE_LOW_BYTES: u64 = 4 << 20;
+/// Zeros are written in pieces of this size, each under the log's lock (an
+/// append waits for one piece at most), and synced every `RESERVE_SYNC_BYTES`
+/// so that an append's sync seldom has any of them to write back.
+const RESERVE_PIECE_BYTES: u64 = 64 << 10;
+const RESERVE_SYNC_BYTES: u64 = 256 << 10;
+
+/// A log written in place: its data, then zeros up to `len`.
+struct InPlaceLog {
+    file: File,
+    state: Mutex<InPlaceState>,
+}
+
+struct InPlaceState {
+    /// The file's length: the data, then the reserve of zeros.
+    len: u64,
+    /// A thread is writing zeros past `len`.
+    reserving: bool,
+    /// Writing zeros failed (say, the disk is full): appends extend the file.
+    reserve_failed: bool,
+    /// Replaced or cut: nothing more may be written through this handle.
+    retired: bool,
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -60,11 +103,75 @@ impl FsDisk {
                 sync_dir(parent)?;
             }
         }
-        Ok(FsDisk { dir: dir.to_path_buf(), appending: Mutex::new(HashMap::new()) })
+        Ok(FsDisk { dir: dir.to_path_buf(), appending: Mutex::new(HashMap::new()), in_place: Default::default() })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    fn in_place_log(&self, name: &str) -> io::Result<Arc<InPlaceLog>> {
+        let mut logs = self.in_place.lock().unwrap();
+        if let Some(log) = logs.get(name) {
+            return Ok(log.clone());
+        }
+        let path = self.dir.join(name);
+        let existed = path.exists();
+        let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+        if !existed {
+            sync_dir(&self.dir)?;
+        }
+        let len = file.metadata()?.len();
+        let state = InPlaceState { len, reserving: false, reserve_failed: false, retired: false };
+        let log = Arc::new(InPlaceLog { file, state: Mutex::new(state) });
+        logs.insert(name.to_string(), log.clone());
+        Ok(log)
+    }
+
+    /// Stops writing to `name` in place: it is about to be replaced or cut.
+    fn retire_in_place(&self, name: Option<&str>) {
+        let mut logs = self.in_place.lock().unwrap();
+        let retired: Vec<Arc<InPlaceLog>> = match name {
+            Some(name) => logs.remove(name).into_iter().collect(),
+            None => logs.drain().map(|(_, log)| log).collect(),
+        };
+        for log in retired {
+            log.state.lock().unwrap().retired = true;
+        }
+    }
+}
+
+/// Writes zeros past the log's length up to `target`, through `file`, a
+/// handle of its own: Linux reports a failed write-back once per open file,
+/// so a sync here that fails leaves the error to the appender's own sync too.
+fn reserve(log: &InPlaceLog, file: File, path: &Path, target: u64) {
+    let zeros = vec![0u8; RESERVE_PIECE_BYTES as usize];
+    let mut unsynced = 0;
+    let result = loop {
+        {
+            let mut state = log.state.lock().unwrap();
+            if state.retired || state.len >= target {
+                break file.sync_data();
+            }
+            let piece = (target - state.len).min(RESERVE_PIECE_BYTES);
+            if let Err(e) = file.write_all_at(&zeros[..piece as usize], state.len) {
+                break Err(e);
+            }
+            state.len += piece;
+            unsynced += piece;
+        }
+        if unsynced >= RESERVE_SYNC_BYTES {
+            if let Err(e) = file.sync_data() {
+                break Err(e);
+            }
+            unsynced = 0;
+        }
+    };
+    let mut state = log.state.lock().unwrap();
+    state.reserving = false;
+    if let Err(e) = result {
+        warn!("reserving space ahead of appends to {}: {e}; appending without a reserve", path.display());
+        state.reserve_failed = true;
     }
 }
 
@@ -103,7 +210,36 @@ impl Disk for FsDisk {
         open.get_mut(name).expect("inserted above").write_all(bytes)
     }
 
+    fn append_in_place(&self, name: &str, at: u64, bytes: &[u8]) -> io::Result<()> {
+        let log = self.in_place_log(name)?;
+        // Held while writing: zeros are only ever written past `len`, under it.
+        let mut state = log.state.lock().unwrap();
+        log.file.write_all_at(bytes, at)?;
+        let end = at + bytes.len() as u64;
+        state.len = state.len.max(end);
+        if !state.reserving && !state.reserve_failed && state.len - end < RESERVE_LOW_BYTES {
+            // Opened here, not in the thread: by then the name may be another file's.
+            let path = self.dir.join(name);
+            let target = end + RESERVE_AHEAD_BYTES;
+            let spawned = OpenOptions::new().write(true).open(&path).and_then(|file| {
+                let (log, path) = (log.clone(), path.clone());
+                thread::Builder::new().name("disk-reserve".into()).spawn(move || reserve(&log, file, &path, target))
+            });
+            match spawned {
+                Ok(_) => state.reserving = true,
+                Err(e) => {
+                    warn!("reserving space ahead of appends to {}: {e}; appending without a reserve", path.display());
+                    state.reserve_failed = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn sync(&self, name: &str) -> io::Result<()> {
+        if let Some(log) = self.in_place.lock().unwrap().get(name).cloned() {
+            return log.file.sync_data();
+        }
         match self.appending.lock().unwrap().get(name) {
             Some(file) => file.sync_data(),
             None => Ok(()),
@@ -111,6 +247,7 @@ impl Disk for FsDisk {
     }
 
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        self.retire_in_place(Some(name));
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
         file.set_len(len)?;
         file.sync_all()
@@ -124,6 +261,7 @@ impl Disk for FsDisk {
         file.sync_all()?;
         // From here on, appends must go to the new file.
         self.appending.lock().unwrap().remove(name);
+        self.retire_in_place(Some(name));
         fs::rename(&tmp, self.dir.join(name))?;
         sync_dir(&self.dir)
     }
@@ -144,6 +282,7 @@ impl Disk for FsDisk {
         let aside = self.dir.join(folder);
         fs::create_dir_all(&aside)?;
         self.appending.lock().unwrap().clear();
+        self.retire_in_place(None);
         for name in names {
             fs::rename(self.dir.join(name), aside.join(name))?;
         }
@@ -158,6 +297,33 @@ struct SimFile {
     durable: Vec<u8>,
     /// What reads see: `durable` plus appends not yet synced.
     current: Vec<u8>,
+    /// For a log appended in place, where its data ends, now and at the
+    /// last sync; `durable` and `current` then hold the same length, the
+    /// data followed by zeros (a reserve that stands for zeros synced ahead).
+    /// Kept through a crash, as what was synced; cleared when cut or replaced.
+    in_place: Option<SimInPlace>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct SimInPlace {
+    end: usize,
+    synced_end: usize,
+}
+
+/// The simulated disk writes back in-place logs in sectors this small, so
+/// that a crash tears holes inside records, not only between them.
+pub const SIM_SECTOR_BYTES: usize = 16;
+const SIM_RESERVE_BYTES: usize = 256;
+
+/// What a crash keeps of one file's un-synced writes.
+#[derive(Clone, Copy, Debug)]
+pub enum Torn {
+    /// This many bytes of an appended tail: a write cut in the middle.
+    Tail(usize),
+    /// For a log written in place, the un-synced sector `i` (counted from
+    /// the file's start) survives if bit `i % 64` is set: write-back keeps
+    /// no order.
+    Sectors(u64),
 }
 
 #[derive(Debug, Default)]
@@ -184,32 +350,44 @@ impl SimDisk {
     }
 
     /// A power cut: every un-synced byte is lost (as LazyFS does for Jepsen),
-    /// except that `torn` keeps that many bytes of one file's un-synced tail,
-    /// as a write cut in the middle does.
-    pub fn crash(&self, torn: Option<(String, usize)>) {
+    /// except what `torn` keeps of one file's un-synced writes.
+    pub fn crash(&self, torn: Option<(String, Torn)>) {
         let mut state = self.state.lock().unwrap();
         state.fail_syncs = false;
         for (name, file) in state.files.iter_mut() {
             let mut survivor = file.durable.clone();
-            if let Some((torn_name, keep)) = &torn {
-                if torn_name == name && file.current.len() > file.durable.len() {
+            let torn = torn.as_ref().filter(|(torn_name, _)| torn_name == name).map(|(_, torn)| *torn);
+            match (torn, file.in_place) {
+                (Some(Torn::Tail(keep)), None) if file.current.len() > file.durable.len() => {
                     let tail = &file.current[file.durable.len()..];
-                    survivor.extend_from_slice(&tail[..(*keep).min(tail.len())]);
+                    survivor.extend_from_slice(&tail[..keep.min(tail.len())]);
                 }
+                (Some(Torn::Sectors(kept)), Some(log)) => {
+                    for at in (log.synced_end..log.end).filter(|at| kept >> (at / SIM_SECTOR_BYTES % 64) & 1 == 1) {
+                        survivor[at] = file.current[at];
+                    }
+                }
+                _ => {}
             }
             file.durable = survivor.clone();
             file.current = survivor;
+            // What was synced is the data; anything torn after it is for the reader to cut.
+            file.in_place = file.in_place.map(|log| SimInPlace { end: log.synced_end, synced_end: log.synced_end });
         }
     }
 
     /// Bytes written to `name` but not yet synced.
     pub fn unsynced_bytes(&self, name: &str) -> usize {
         let state = self.state.lock().unwrap();
-        state.files.get(name).map_or(0, |f| f.current.len() - f.durable.len())
+        state.files.get(name).map_or(0, |f| match f.in_place {
+            Some(log) => log.end - log.synced_end,
+            None => f.current.len() - f.durable.len(),
+        })
     }
 
+    /// The length of `name`'s data (without the zeros reserved after it).
     pub fn len(&self, name: &str) -> usize {
-        self.state.lock().unwrap().files.get(name).map_or(0, |f| f.current.len())
+        self.state.lock().unwrap().files.get(name).map_or(0, |f| f.in_place.map_or(f.current.len(), |log| log.end))
     }
 
     /// Flips one bit of `name` at `offset`, on disk and in what reads see.
@@ -245,6 +423,22 @@ impl Disk for SimDisk {
         Ok(())
     }
 
+    fn append_in_place(&self, name: &str, at: u64, bytes: &[u8]) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        let file = state.files.entry(name.to_string()).or_default();
+        let at = at as usize;
+        let log = file.in_place.get_or_insert(SimInPlace { end: at, synced_end: at });
+        let end = at + bytes.len();
+        if file.current.len() < end {
+            file.current.resize(end + SIM_RESERVE_BYTES, 0);
+        }
+        file.durable.resize(file.current.len(), 0);
+        file.current[at..end].copy_from_slice(bytes);
+        log.synced_end = log.synced_end.min(at);
+        log.end = end;
+        Ok(())
+    }
+
     fn sync(&self, name: &str) -> io::Result<()> {
         let mut state = self.state.lock().unwrap();
         if state.fail_syncs {
@@ -252,6 +446,9 @@ impl Disk for SimDisk {
         }
         if let Some(file) = state.files.get_mut(name) {
             file.durable = file.current.clone();
+            if let Some(log) = &mut file.in_place {
+                log.synced_end = log.end;
+            }
         }
         Ok(())
     }
@@ -264,6 +461,7 @@ impl Disk for SimDisk {
         let file = state.files.get_mut(name).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         file.current.truncate(len as usize);
         file.durable = file.current.clone();
+        file.in_place = None;
         Ok(())
     }
 
@@ -274,7 +472,7 @@ impl Disk for SimDisk {
         if state.fail_syncs {
             return Err(io::Error::other("simulated fsync failure"));
         }
-        state.files.insert(name.to_string(), SimFile { durable: bytes.clone(), current: bytes });
+        state.files.insert(name.to_string(), SimFile { durable: bytes.clone(), current: bytes, in_place: None });
         Ok(())
     }
 
@@ -285,7 +483,8 @@ impl Disk for SimDisk {
     fn set_aside(&self, names: &[String], folder: &str) -> io::Result<()> {
         let mut state = self.state.lock().unwrap();
         for name in names {
-            if let Some(file) = state.files.remove(name) {
+            if let Some(mut file) = state.files.remove(name) {
+                file.in_place = None;
                 state.files.insert(format!("{folder}/{name}"), file);
             }
         }

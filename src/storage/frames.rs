@@ -3,6 +3,10 @@
 //! first of which is a [`FileHeader`] naming the file's kind, cluster and
 //! replica. The header checksum makes a length trustworthy before the body is
 //! read, so a scan can tell a torn final write from damage in the middle.
+//!
+//! A log written in place ([`parse_log`]) may be followed by zeros: space its
+//! disk reserved ahead of the appends (see `Disk::append_in_place`). A frame
+//! is never all zeros, so zeros where a frame would start mean the data ended.
 
 use super::{Damage, Identity};
 use crate::wire;
@@ -17,7 +21,11 @@ pub const FRAME_HEADER_BYTES: usize = 12;
 pub const RECORD_BYTES_MAX: usize = 64 << 20;
 
 const FILE_MAGIC: [u8; 8] = *b"PXKVDATA";
+/// Every file's first format: in a record log, each frame holds one record.
 const FILE_FORMAT: u16 = 1;
+/// A record log whose frames each hold the batch of records of one append,
+/// so that an append is whole or torn as one (see `RecordLog`).
+pub const FILE_FORMAT_BATCHES: u16 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum FileKind {
@@ -35,14 +43,30 @@ pub enum FileKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileHeader {
     magic: [u8; 8],
-    format: u16,
+    pub(super) format: u16,
     pub kind: FileKind,
     pub identity: Identity,
 }
 
+impl FileKind {
+    /// Logs appended record by record, as opposed to files replaced whole.
+    pub fn is_record_log(self) -> bool {
+        matches!(self, FileKind::AcceptorLog | FileKind::CoordinatorLog | FileKind::ParticipantLog)
+    }
+
+    /// The format this build writes files of this kind in.
+    fn format(self) -> u16 {
+        if self.is_record_log() {
+            FILE_FORMAT_BATCHES
+        } else {
+            FILE_FORMAT
+        }
+    }
+}
+
 impl FileHeader {
     pub fn new(kind: FileKind, identity: Identity) -> Self {
-        FileHeader { magic: FILE_MAGIC, format: FILE_FORMAT, kind, identity }
+        FileHeader { magic: FILE_MAGIC, format: kind.format(), kind, identity }
     }
 }
 
@@ -114,7 +138,13 @@ fn check_at(contents: &[u8], at: usize) -> Check {
 /// True if an intact frame starts anywhere after `at`: then the damage at
 /// `at` is not the end of a torn write but corruption in the middle.
 fn intact_frame_after(contents: &[u8], at: usize) -> bool {
-    (at + 1..contents.len()).any(|p| matches!(check_at(contents, p), Check::Intact(_)))
+    // A header checks out only with a nonzero byte in it: no frame starts in trailing zeros.
+    let nonzero_end = contents.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+    (at + 1..nonzero_end).any(|p| matches!(check_at(contents, p), Check::Intact(_)))
+}
+
+fn all_zeros(bytes: &[u8]) -> bool {
+    bytes.iter().all(|&b| b == 0)
 }
 
 /// The frames of a file, and where a torn final write begins (if any).
@@ -122,13 +152,27 @@ pub struct Parsed {
     pub bodies: Vec<Range<usize>>,
     /// Offset of an incomplete or bad *final* frame; `None` if the file ends cleanly.
     pub torn_at: Option<usize>,
+    /// Where the frames end: at `torn_at`, where zero padding begins, or at
+    /// the end of the file.
+    pub end: usize,
 }
 
 /// Splits `contents` into frames. Only an incomplete or bad final frame is
 /// reported as torn; a bad frame followed by intact data is corruption.
 pub fn parse(file: &str, contents: &[u8]) -> Result<Parsed, Damage> {
+    parse_frames(file, contents, false)
+}
+
+/// [`parse`] of a log written in place, which zeros may follow: they end the
+/// data, and a bad final frame followed only by zeros is torn, not damage.
+pub fn parse_log(file: &str, contents: &[u8]) -> Result<Parsed, Damage> {
+    parse_frames(file, contents, true)
+}
+
+fn parse_frames(file: &str, contents: &[u8], padded: bool) -> Result<Parsed, Damage> {
     let mut bodies = Vec::new();
     let mut at = 0;
+    let torn = |bodies, at| Ok(Parsed { bodies, torn_at: Some(at), end: at });
     let corrupt = |at: usize, record: usize, reason: String| Damage::Corrupt {
         file: file.to_string(),
         offset: at as u64,
@@ -137,7 +181,11 @@ pub fn parse(file: &str, contents: &[u8]) -> Result<Parsed, Damage> {
     };
     while at < contents.len() {
         let record = bodies.len();
-        match check_at(contents, at) {
+        let check = check_at(contents, at);
+        if padded && !matches!(check, Check::Intact(_)) && all_zeros(&contents[at..]) {
+            return Ok(Parsed { bodies, torn_at: None, end: at });
+        }
+        match check {
             Check::Intact(body) => {
                 at = body.end;
                 bodies.push(body);
@@ -146,26 +194,27 @@ pub fn parse(file: &str, contents: &[u8]) -> Result<Parsed, Damage> {
                 if intact_frame_after(contents, at) {
                     return Err(corrupt(at, record, "a record's length runs past intact data".into()));
                 }
-                return Ok(Parsed { bodies, torn_at: Some(at) });
+                return torn(bodies, at);
             }
             Check::BadHeader => {
                 if intact_frame_after(contents, at) {
                     return Err(corrupt(at, record, "record header checksum mismatch".into()));
                 }
-                return Ok(Parsed { bodies, torn_at: Some(at) });
+                return torn(bodies, at);
             }
             Check::Oversized(len) => {
                 return Err(corrupt(at, record, format!("record claims {len} bytes, above any record written")));
             }
             Check::BadBody(end) => {
-                if end < contents.len() {
+                let nothing_after = end == contents.len() || (padded && all_zeros(&contents[end..]));
+                if !nothing_after {
                     return Err(corrupt(at, record, "record checksum mismatch with more data after it".into()));
                 }
-                return Ok(Parsed { bodies, torn_at: Some(at) });
+                return torn(bodies, at);
             }
         }
     }
-    Ok(Parsed { bodies, torn_at: None })
+    Ok(Parsed { bodies, torn_at: None, end: at })
 }
 
 /// Decodes a checksummed body; one that does not decode is corruption too
@@ -300,24 +349,27 @@ fn read_up_to(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
-/// Checks that the first frame is the header of a `kind` file of `identity`.
+/// Checks that the first frame is the header of a `kind` file of `identity`,
+/// and returns the file's format.
 pub fn check_header(
     file: &str,
     contents: &[u8],
     parsed: &Parsed,
     kind: FileKind,
     identity: Identity,
-) -> Result<(), Damage> {
+) -> Result<u16, Damage> {
     let Some(first) = parsed.bodies.first() else {
         return Err(Damage::Corrupt { file: file.into(), offset: 0, record: 0, reason: "no file header".into() });
     };
     check_header_record(file, &contents[first.clone()], kind, identity)
 }
 
-/// [`check_header`] of the first frame's body, read on its own.
-pub fn check_header_record(file: &str, body: &[u8], kind: FileKind, identity: Identity) -> Result<(), Damage> {
+/// [`check_header`] of the first frame's body, read on its own. Returns the
+/// file's format: a record log may still be in the first one.
+pub fn check_header_record(file: &str, body: &[u8], kind: FileKind, identity: Identity) -> Result<u16, Damage> {
     let header: FileHeader = decode_record(file, body, 0, 0)?;
-    if header.magic != FILE_MAGIC || header.format != FILE_FORMAT {
+    let readable = header.format == kind.format() || (kind.is_record_log() && header.format == FILE_FORMAT);
+    if header.magic != FILE_MAGIC || !readable {
         return Err(Damage::Foreign { file: file.into(), reason: "not a paxos-kv data file of this format".into() });
     }
     if header.kind != kind {
@@ -332,7 +384,7 @@ pub fn check_header_record(file: &str, body: &[u8], kind: FileKind, identity: Id
             reason: format!("belongs to {}, this is {identity}", header.identity),
         });
     }
-    Ok(())
+    Ok(header.format)
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! naming its kind, cluster and replica ([`frames`]); all go through one
 //! [`Disk`] so that the simulator's faulty disk exercises the same code.
 //! The rules it keeps:
-//! - a record log may be cut only at a torn *final* record; damage with
+//! - a record log may be cut only at a torn *final* append; damage with
 //!   intact data after it is corruption, and the replica refuses to start,
 //!   naming the file and offset and leaving the file untouched;
 //! - a failed write or sync is never retried (the page cache may already
@@ -17,16 +17,17 @@
 pub mod disk;
 pub mod frames;
 
-pub use disk::{Disk, FsDisk, SimDisk};
+pub use disk::{Disk, FsDisk, SimDisk, Torn, SIM_SECTOR_BYTES};
 
 use self::frames::{
-    check_header, check_header_record, decode_body, decode_record, encode_frame, FileHeader, FileKind, FrameReader,
-    Next, FRAME_HEADER_BYTES,
+    check_header, check_header_record, decode_body, decode_record, encode_frame, push_frame, FileHeader, FileKind,
+    FrameReader, Next, FILE_FORMAT_BATCHES, FRAME_HEADER_BYTES, RECORD_BYTES_MAX,
 };
 use crate::kv::{ChangeChunk, Changes, KvStore};
 use crate::paxos::acceptor::{AcceptorRecord, AcceptorState};
 use crate::paxos::messages::{Snapshot, SnapshotJob};
 use crate::paxos::{Ballot, NodeId, Slot};
+use crate::wire;
 use anyhow::{anyhow, Context, Result};
 use log::{error, info, warn};
 use serde::de::DeserializeOwned;
@@ -126,6 +127,13 @@ fn io_context(disk: &dyn Disk, name: &str, what: &str) -> String {
 }
 
 /// An append-only log of records of type `R`, after its file header.
+///
+/// Each append is one frame holding its batch of records, written in place
+/// ([`Disk::append_in_place`]) and synced before the next. So at most the
+/// last frame is un-synced at a crash, and however its pages were lost it is
+/// a torn final frame: never intact data after damage, which is refused.
+/// (Logs of the first format hold a frame per record; they are read, then
+/// rewritten in batches before the first append.)
 pub struct RecordLog<R> {
     disk: Arc<dyn Disk>,
     name: &'static str,
@@ -152,7 +160,8 @@ impl<R: Serialize + DeserializeOwned> RecordLog<R> {
     }
 
     /// Opens an existing log, feeding every record to `apply`. A torn final
-    /// record is cut; any other damage is refused with [`Damage`].
+    /// append is cut, and zeros after the data too; any other damage is
+    /// refused with [`Damage`].
     pub fn open(
         disk: Arc<dyn Disk>,
         name: &'static str,
@@ -164,28 +173,45 @@ impl<R: Serialize + DeserializeOwned> RecordLog<R> {
         let contents = disk.read(name).with_context(|| io_context(&*disk, name, "reading"))?.ok_or_else(|| {
             Damage::Missing { file: file.clone(), reason: "the replica's identity marker says it was created".into() }
         })?;
-        let parsed = frames::parse(&file, &contents)?;
+        let parsed = frames::parse_log(&file, &contents)?;
         if parsed.bodies.is_empty() {
             // Only a crash while creating the file leaves it without a header.
             return Err(Damage::Corrupt { file, offset: 0, record: 0, reason: "no intact file header".into() }.into());
         }
-        check_header(&file, &contents, &parsed, kind, identity)?;
+        let batches = check_header(&file, &contents, &parsed, kind, identity)? == FILE_FORMAT_BATCHES;
+        let decode_frame = |index: usize, body| -> Result<Vec<R>, Damage> {
+            if batches {
+                decode_body(&file, &contents, body, index)
+            } else {
+                Ok(vec![decode_body(&file, &contents, body, index)?])
+            }
+        };
         let mut replayed = Replayed::default();
         for (index, body) in parsed.bodies.iter().enumerate().skip(1) {
-            apply(decode_body(&file, &contents, body, index)?);
-            replayed.records += 1;
+            for record in decode_frame(index, body)? {
+                apply(record);
+                replayed.records += 1;
+            }
         }
-        let mut bytes = contents.len() as u64;
         if let Some(torn_at) = parsed.torn_at {
-            replayed.torn_bytes_cut = (contents.len() - torn_at) as u64;
+            // What was written of it: zeros after it are the disk's reserve.
+            let written_end = contents.iter().rposition(|&b| b != 0).map_or(torn_at, |last| last + 1);
+            replayed.torn_bytes_cut = (written_end.max(torn_at) - torn_at) as u64;
             warn!(
                 "{file}: cutting a torn final write of {} bytes after {} records (a crash in mid-append)",
                 replayed.torn_bytes_cut, replayed.records
             );
-            disk.truncate(name, torn_at as u64).with_context(|| io_context(&*disk, name, "truncating"))?;
-            bytes = torn_at as u64;
         }
-        let log = RecordLog { disk, name, kind, identity, bytes, _records: PhantomData };
+        if let Some(torn_at) = parsed.torn_at {
+            // Zeros after the data are the disk's reserve, written over by the next append.
+            disk.truncate(name, torn_at as u64).with_context(|| io_context(&*disk, name, "truncating"))?;
+        }
+        let mut log = RecordLog { disk, name, kind, identity, bytes: parsed.end as u64, _records: PhantomData };
+        if !batches {
+            let records = parsed.bodies.iter().enumerate().skip(1).map(|(index, body)| decode_frame(index, body));
+            let records: Vec<R> = records.collect::<Result<Vec<_>, _>>()?.into_iter().flatten().collect();
+            log.rewrite(records)?;
+        }
         Ok((log, replayed))
     }
 
@@ -193,28 +219,36 @@ impl<R: Serialize + DeserializeOwned> RecordLog<R> {
         self.bytes
     }
 
-    /// Appends the records and makes them durable with one sync. On error the
-    /// records may or may not be on disk: the caller must stop, not retry.
+    /// Appends the records as one frame and makes them durable with one sync
+    /// (a batch above what a reader accepts is split, each part synced before
+    /// the next is written). On error the records may or may not be on disk:
+    /// the caller must stop, not retry.
     pub fn append(&mut self, records: &[R]) -> Result<()> {
         if records.is_empty() {
             return Ok(());
         }
-        let mut buf = Vec::new();
-        for record in records {
-            encode_frame(&mut buf, record)?;
+        let body = wire::encode(&records);
+        if body.len() > RECORD_BYTES_MAX && records.len() > 1 {
+            let (first, rest) = records.split_at(records.len() / 2);
+            self.append(first)?;
+            return self.append(rest);
         }
+        let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+        push_frame(&mut frame, &body)?;
         let disk = &*self.disk;
-        disk.append(self.name, &buf).with_context(|| io_context(disk, self.name, "appending to"))?;
+        disk.append_in_place(self.name, self.bytes, &frame)
+            .with_context(|| io_context(disk, self.name, "appending to"))?;
         disk.sync(self.name).with_context(|| io_context(disk, self.name, "syncing"))?;
-        self.bytes += buf.len() as u64;
+        self.bytes += frame.len() as u64;
         Ok(())
     }
 
-    /// Replaces the whole log, atomically, with `records`.
+    /// Replaces the whole log, atomically, with `records` (a frame each: it
+    /// is never torn, and no batch can outgrow a frame).
     pub fn rewrite(&mut self, records: impl IntoIterator<Item = R>) -> Result<()> {
         let mut records = records.into_iter();
         self.bytes = replace_framed(&*self.disk, self.name, self.kind, self.identity, |file| {
-            records.by_ref().try_for_each(|record| file.push(&record))
+            records.by_ref().try_for_each(|record| file.push(&std::slice::from_ref(&record)))
         })?;
         Ok(())
     }
@@ -805,14 +839,112 @@ mod tests {
         let mut log = AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, ME).unwrap();
         log.append(&[AcceptorRecord::Promised(Ballot::new(3, 1)), accepted(0)]).unwrap();
         let synced = disk.len(ACCEPTOR_LOG);
-        disk.append(ACCEPTOR_LOG, &[0, 0, 0, 40, 1, 2]).unwrap();
-        disk.crash(Some((ACCEPTOR_LOG.into(), 4)));
+        disk.append_in_place(ACCEPTOR_LOG, synced as u64, &[0, 0, 0, 40, 1, 2]).unwrap();
+        disk.crash(Some((ACCEPTOR_LOG.into(), Torn::Sectors(u64::MAX))));
         let (mut log, state, replayed) = open(&disk).unwrap();
-        assert_eq!((replayed.records, replayed.torn_bytes_cut), (2, 4));
+        assert_eq!((replayed.records, replayed.torn_bytes_cut), (2, 6));
         assert_eq!(disk.len(ACCEPTOR_LOG), synced);
+        assert_eq!(disk.read(ACCEPTOR_LOG).unwrap().unwrap().len(), synced, "the torn write and the reserve are cut");
         assert_eq!(state.promised, Ballot::new(3, 1));
         log.append(&[accepted(1)]).unwrap();
         assert_eq!(open(&disk).unwrap().1.accepted.len(), 2);
+    }
+
+    /// A tiny deterministic generator, for sector masks.
+    fn masks(count: usize) -> impl Iterator<Item = u64> {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        (0..count).map(move |_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        })
+    }
+
+    #[test]
+    fn an_append_that_lost_any_of_its_sectors_is_cut_and_nothing_synced_is() {
+        let batch: Vec<AcceptorRecord> = (10..16).map(accepted).collect();
+        for (case, kept) in [0, u64::MAX].into_iter().chain(masks(300)).enumerate() {
+            let disk = disk();
+            let mut log = AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, ME).unwrap();
+            for slot in 0..4 {
+                log.append(&[accepted(slot)]).unwrap();
+            }
+            disk.fail_syncs();
+            assert!(log.append(&batch).is_err());
+            disk.crash(Some((ACCEPTOR_LOG.into(), Torn::Sectors(kept))));
+            let (mut log, state, replayed) = open(&disk).unwrap_or_else(|e| panic!("case {case}: refused: {e:#}"));
+            let slots: Vec<Slot> = state.accepted.keys().copied().collect();
+            // The batch is one frame: all of it came back (every sector survived) or none.
+            let whole: Vec<Slot> = (0..4).chain(10..16).collect();
+            assert!(slots == vec![0, 1, 2, 3] || slots == whole, "case {case}: {slots:?}");
+            assert_eq!(replayed.records, slots.len(), "case {case}");
+            log.append(&[accepted(20)]).unwrap();
+            assert!(open(&disk).unwrap().1.accepted.contains_key(&20), "case {case}: appends go on after the cut");
+        }
+    }
+
+    #[test]
+    fn zeros_reserved_after_a_log_are_not_a_torn_write() {
+        let disk = disk();
+        let mut log = AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, ME).unwrap();
+        log.append(&[accepted(0), accepted(1)]).unwrap();
+        let contents = disk.read(ACCEPTOR_LOG).unwrap().unwrap();
+        assert!(contents.len() > disk.len(ACCEPTOR_LOG) && contents[disk.len(ACCEPTOR_LOG)..].iter().all(|&b| b == 0));
+        disk.crash(None);
+        let (_, state, replayed) = open(&disk).unwrap();
+        assert_eq!((state.accepted.len(), replayed.torn_bytes_cut), (2, 0));
+        // A stray byte in the reserve is a torn write, cut; before the data's end it is damage.
+        let end = disk.len(ACCEPTOR_LOG);
+        let mut log = open(&disk).unwrap().0;
+        log.append(&[accepted(2)]).unwrap();
+        disk.flip_bit(ACCEPTOR_LOG, disk.len(ACCEPTOR_LOG) + 3, 0);
+        let (_, state, replayed) = open(&disk).unwrap();
+        assert_eq!((state.accepted.len(), replayed.torn_bytes_cut), (3, 4), "up to the stray byte");
+        disk.flip_bit(ACCEPTOR_LOG, end - 1, 0);
+        assert!(matches!(damage(open(&disk)), Damage::Corrupt { .. }));
+    }
+
+    #[test]
+    fn a_log_of_the_first_format_is_read_and_rewritten_in_batches() {
+        let disk = disk();
+        let mut old = Vec::new();
+        let mut header = FileHeader::new(FileKind::AcceptorLog, ME);
+        header.format = 1;
+        encode_frame(&mut old, &header).unwrap();
+        for slot in 0..3 {
+            encode_frame(&mut old, &accepted(slot)).unwrap();
+        }
+        disk.append(ACCEPTOR_LOG, &old).unwrap();
+        disk.sync(ACCEPTOR_LOG).unwrap();
+        let (mut log, state, replayed) = open(&disk).unwrap();
+        assert_eq!((state.accepted.len(), replayed.records), (3, 3));
+        log.append(&[accepted(3), accepted(4)]).unwrap();
+        assert_eq!(open(&disk).unwrap().1.accepted.len(), 5);
+    }
+
+    #[test]
+    fn a_log_on_the_real_file_system_appends_over_a_reserve_of_zeros() {
+        let dir = std::env::temp_dir().join(format!("paxos-kv-in-place-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let disk: Arc<dyn Disk> = Arc::new(FsDisk::open(&dir).unwrap());
+        let mut log = AcceptorLog::create(disk.clone(), ACCEPTOR_LOG, FileKind::AcceptorLog, ME).unwrap();
+        for slot in 0..2000 {
+            log.append(&[accepted(slot)]).unwrap();
+        }
+        // The reserve is written by a thread of its own: wait for it, within a deadline.
+        let path = dir.join(ACCEPTOR_LOG);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::fs::metadata(&path).unwrap().len() < log.bytes() + (1 << 20) {
+            assert!(std::time::Instant::now() < deadline, "no reserve written after the data");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let contents = std::fs::read(&path).unwrap();
+        assert!(contents[log.bytes() as usize..].iter().all(|&b| b == 0));
+        drop(log);
+        let (_, state, replayed) = AcceptorLog::open_acceptor(disk.clone(), ME).unwrap();
+        assert_eq!((state.accepted.len(), replayed.torn_bytes_cut), (2000, 0));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -997,7 +1129,7 @@ mod tests {
             copy.replace(SNAPSHOT, &mut |out: &mut dyn Write| out.write_all(&base)).unwrap();
             copy.replace(SNAPSHOT_CHANGES, &mut |out: &mut dyn Write| out.write_all(&image[..synced])).unwrap();
             copy.append(SNAPSHOT_CHANGES, &image[synced..]).unwrap();
-            copy.crash(Some((SNAPSHOT_CHANGES.into(), keep)));
+            copy.crash(Some((SNAPSHOT_CHANGES.into(), Torn::Tail(keep))));
             let (loaded, chain) = reopen(&copy).unwrap();
             assert_eq!(loaded, durable, "keeping {keep} of {unsynced} unsynced bytes");
             assert_eq!(chain.torn_bytes_cut, keep as u64);
