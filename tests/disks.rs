@@ -50,7 +50,9 @@ fn a_flipped_byte_in_the_acceptor_log_stops_the_replica_untouched_and_rejoin_bri
     }
     cluster.kill(2);
     let log = cluster.data_dir(2).join("acceptor.log");
-    let damaged = flip_byte(&log, std::fs::metadata(&log).unwrap().len() as usize / 2);
+    // The middle of the data, not of the zeros reserved after it.
+    let data_end = std::fs::read(&log).unwrap().iter().rposition(|&b| b != 0).unwrap() + 1;
+    let damaged = flip_byte(&log, data_end / 2);
 
     let (code, output) = cluster.start_replica_refused(2, &[]);
     assert_eq!(code, EXIT_STORAGE, "a replica with a corrupt log must refuse to start: {output}");

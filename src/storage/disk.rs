@@ -11,8 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::sync::Mutex;
 
 /// Files in one directory, named by plain file names.
 pub trait Disk: Send + Sync {
@@ -59,35 +58,25 @@ pub struct FsDisk {
     /// Open append handles: a replaced file is reopened, never written through
     /// a handle to the unlinked old one.
     appending: Mutex<HashMap<String, File>>,
-    /// Logs appended in place, by name; retired when replaced or cut.
-    in_place: Mutex<HashMap<String, Arc<InPlaceLog>>>,
+    /// Logs appended in place, by name; forgotten when replaced or cut.
+    in_place: Mutex<HashMap<String, InPlaceLog>>,
 }
 
-/// How far past a log's data `append_in_place` keeps zeros written and
-/// synced, and how low that reserve may run before it is topped up.
-const RESERVE_AHEAD_BYTES: u64 = 8 << 20;
-const RESERVE_LOW_BYTES: u64 = 4 << 20;
-/// Zeros are written in pieces of this size, each under the log's lock (an
-/// append waits for one piece at most), and synced every `RESERVE_SYNC_BYTES`
-/// so that an append's sync seldom has any of them to write back.
-const RESERVE_PIECE_BYTES: u64 = 64 << 10;
-const RESERVE_SYNC_BYTES: u64 = 256 << 10;
+/// `append_in_place` keeps at least this much zeroed past a log's data, and
+/// tops it up by at least a piece at a time, with the append: one sync in
+/// every few hundred also writes back a piece (and the file's new size),
+/// the rest only their own data.
+const RESERVE_LOW_BYTES: u64 = 1 << 20;
+const RESERVE_PIECE_BYTES: usize = 256 << 10;
+static ZEROS: [u8; RESERVE_PIECE_BYTES] = [0; RESERVE_PIECE_BYTES];
 
 /// A log written in place: its data, then zeros up to `len`.
 struct InPlaceLog {
     file: File,
-    state: Mutex<InPlaceState>,
-}
-
-struct InPlaceState {
     /// The file's length: the data, then the reserve of zeros.
     len: u64,
-    /// A thread is writing zeros past `len`.
-    reserving: bool,
     /// Writing zeros failed (say, the disk is full): appends extend the file.
     reserve_failed: bool,
-    /// Replaced or cut: nothing more may be written through this handle.
-    retired: bool,
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
@@ -110,68 +99,13 @@ impl FsDisk {
         &self.dir
     }
 
-    fn in_place_log(&self, name: &str) -> io::Result<Arc<InPlaceLog>> {
+    /// Stops writing to `name` (or every file) in place: it is being replaced or cut.
+    fn forget_in_place(&self, name: Option<&str>) {
         let mut logs = self.in_place.lock().unwrap();
-        if let Some(log) = logs.get(name) {
-            return Ok(log.clone());
+        match name {
+            Some(name) => drop(logs.remove(name)),
+            None => logs.clear(),
         }
-        let path = self.dir.join(name);
-        let existed = path.exists();
-        let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
-        if !existed {
-            sync_dir(&self.dir)?;
-        }
-        let len = file.metadata()?.len();
-        let state = InPlaceState { len, reserving: false, reserve_failed: false, retired: false };
-        let log = Arc::new(InPlaceLog { file, state: Mutex::new(state) });
-        logs.insert(name.to_string(), log.clone());
-        Ok(log)
-    }
-
-    /// Stops writing to `name` in place: it is about to be replaced or cut.
-    fn retire_in_place(&self, name: Option<&str>) {
-        let mut logs = self.in_place.lock().unwrap();
-        let retired: Vec<Arc<InPlaceLog>> = match name {
-            Some(name) => logs.remove(name).into_iter().collect(),
-            None => logs.drain().map(|(_, log)| log).collect(),
-        };
-        for log in retired {
-            log.state.lock().unwrap().retired = true;
-        }
-    }
-}
-
-/// Writes zeros past the log's length up to `target`, through `file`, a
-/// handle of its own: Linux reports a failed write-back once per open file,
-/// so a sync here that fails leaves the error to the appender's own sync too.
-fn reserve(log: &InPlaceLog, file: File, path: &Path, target: u64) {
-    let zeros = vec![0u8; RESERVE_PIECE_BYTES as usize];
-    let mut unsynced = 0;
-    let result = loop {
-        {
-            let mut state = log.state.lock().unwrap();
-            if state.retired || state.len >= target {
-                break file.sync_data();
-            }
-            let piece = (target - state.len).min(RESERVE_PIECE_BYTES);
-            if let Err(e) = file.write_all_at(&zeros[..piece as usize], state.len) {
-                break Err(e);
-            }
-            state.len += piece;
-            unsynced += piece;
-        }
-        if unsynced >= RESERVE_SYNC_BYTES {
-            if let Err(e) = file.sync_data() {
-                break Err(e);
-            }
-            unsynced = 0;
-        }
-    };
-    let mut state = log.state.lock().unwrap();
-    state.reserving = false;
-    if let Err(e) = result {
-        warn!("reserving space ahead of appends to {}: {e}; appending without a reserve", path.display());
-        state.reserve_failed = true;
     }
 }
 
@@ -211,33 +145,40 @@ impl Disk for FsDisk {
     }
 
     fn append_in_place(&self, name: &str, at: u64, bytes: &[u8]) -> io::Result<()> {
-        let log = self.in_place_log(name)?;
-        // Held while writing: zeros are only ever written past `len`, under it.
-        let mut state = log.state.lock().unwrap();
+        let mut logs = self.in_place.lock().unwrap();
+        if !logs.contains_key(name) {
+            let path = self.dir.join(name);
+            let existed = path.exists();
+            let file = OpenOptions::new().create(true).write(true).truncate(false).open(&path)?;
+            if !existed {
+                sync_dir(&self.dir)?;
+            }
+            let len = file.metadata()?.len();
+            logs.insert(name.to_string(), InPlaceLog { file, len, reserve_failed: false });
+        }
+        let log = logs.get_mut(name).expect("inserted above");
         log.file.write_all_at(bytes, at)?;
         let end = at + bytes.len() as u64;
-        state.len = state.len.max(end);
-        if !state.reserving && !state.reserve_failed && state.len - end < RESERVE_LOW_BYTES {
-            // Opened here, not in the thread: by then the name may be another file's.
-            let path = self.dir.join(name);
-            let target = end + RESERVE_AHEAD_BYTES;
-            let spawned = OpenOptions::new().write(true).open(&path).and_then(|file| {
-                let (log, path) = (log.clone(), path.clone());
-                thread::Builder::new().name("disk-reserve".into()).spawn(move || reserve(&log, file, &path, target))
-            });
-            match spawned {
-                Ok(_) => state.reserving = true,
-                Err(e) => {
-                    warn!("reserving space ahead of appends to {}: {e}; appending without a reserve", path.display());
-                    state.reserve_failed = true;
+        log.len = log.len.max(end);
+        if log.len - end < RESERVE_LOW_BYTES && !log.reserve_failed {
+            let mut piece = bytes.len().max(RESERVE_PIECE_BYTES);
+            while piece > 0 {
+                let zeros = &ZEROS[..piece.min(RESERVE_PIECE_BYTES)];
+                if let Err(e) = log.file.write_all_at(zeros, log.len) {
+                    // Not the data's error: a full disk stops the reserve, not the log.
+                    warn!("reserving space after {}: {e}; appending without a reserve", self.describe(name));
+                    log.reserve_failed = true;
+                    break;
                 }
+                log.len += zeros.len() as u64;
+                piece -= zeros.len();
             }
         }
         Ok(())
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
-        if let Some(log) = self.in_place.lock().unwrap().get(name).cloned() {
+        if let Some(log) = self.in_place.lock().unwrap().get(name) {
             return log.file.sync_data();
         }
         match self.appending.lock().unwrap().get(name) {
@@ -247,7 +188,7 @@ impl Disk for FsDisk {
     }
 
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
-        self.retire_in_place(Some(name));
+        self.forget_in_place(Some(name));
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
         file.set_len(len)?;
         file.sync_all()
@@ -261,7 +202,7 @@ impl Disk for FsDisk {
         file.sync_all()?;
         // From here on, appends must go to the new file.
         self.appending.lock().unwrap().remove(name);
-        self.retire_in_place(Some(name));
+        self.forget_in_place(Some(name));
         fs::rename(&tmp, self.dir.join(name))?;
         sync_dir(&self.dir)
     }
@@ -282,7 +223,7 @@ impl Disk for FsDisk {
         let aside = self.dir.join(folder);
         fs::create_dir_all(&aside)?;
         self.appending.lock().unwrap().clear();
-        self.retire_in_place(None);
+        self.forget_in_place(None);
         for name in names {
             fs::rename(self.dir.join(name), aside.join(name))?;
         }

@@ -932,13 +932,8 @@ mod tests {
         for slot in 0..2000 {
             log.append(&[accepted(slot)]).unwrap();
         }
-        // The reserve is written by a thread of its own: wait for it, within a deadline.
         let path = dir.join(ACCEPTOR_LOG);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while std::fs::metadata(&path).unwrap().len() < log.bytes() + (1 << 20) {
-            assert!(std::time::Instant::now() < deadline, "no reserve written after the data");
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
+        assert!(std::fs::metadata(&path).unwrap().len() >= log.bytes() + (1 << 20), "a reserve after the data");
         let contents = std::fs::read(&path).unwrap();
         assert!(contents[log.bytes() as usize..].iter().all(|&b| b == 0));
         drop(log);
