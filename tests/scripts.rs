@@ -206,6 +206,7 @@ fn help_answers_with_usage_and_changes_nothing_and_usage_errors_exit_2() {
         ("scripts/soak.sh", "soak.sh [ROUNDS]"),
         ("scripts/bench_scale.sh", "bench_scale.sh [KEYS]"),
         ("scripts/bench_tls.sh", "bench_tls.sh [ROUNDS]"),
+        ("scripts/bench_etcd.sh", "bench_etcd.sh [ROUNDS]"),
     ] {
         for flag in ["--help", "-h"] {
             let out = scripts.run(script, &[flag]);
@@ -217,7 +218,7 @@ fn help_answers_with_usage_and_changes_nothing_and_usage_errors_exit_2() {
     assert!(!dir.join("data").exists() && !dir.join("logs").exists(), "--help must not create data or logs");
     assert_eq!(scripts.run("run_servers.sh", &["--frob"]).status.code(), Some(2));
     assert_eq!(scripts.run("run_servers.sh", &["--protocol", "raft"]).status.code(), Some(2));
-    for script in ["scripts/soak.sh", "scripts/bench_scale.sh", "scripts/bench_tls.sh"] {
+    for script in ["scripts/soak.sh", "scripts/bench_scale.sh", "scripts/bench_tls.sh", "scripts/bench_etcd.sh"] {
         assert_eq!(scripts.run(script, &["many"]).status.code(), Some(2), "{script} many");
     }
     assert!(!dir.join("data").exists() && !dir.join("logs").exists(), "a usage error must change nothing");
