@@ -79,68 +79,6 @@ struct InPlaceLog {
     reserve_failed: bool,
 }
 
-/// A long write (a snapshot of the whole store) sent to the disk in steady
-/// pieces: every `WRITE_BEHIND_BYTES` it starts write-back of what it just
-/// wrote and waits for the piece before. Left to the final sync, gigabytes of
-/// dirty pages would leave at once, and every acceptor's `fdatasync` on the
-/// same disk would queue behind them. (Not a sync: the final one still is.)
-struct WriteBehind {
-    file: File,
-    written: u64,
-    /// Where the piece whose write-back was started last begins, and ends.
-    started: (u64, u64),
-}
-
-const WRITE_BEHIND_BYTES: u64 = 8 << 20;
-
-impl WriteBehind {
-    fn new(file: File) -> Self {
-        WriteBehind { file, written: 0, started: (0, 0) }
-    }
-
-    #[cfg(target_os = "linux")]
-    fn write_behind(&mut self) -> io::Result<()> {
-        use std::os::unix::io::AsRawFd;
-        let range = |from: u64, to: u64, flags: libc::c_uint| {
-            // SAFETY: a plain system call on a descriptor this value owns.
-            let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), from as i64, (to - from) as i64, flags) };
-            if rc == 0 {
-                Ok(())
-            } else {
-                Err(io::Error::last_os_error())
-            }
-        };
-        let wait = libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
-        let (from, to) = self.started;
-        if to > from {
-            range(from, to, wait)?;
-        }
-        range(to, self.written, libc::SYNC_FILE_RANGE_WRITE)?;
-        self.started = (to, self.written);
-        Ok(())
-    }
-
-    #[cfg(not(target_os = "linux"))]
-    fn write_behind(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Write for WriteBehind {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.written += n as u64;
-        if self.written - self.started.1 >= WRITE_BEHIND_BYTES {
-            self.write_behind()?;
-        }
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.flush()
-    }
-}
-
 fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
@@ -258,9 +196,9 @@ impl Disk for FsDisk {
 
     fn replace(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
         let tmp = self.dir.join(format!("{name}.tmp"));
-        let mut out = BufWriter::with_capacity(1 << 20, WriteBehind::new(File::create(&tmp)?));
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
         write(&mut out)?;
-        let file = out.into_inner().map_err(|e| e.into_error())?.file;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         // From here on, appends must go to the new file.
         self.appending.lock().unwrap().remove(name);
@@ -492,25 +430,5 @@ impl Disk for SimDisk {
             }
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_file_replaced_in_pieces_written_behind_reads_back_whole() {
-        let dir = std::env::temp_dir().join(format!("paxos-kv-write-behind-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        let disk = FsDisk::open(&dir).unwrap();
-        let bytes: Vec<u8> = (0..(2 * WRITE_BEHIND_BYTES + 12345) as usize).map(|i| (i % 251) as u8).collect();
-        disk.replace("big", &mut |out: &mut dyn Write| {
-            bytes.chunks(100_000).try_for_each(|chunk| out.write_all(chunk))
-        })
-        .unwrap();
-        assert_eq!(disk.read("big").unwrap().as_deref(), Some(&bytes[..]));
-        assert!(!dir.join("big.tmp").exists());
-        let _ = fs::remove_dir_all(&dir);
     }
 }
