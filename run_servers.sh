@@ -81,11 +81,17 @@ error_of_log() {
 
 pid_of() { cat "$DATA/$1/server.pid" 2>/dev/null || true; }
 
-# True if the pid recorded for replica $1 is a live server process of ours.
+# True if the pid recorded for replica $1 is a live server process of ours:
+# known by its replica id and data directory, not by its binary, so that a
+# replica started from other binaries (PAXOS_KV_BIN_DIR) is still stopped.
 running() {
   local pid
   pid=$(pid_of "$1")
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null && ps -p "$pid" -o args= | grep -q "$SERVER"
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+  case " $(ps -p "$pid" -o args=) " in
+    *" --id $1 "*" --data-dir $DATA/$1 "*) return 0 ;;
+    *) return 1 ;;
+  esac
 }
 
 known_ids() {

@@ -129,7 +129,10 @@ fn start_use_kill_restart_and_stop_a_cluster_with_the_scripts() {
     let status = scripts.ok("run_servers.sh", &["status"]);
     assert!(status.contains("replica 2: running") && !status.contains("replica 1: running"), "{status}");
     let (two, three) = (scripts.pid(2), scripts.pid(3));
-    scripts.ok("run_servers.sh", &["stop"]);
+    // Replicas are known by their id and data directory, not by the binaries that run them.
+    let stopped = scripts.run_with("run_servers.sh", &["stop"], &[("PAXOS_KV_BIN_DIR", Some("/elsewhere"))]);
+    let stopped = String::from_utf8_lossy(&stopped.stdout);
+    assert!(stopped.contains("stopped replica 2") && stopped.contains("stopped replica 3"), "{stopped}");
     assert!(!alive(&two) && !alive(&three));
     // status (unlike put or the prompt) starts nothing: it reports.
     let down = scripts.run("run_client.sh", &["status"]);
