@@ -11,7 +11,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Files in one directory, named by plain file names.
 pub trait Disk: Send + Sync {
@@ -72,7 +72,8 @@ static ZEROS: [u8; RESERVE_PIECE_BYTES] = [0; RESERVE_PIECE_BYTES];
 
 /// A log written in place: its data, then zeros up to `len`.
 struct InPlaceLog {
-    file: File,
+    /// Shared so that a sync runs without holding the map of logs.
+    file: Arc<File>,
     /// The file's length: the data, then the reserve of zeros.
     len: u64,
     /// Writing zeros failed (say, the disk is full): appends extend the file.
@@ -154,7 +155,7 @@ impl Disk for FsDisk {
                 sync_dir(&self.dir)?;
             }
             let len = file.metadata()?.len();
-            logs.insert(name.to_string(), InPlaceLog { file, len, reserve_failed: false });
+            logs.insert(name.to_string(), InPlaceLog { file: Arc::new(file), len, reserve_failed: false });
         }
         let log = logs.get_mut(name).expect("inserted above");
         log.file.write_all_at(bytes, at)?;
@@ -178,8 +179,9 @@ impl Disk for FsDisk {
     }
 
     fn sync(&self, name: &str) -> io::Result<()> {
-        if let Some(log) = self.in_place.lock().unwrap().get(name) {
-            return log.file.sync_data();
+        let in_place = self.in_place.lock().unwrap().get(name).map(|log| log.file.clone());
+        if let Some(file) = in_place {
+            return file.sync_data();
         }
         match self.appending.lock().unwrap().get(name) {
             Some(file) => file.sync_data(),
