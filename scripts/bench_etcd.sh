@@ -27,12 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-case "${1:-}" in
-  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-esac
-for arg in "$@"; do
-  [[ "$arg" =~ ^[0-9]+$ ]] || { echo "arguments are whole numbers, not '$arg'; see $0 --help" >&2; exit 2; }
-done
+source scripts/bench_usage.sh "$@"
 ROUNDS=${1:-3}
 SECONDS_PER_RUN=${2:-8}
 ETCD_CLIENT_PORT=23790

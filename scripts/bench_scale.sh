@@ -26,12 +26,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-case "${1:-}" in
-  -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
-esac
-for arg in "$@"; do
-  [[ "$arg" =~ ^[0-9]+$ ]] || { echo "arguments are whole numbers, not '$arg'; see $0 --help" >&2; exit 2; }
-done
+source scripts/bench_usage.sh "$@"
 KEYS=${1:-200000}
 VALUE_BYTES=${2:-1024}
 ROUNDS=${3:-3}
