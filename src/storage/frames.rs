@@ -449,6 +449,21 @@ mod tests {
     }
 
     #[test]
+    fn zeros_after_the_frames_end_a_log_and_a_bad_final_frame_before_them_is_torn() {
+        let mut buf = frames(&[b"first", b"second"]);
+        let second = FRAME_HEADER_BYTES + 5;
+        let data_end = buf.len();
+        buf.extend_from_slice(&[0; 64]);
+        let padded = parse_log("f", &buf).unwrap();
+        assert_eq!((padded.bodies.len(), padded.torn_at, padded.end), (2, None, data_end));
+        assert_eq!(parse("f", &buf).unwrap().torn_at, Some(data_end), "a file replaced whole has no padding");
+        buf[second + FRAME_HEADER_BYTES] ^= 1;
+        let torn = parse_log("f", &buf).unwrap();
+        assert_eq!((torn.bodies.len(), torn.torn_at, torn.end), (1, Some(second), second));
+        assert!(parse("f", &buf).is_err(), "without padding, bytes after a bad frame make it damage");
+    }
+
+    #[test]
     fn every_cut_of_the_final_frame_is_a_torn_tail() {
         let buf = frames(&[b"first", b"second record"]);
         let second = FRAME_HEADER_BYTES + 5;
