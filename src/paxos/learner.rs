@@ -530,12 +530,16 @@ mod tests {
     fn decide(slot: Slot, value: SlotValue) -> Message {
         Message::Decide(Decide { slot, value })
     }
+    /// Replica 1 of three, reporting what it applies.
+    fn reporting_learner() -> Learner {
+        let mut config = LearnerConfig::for_cluster(vec![1, 2, 3]);
+        config.report_applied = true;
+        Learner::new(1, config, Snapshot::default())
+    }
 
     #[test]
     fn applies_strictly_in_slot_order_and_asks_for_gaps() {
-        let mut config = LearnerConfig::for_cluster(vec![1, 2, 3]);
-        config.report_applied = true;
-        let mut learner = Learner::new(1, config, Snapshot::default());
+        let mut learner = reporting_learner();
         let mut out = LearnerOutbox::default();
         learner.on_message(2, decide(1, put(11, "b")), &mut out);
         assert!(out.applied.is_empty(), "slot 1 applied before slot 0");
@@ -556,9 +560,7 @@ mod tests {
 
     #[test]
     fn a_hand_off_counts_only_from_this_replicas_own_acceptor() {
-        let mut config = LearnerConfig::for_cluster(vec![1, 2, 3]);
-        config.report_applied = true;
-        let mut learner = Learner::new(1, config, Snapshot::default());
+        let mut learner = reporting_learner();
         let mut out = LearnerOutbox::default();
         let handoff = |key| Message::Handoff(Decide { slot: 0, value: put(10, key) });
         learner.on_message(2, handoff("forged"), &mut out);

@@ -189,9 +189,7 @@ impl Leading {
         self.in_flight_bytes += value.wire_bytes();
         self.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: now });
     }
-}
 
-impl Leading {
     /// The decisions not yet announced, to every other replica's acceptor.
     fn send_chosen(&mut self, from: NodeId, cluster: &[NodeId], out: &mut ProposerOutbox) {
         for chosen in self.chosen_unsent.drain(..) {
