@@ -50,7 +50,7 @@ pub struct FileHeader {
 
 impl FileKind {
     /// Logs appended record by record, as opposed to files replaced whole.
-    pub fn is_record_log(self) -> bool {
+    fn is_record_log(self) -> bool {
         matches!(self, FileKind::AcceptorLog | FileKind::CoordinatorLog | FileKind::ParticipantLog)
     }
 

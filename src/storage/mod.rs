@@ -201,9 +201,8 @@ impl<R: Serialize + DeserializeOwned> RecordLog<R> {
                 "{file}: cutting a torn final write of {} bytes after {} records (a crash in mid-append)",
                 replayed.torn_bytes_cut, replayed.records
             );
-        }
-        if let Some(torn_at) = parsed.torn_at {
-            // Zeros after the data are the disk's reserve, written over by the next append.
+            // Only the torn write is cut: zeros after the data are the disk's
+            // reserve, which the next append writes over.
             disk.truncate(name, torn_at as u64).with_context(|| io_context(&*disk, name, "truncating"))?;
         }
         let mut log = RecordLog { disk, name, kind, identity, bytes: parsed.end as u64, _records: PhantomData };
