@@ -19,6 +19,36 @@ use std::time::Duration;
 pub const EXIT_NOT_FOUND: u8 = 1;
 pub const EXIT_ERROR: u8 = 2;
 
+/// Output into a closed pipe (`client timeline ... | head`) ends the program
+/// quietly, as for any Unix filter, while a write to a socket whose replica
+/// died only fails that request. Both raise SIGPIPE: TLS writes go through
+/// `writev`, which has no MSG_NOSIGNAL. So the signal is caught and ends the
+/// program only when stdout is the pipe that lost its reader; otherwise the
+/// write that raised it returns EPIPE.
+#[cfg(unix)]
+pub fn end_quietly_when_stdout_closes() {
+    extern "C" fn on_sigpipe(_: libc::c_int) {
+        let mut stdout = libc::pollfd { fd: libc::STDOUT_FILENO, events: libc::POLLOUT, revents: 0 };
+        // SAFETY: poll, signal and raise are async-signal-safe; the pollfd is ours.
+        unsafe {
+            // A pipe without a reader reports POLLERR to its writer.
+            if libc::poll(&mut stdout, 1, 0) == 1 && stdout.revents & libc::POLLERR != 0 {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                // Delivered when the handler returns: the filter's usual end.
+                libc::raise(libc::SIGPIPE);
+            }
+        }
+    }
+    // SAFETY: installs a handler that only calls async-signal-safe functions.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigpipe as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGPIPE, &action, std::ptr::null_mut());
+    }
+}
+
 /// What `client timeline` is asked for.
 pub enum TimelineQuery {
     Slot(u64),
@@ -562,6 +592,20 @@ pub fn bench_workload_set(
 #[cfg(test)]
 mod tests {
     use super::wrap;
+
+    /// A replica that died under a TLS write (`writev`, no MSG_NOSIGNAL) costs
+    /// the request, not the client: the lesson once died here, silently,
+    /// leaving its replicas running.
+    #[cfg(unix)]
+    #[test]
+    fn a_write_to_a_closed_socket_fails_the_write_and_the_process_lives() {
+        use std::io::{IoSlice, Write};
+        super::end_quietly_when_stdout_closes();
+        let (mut ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        drop(theirs);
+        let error = ours.write_vectored(&[IoSlice::new(b"PUT"), IoSlice::new(b" k v")]).unwrap_err();
+        assert_eq!(error.kind(), std::io::ErrorKind::BrokenPipe);
+    }
 
     #[test]
     fn text_wraps_at_word_boundaries_with_an_indent() {

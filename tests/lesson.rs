@@ -63,7 +63,7 @@ fn the_lesson_command_tells_the_story_and_cleans_up() {
         }
         let output = command.output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout);
-        assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+        assert!(output.status.success(), "{}\n{stdout}\n{}", output.status, String::from_utf8_lossy(&output.stderr));
         assert!(stdout.lines().any(|l| l.starts_with(verdict)), "{stdout}");
         assert!(stdout.contains("Paxos Made Simple"), "{stdout}");
         let work = stdout.lines().next().and_then(|l| l.split(" in ").nth(1)).unwrap().trim().to_string();

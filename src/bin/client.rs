@@ -25,13 +25,8 @@ fn security(args: &ClientArgs) -> Result<ClientSecurity, String> {
 }
 
 fn main() -> ExitCode {
-    // Output into a closed pipe (`client timeline ... | head`) ends the
-    // program quietly, as for any Unix filter, instead of a panic.
     #[cfg(unix)]
-    // SAFETY: restoring the default disposition of one signal, before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+    cli::end_quietly_when_stdout_closes();
     let args = ClientArgs::parse();
     let needs_cluster = !matches!(
         args.command,
