@@ -65,19 +65,31 @@ impl<T: Weigh> Mailbox<T> {
         Ok(())
     }
 
-    /// Moves everything waiting into `into`, waiting until `deadline` for at
-    /// least one item. Returns the number of items taken.
-    pub fn take_all(&self, into: &mut VecDeque<T>, deadline: Instant) -> usize {
+    /// Waits until `deadline` for at least one item; takes nothing. Returns
+    /// whether one waits.
+    pub fn wait_for_items(&self, deadline: Instant) -> bool {
+        let inner = self.wait_locked(deadline);
+        !inner.queue.is_empty()
+    }
+
+    fn wait_locked(&self, deadline: Instant) -> std::sync::MutexGuard<'_, Inner<T>> {
         let mut inner = self.inner.lock().unwrap();
         while inner.queue.is_empty() {
             let now = Instant::now();
             if now >= deadline {
-                return 0;
+                break;
             }
             inner.consumer_waiting = true;
             inner = self.ready.wait_timeout(inner, deadline - now).unwrap().0;
         }
         inner.consumer_waiting = false;
+        inner
+    }
+
+    /// Moves everything waiting into `into`, waiting until `deadline` for at
+    /// least one item. Returns the number of items taken.
+    pub fn take_all(&self, into: &mut VecDeque<T>, deadline: Instant) -> usize {
+        let mut inner = self.wait_locked(deadline);
         inner.bytes = 0;
         let taken = inner.queue.len();
         if into.is_empty() {

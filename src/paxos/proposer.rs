@@ -141,6 +141,11 @@ struct Leading {
     read_rounds: VecDeque<ReadRound>,
     /// The highest read round each acceptor acknowledged under this ballot.
     round_acked: BTreeMap<NodeId, u64>,
+    /// Slots decided whose CHOSEN the other replicas have not been sent: it
+    /// goes with the next ACCEPT, or at the next tick, so that each decision
+    /// does not wake every link and every acceptor of its own. Nothing waits
+    /// on it: the leader's own learner answers the clients.
+    chosen_unsent: Vec<Chosen>,
 }
 
 /// Read rounds in flight at once, so that a read need not wait for a round
@@ -179,9 +184,21 @@ impl Leading {
         out: &mut ProposerOutbox,
     ) {
         debug!("ACCEPT ballot={} slot={slot} value={}", self.ballot, value.describe());
+        self.send_chosen(from, cluster, out);
         send_accepts(from, self.ballot, slot, &value, cluster.iter().copied(), out);
         self.in_flight_bytes += value.wire_bytes();
         self.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: now });
+    }
+}
+
+impl Leading {
+    /// The decisions not yet announced, to every other replica's acceptor.
+    fn send_chosen(&mut self, from: NodeId, cluster: &[NodeId], out: &mut ProposerOutbox) {
+        for chosen in self.chosen_unsent.drain(..) {
+            for &to in cluster.iter().filter(|&&node| node != from) {
+                out.messages.push(Envelope { from, to, msg: Message::Chosen(chosen) });
+            }
+        }
     }
 }
 
@@ -336,6 +353,7 @@ impl Proposer {
                 }
             }
             State::Leading(lead) => {
+                lead.send_chosen(self.id, &self.config.cluster, out);
                 if self.now >= lead.heartbeat_at + self.config.heartbeat_ticks {
                     lead.heartbeat_at = self.now;
                     let ballot = lead.ballot;
@@ -689,6 +707,7 @@ impl Proposer {
             reproposal_end: end,
             read_rounds: VecDeque::new(),
             round_acked: BTreeMap::new(),
+            chosen_unsent: Vec::new(),
         });
         self.flush(out);
     }
@@ -714,16 +733,11 @@ impl Proposer {
         }
         // The value itself only to this replica's learner: every other replica's
         // acceptor was sent it in the ACCEPT ahead on the same link, and a tiny
-        // CHOSEN lets it hand the value on (halving the bytes a write costs the leader).
-        let chosen = Chosen { ballot: lead.ballot, slot: accepted.slot };
-        for &node in &self.config.cluster {
-            let msg = if node == self.id {
-                Message::Decide(Decide { slot: accepted.slot, value: entry.value.clone() })
-            } else {
-                Message::Chosen(chosen)
-            };
-            out.messages.push(Envelope { from: self.id, to: node, msg });
-        }
+        // CHOSEN, later, lets it hand the value on (halving the bytes a write
+        // costs the leader).
+        let decide = Decide { slot: accepted.slot, value: entry.value };
+        out.messages.push(Envelope { from: self.id, to: self.id, msg: Message::Decide(decide) });
+        lead.chosen_unsent.push(Chosen { ballot: lead.ballot, slot: accepted.slot });
     }
 
     fn start_election(&mut self, out: &mut ProposerOutbox) {
@@ -951,11 +965,30 @@ mod tests {
         p.on_message(2, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
         assert!(out.messages.is_empty(), "a duplicate vote must not make a quorum");
         p.on_message(3, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
-        let decided: Vec<_> = out.messages.iter().map(|e| (e.to, e.msg.clone())).collect();
-        // The value to its own learner; the others' acceptors hold it already.
+        let sent = |out: &ProposerOutbox| -> Vec<(NodeId, Message)> {
+            out.messages.iter().map(|e| (e.to, e.msg.clone())).collect()
+        };
+        // The value to its own learner at once; the others' acceptors hold it
+        // already, and hear that it was chosen with the next ACCEPT.
         let decide = Message::Decide(Decide { slot: 0, value: batch(&[7, 8]) });
+        assert_eq!(sent(&out), vec![(1, decide)]);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(9), &mut out);
+        p.flush(&mut out);
         let chosen = Message::Chosen(Chosen { ballot, slot: 0 });
-        assert_eq!(decided, vec![(1, decide), (2, chosen.clone()), (3, chosen)]);
+        let accept = |to| (to, Message::Accept(Accept { ballot, slot: 1, value: batch(&[9]) }));
+        let expected = vec![(2, chosen.clone()), (3, chosen.clone()), accept(1), accept(2), accept(3)];
+        assert_eq!(sent(&out), expected);
+        // With no next ACCEPT, the tick sends it.
+        let mut out = ProposerOutbox::default();
+        p.on_message(2, Message::Accepted(Accepted { ballot, slot: 1 }), &mut out);
+        p.on_message(3, Message::Accepted(Accepted { ballot, slot: 1 }), &mut out);
+        assert!(!out.messages.iter().any(|e| matches!(e.msg, Message::Chosen(_))));
+        let mut out = ProposerOutbox::default();
+        p.on_tick(&mut out);
+        let chosen: Vec<_> = sent(&out).into_iter().filter(|(_, m)| matches!(m, Message::Chosen(_))).collect();
+        let chosen_1 = Message::Chosen(Chosen { ballot, slot: 1 });
+        assert_eq!(chosen, vec![(2, chosen_1.clone()), (3, chosen_1)]);
     }
 
     #[test]
