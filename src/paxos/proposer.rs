@@ -25,6 +25,13 @@ pub struct ProposerConfig {
     /// before it runs for election; the spread keeps proposers from dueling.
     pub election_timeout_ticks: u64,
     pub retransmit_ticks: u64,
+    /// ACCEPT goes first to a bare majority of acceptors (the leader's own and
+    /// the followers that answered most recently) and to the rest only if the
+    /// slot is not chosen within `widen_after_ticks`: fewer syncs contend for
+    /// the disk, fewer replicas wake per write. The others learn the value
+    /// from the decision. Safety never depends on who is sent an ACCEPT.
+    pub accept_to_majority: bool,
+    pub widen_after_ticks: u64,
     /// An acceptor not heard from for this long counts as unreachable.
     pub liveness_ticks: u64,
     /// Slots of new client batches in flight at once.
@@ -53,6 +60,8 @@ impl ProposerConfig {
             heartbeat_ticks: 5,
             election_timeout_ticks: 50,
             retransmit_ticks: 20,
+            accept_to_majority: true,
+            widen_after_ticks: 2,
             liveness_ticks: 25,
             window_slots: 4,
             reproposal_window_slots: 64,
@@ -118,7 +127,17 @@ struct Preparing {
 struct InFlight {
     value: SlotValue,
     acks: Votes,
+    /// Acceptors sent this slot's ACCEPT under this ballot.
+    sent_to: Votes,
     sent_at: u64,
+}
+
+/// A decision the other replicas have not been told of yet.
+struct Undelivered {
+    chosen: Chosen,
+    value: SlotValue,
+    /// They hold the value: a CHOSEN tells them. The rest are sent it.
+    accepted_by: Votes,
 }
 
 struct Leading {
@@ -141,11 +160,19 @@ struct Leading {
     read_rounds: VecDeque<ReadRound>,
     /// The highest read round each acceptor acknowledged under this ballot.
     round_acked: BTreeMap<NodeId, u64>,
-    /// Slots decided whose CHOSEN the other replicas have not been sent: it
-    /// goes with the next ACCEPT, or at the next tick, so that each decision
-    /// does not wake every link and every acceptor of its own. Nothing waits
-    /// on it: the leader's own learner answers the clients.
-    chosen_unsent: Vec<Chosen>,
+    /// Decisions the other replicas have not been sent: they go with the
+    /// next ACCEPT, or at the next tick, so that each decision does not wake
+    /// every link and every replica of its own. Nothing waits on them: the
+    /// leader's own learner answers the clients.
+    undelivered: Vec<Undelivered>,
+    /// For each acceptor, one past the highest slot it accepted under this
+    /// ballot (0 for those that promised it): who gets an ACCEPT first.
+    answered_up_to: BTreeMap<NodeId, Slot>,
+    /// When a slot last went to every acceptor. One does each heartbeat
+    /// interval, so that every acceptor keeps seeing slots proposed: one
+    /// rebuilding after a lost disk must witness one to vote again, one whose
+    /// disk fails must find out, and one that recovered can rank again.
+    asked_all_at: u64,
 }
 
 /// Read rounds in flight at once, so that a read need not wait for a round
@@ -178,25 +205,47 @@ impl Leading {
         &mut self,
         slot: Slot,
         value: SlotValue,
-        cluster: &[NodeId],
+        config: &ProposerConfig,
         from: NodeId,
         now: u64,
         out: &mut ProposerOutbox,
     ) {
         debug!("ACCEPT ballot={} slot={slot} value={}", self.ballot, value.describe());
-        self.send_chosen(from, cluster, out);
-        send_accepts(from, self.ballot, slot, &value, cluster.iter().copied(), out);
+        self.send_decisions(from, &config.cluster, out);
+        let acceptors = if config.accept_to_majority && now < self.asked_all_at + config.heartbeat_ticks {
+            self.likeliest_majority(&config.cluster, from)
+        } else {
+            self.asked_all_at = now;
+            config.cluster.clone()
+        };
+        let mut sent_to = Votes::default();
+        acceptors.iter().for_each(|&acceptor| sent_to.add(acceptor));
+        send_accepts(from, self.ballot, slot, &value, acceptors.into_iter(), out);
         self.in_flight_bytes += value.wire_bytes();
-        self.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_at: now });
+        self.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_to, sent_at: now });
     }
-}
 
-impl Leading {
-    /// The decisions not yet announced, to every other replica's acceptor.
-    fn send_chosen(&mut self, from: NodeId, cluster: &[NodeId], out: &mut ProposerOutbox) {
-        for chosen in self.chosen_unsent.drain(..) {
+    /// A majority of acceptors, those that answered the latest slots first,
+    /// and on a tie the leader's own (it answers without a network hop).
+    fn likeliest_majority(&self, cluster: &[NodeId], own: NodeId) -> Vec<NodeId> {
+        let mut ranked = cluster.to_vec();
+        ranked
+            .sort_by_key(|&acceptor| std::cmp::Reverse((self.answered_up_to.get(&acceptor).copied(), acceptor == own)));
+        ranked.truncate(majority(cluster.len()));
+        ranked
+    }
+
+    /// The decisions not yet announced, to every other replica: a CHOSEN to
+    /// those whose acceptor accepted the value, the value to the others' learners.
+    fn send_decisions(&mut self, from: NodeId, cluster: &[NodeId], out: &mut ProposerOutbox) {
+        for decision in self.undelivered.drain(..) {
             for &to in cluster.iter().filter(|&&node| node != from) {
-                out.messages.push(Envelope { from, to, msg: Message::Chosen(chosen) });
+                let msg = if decision.accepted_by.contains(to) {
+                    Message::Chosen(decision.chosen)
+                } else {
+                    Message::Decide(Decide { slot: decision.chosen.slot, value: decision.value.clone() })
+                };
+                out.messages.push(Envelope { from, to, msg });
             }
         }
     }
@@ -353,7 +402,7 @@ impl Proposer {
                 }
             }
             State::Leading(lead) => {
-                lead.send_chosen(self.id, &self.config.cluster, out);
+                lead.send_decisions(self.id, &self.config.cluster, out);
                 if self.now >= lead.heartbeat_at + self.config.heartbeat_ticks {
                     lead.heartbeat_at = self.now;
                     let ballot = lead.ballot;
@@ -385,10 +434,17 @@ impl Proposer {
                     }
                 }
                 for (&slot, entry) in lead.in_flight.iter_mut() {
+                    let cluster = self.config.cluster.iter().copied();
                     if self.now >= entry.sent_at + self.config.retransmit_ticks {
                         entry.sent_at = self.now;
-                        let silent = self.config.cluster.iter().copied().filter(|&a| !entry.acks.contains(a));
-                        send_accepts(self.id, lead.ballot, slot, &entry.value, silent, out);
+                        let silent: Vec<NodeId> = cluster.filter(|&a| !entry.acks.contains(a)).collect();
+                        silent.iter().for_each(|&a| entry.sent_to.add(a));
+                        send_accepts(self.id, lead.ballot, slot, &entry.value, silent.into_iter(), out);
+                    } else if self.now >= entry.sent_at + self.config.widen_after_ticks {
+                        // The majority it went to has not answered: the rest may.
+                        let unsent: Vec<NodeId> = cluster.filter(|&a| !entry.sent_to.contains(a)).collect();
+                        unsent.iter().for_each(|&a| entry.sent_to.add(a));
+                        send_accepts(self.id, lead.ballot, slot, &entry.value, unsent.into_iter(), out);
                     }
                 }
             }
@@ -446,7 +502,7 @@ impl Proposer {
                 return;
             }
             let (slot, value) = lead.reproposals.pop_first().expect("checked above");
-            lead.propose(slot, value, &config.cluster, self.id, self.now, out);
+            lead.propose(slot, value, config, self.id, self.now, out);
         }
         while !self.queue.is_empty() && room(lead, config.window_slots, config.batch_bytes_max) {
             // With a slot already in flight, a small batch waits for company
@@ -470,7 +526,7 @@ impl Proposer {
             }
             let slot = lead.next_slot;
             lead.next_slot += 1;
-            lead.propose(slot, SlotValue::batch(batch), &config.cluster, self.id, self.now, out);
+            lead.propose(slot, SlotValue::batch(batch), config, self.id, self.now, out);
         }
         self.tick_flush = false;
     }
@@ -707,7 +763,9 @@ impl Proposer {
             reproposal_end: end,
             read_rounds: VecDeque::new(),
             round_acked: BTreeMap::new(),
-            chosen_unsent: Vec::new(),
+            undelivered: Vec::new(),
+            answered_up_to: prep.promises.keys().map(|&acceptor| (acceptor, 0)).collect(),
+            asked_all_at: self.now,
         });
         self.flush(out);
     }
@@ -718,6 +776,8 @@ impl Proposer {
         if accepted.ballot != lead.ballot {
             return;
         }
+        let answered = lead.answered_up_to.entry(from).or_default();
+        *answered = (*answered).max(accepted.slot + 1);
         let Some(entry) = lead.in_flight.get_mut(&accepted.slot) else { return };
         entry.acks.add(from);
         if !entry.acks.is_quorum(quorum_size) {
@@ -731,13 +791,14 @@ impl Proposer {
                 self.in_progress.remove(&c.request_id());
             });
         }
-        // The value itself only to this replica's learner: every other replica's
-        // acceptor was sent it in the ACCEPT ahead on the same link, and a tiny
-        // CHOSEN, later, lets it hand the value on (halving the bytes a write
-        // costs the leader).
-        let decide = Decide { slot: accepted.slot, value: entry.value };
+        // The value at once to this replica's learner only. An acceptor that
+        // accepted it holds it, and a tiny CHOSEN, later, lets it hand the
+        // value on; the others are sent the value, so that each write's value
+        // leaves the leader once per replica.
+        let decide = Decide { slot: accepted.slot, value: entry.value.clone() };
         out.messages.push(Envelope { from: self.id, to: self.id, msg: Message::Decide(decide) });
-        lead.chosen_unsent.push(Chosen { ballot: lead.ballot, slot: accepted.slot });
+        let chosen = Chosen { ballot: lead.ballot, slot: accepted.slot };
+        lead.undelivered.push(Undelivered { chosen, value: entry.value, accepted_by: entry.acks });
     }
 
     fn start_election(&mut self, out: &mut ProposerOutbox) {
@@ -951,44 +1012,98 @@ mod tests {
         assert_eq!(out.messages.len(), 3);
     }
 
+    fn sent(out: &ProposerOutbox) -> Vec<(NodeId, Message)> {
+        out.messages.iter().map(|e| (e.to, e.msg.clone())).collect()
+    }
+
     #[test]
-    fn queued_commands_go_out_as_one_batch_and_a_quorum_of_accepted_decides_it() {
+    fn queued_commands_go_out_as_one_batch_to_a_majority_and_a_quorum_of_accepted_decides_it() {
         let mut p = proposer(1);
         let ballot = lead(&mut p);
         let mut out = ProposerOutbox::default();
         p.on_client_command(command(7), &mut out);
         p.on_client_command(command(8), &mut out);
         p.flush(&mut out);
-        assert_eq!(accepts(&out), vec![(1, 0, batch(&[7, 8])), (2, 0, batch(&[7, 8])), (3, 0, batch(&[7, 8]))]);
+        // Its own acceptor and one that promised: a bare majority of three.
+        assert_eq!(accepts(&out), vec![(1, 0, batch(&[7, 8])), (2, 0, batch(&[7, 8]))]);
         let mut out = ProposerOutbox::default();
         p.on_message(2, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
         p.on_message(2, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
         assert!(out.messages.is_empty(), "a duplicate vote must not make a quorum");
-        p.on_message(3, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
-        let sent = |out: &ProposerOutbox| -> Vec<(NodeId, Message)> {
-            out.messages.iter().map(|e| (e.to, e.msg.clone())).collect()
-        };
-        // The value to its own learner at once; the others' acceptors hold it
-        // already, and hear that it was chosen with the next ACCEPT.
-        let decide = Message::Decide(Decide { slot: 0, value: batch(&[7, 8]) });
-        assert_eq!(sent(&out), vec![(1, decide)]);
+        p.on_message(1, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
+        // The value to its own learner at once; the others hear of the
+        // decision with the next ACCEPT.
+        let decide = |slot, ids: &[u64]| Message::Decide(Decide { slot, value: batch(ids) });
+        assert_eq!(sent(&out), vec![(1, decide(0, &[7, 8]))]);
         let mut out = ProposerOutbox::default();
         p.on_client_command(command(9), &mut out);
         p.flush(&mut out);
-        let chosen = Message::Chosen(Chosen { ballot, slot: 0 });
-        let accept = |to| (to, Message::Accept(Accept { ballot, slot: 1, value: batch(&[9]) }));
-        let expected = vec![(2, chosen.clone()), (3, chosen.clone()), accept(1), accept(2), accept(3)];
+        let chosen = |slot| Message::Chosen(Chosen { ballot, slot });
+        let accept = |to, slot, id| (to, Message::Accept(Accept { ballot, slot, value: batch(&[id]) }));
+        // Replica 2's acceptor holds the value: a CHOSEN. Replica 3 never saw it: the value.
+        let expected = vec![(2, chosen(0)), (3, decide(0, &[7, 8])), accept(1, 1, 9), accept(2, 1, 9)];
         assert_eq!(sent(&out), expected);
-        // With no next ACCEPT, the tick sends it.
+        // With no next ACCEPT, the tick sends them.
         let mut out = ProposerOutbox::default();
         p.on_message(2, Message::Accepted(Accepted { ballot, slot: 1 }), &mut out);
-        p.on_message(3, Message::Accepted(Accepted { ballot, slot: 1 }), &mut out);
-        assert!(!out.messages.iter().any(|e| matches!(e.msg, Message::Chosen(_))));
+        p.on_message(1, Message::Accepted(Accepted { ballot, slot: 1 }), &mut out);
+        assert_eq!(sent(&out), vec![(1, decide(1, &[9]))]);
         let mut out = ProposerOutbox::default();
         p.on_tick(&mut out);
-        let chosen: Vec<_> = sent(&out).into_iter().filter(|(_, m)| matches!(m, Message::Chosen(_))).collect();
-        let chosen_1 = Message::Chosen(Chosen { ballot, slot: 1 });
-        assert_eq!(chosen, vec![(2, chosen_1.clone()), (3, chosen_1)]);
+        let decisions: Vec<_> =
+            sent(&out).into_iter().filter(|(_, m)| matches!(m, Message::Chosen(_) | Message::Decide(_))).collect();
+        assert_eq!(decisions, vec![(2, chosen(1)), (3, decide(1, &[9]))]);
+    }
+
+    #[test]
+    fn a_majority_that_does_not_answer_is_widened_to_every_acceptor_and_the_next_slot_goes_to_who_answered() {
+        let mut p = proposer(1);
+        let ballot = lead(&mut p);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(7), &mut out);
+        p.flush(&mut out);
+        assert_eq!(accepts(&out).iter().map(|(to, _, _)| *to).collect::<Vec<_>>(), vec![1, 2]);
+        // Replica 2 has gone silent: only the leader's own acceptor answers.
+        let mut out = ProposerOutbox::default();
+        p.on_message(1, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
+        let mut widened = Vec::new();
+        for _ in 0..p.config.widen_after_ticks {
+            let mut out = ProposerOutbox::default();
+            p.on_tick(&mut out);
+            widened.extend(accepts(&out));
+        }
+        assert_eq!(widened, vec![(3, 0, batch(&[7]))], "the acceptor not yet asked is asked");
+        let mut out = ProposerOutbox::default();
+        p.on_message(3, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
+        assert_eq!(sent(&out), vec![(1, Message::Decide(Decide { slot: 0, value: batch(&[7]) }))]);
+        let mut out = ProposerOutbox::default();
+        p.on_client_command(command(8), &mut out);
+        p.flush(&mut out);
+        assert_eq!(accepts(&out).iter().map(|(to, _, _)| *to).collect::<Vec<_>>(), vec![1, 3]);
+    }
+
+    #[test]
+    fn once_each_heartbeat_interval_a_slot_goes_to_every_acceptor() {
+        let mut p = proposer(1);
+        let ballot = lead(&mut p);
+        let askeds = |p: &mut Proposer, slot: Slot| {
+            let mut out = ProposerOutbox::default();
+            p.on_client_command(command(slot + 10), &mut out);
+            p.flush(&mut out);
+            let asked: Vec<NodeId> = accepts(&out).iter().map(|(to, _, _)| *to).collect();
+            let mut out = ProposerOutbox::default();
+            p.on_message(1, Message::Accepted(Accepted { ballot, slot }), &mut out);
+            p.on_message(2, Message::Accepted(Accepted { ballot, slot }), &mut out);
+            asked
+        };
+        assert_eq!(askeds(&mut p, 0), vec![1, 2]);
+        for _ in 0..p.config.heartbeat_ticks {
+            p.on_tick(&mut ProposerOutbox::default());
+        }
+        // Replica 3 hears of slots proposed: were it rebuilding, it could
+        // witness one; were its disk failing, it would find out.
+        assert_eq!(askeds(&mut p, 1), vec![1, 2, 3]);
+        assert_eq!(askeds(&mut p, 2), vec![1, 2]);
     }
 
     #[test]
@@ -998,7 +1113,7 @@ mod tests {
         let mut out = ProposerOutbox::default();
         p.on_client_command(command(7), &mut out);
         p.flush(&mut out);
-        assert_eq!(accepts(&out).len(), 3, "an idle leader proposes at once");
+        assert_eq!(accepts(&out).len(), 2, "an idle leader proposes at once");
         let mut out = ProposerOutbox::default();
         p.on_client_command(command(8), &mut out);
         p.flush(&mut out);

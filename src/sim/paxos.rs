@@ -203,6 +203,10 @@ pub struct FlowCounts {
     pub snapshots_as_changes: u64,
     pub snapshots_whole: u64,
     pub restarts_from_changes: u64,
+    /// Slots whose ACCEPT went to more acceptors after their first majority was silent.
+    pub accepts_widened: u64,
+    /// Decisions sent with their value to a replica whose acceptor was not asked.
+    pub values_sent_with_decision: u64,
 }
 
 impl FlowCounts {
@@ -216,6 +220,8 @@ impl FlowCounts {
         self.snapshots_as_changes += other.snapshots_as_changes;
         self.snapshots_whole += other.snapshots_whole;
         self.restarts_from_changes += other.restarts_from_changes;
+        self.accepts_widened += other.accepts_widened;
+        self.values_sent_with_decision += other.values_sent_with_decision;
     }
 
     pub fn unreached(&self) -> Vec<&'static str> {
@@ -229,6 +235,8 @@ impl FlowCounts {
             ("snapshot written as changes", self.snapshots_as_changes),
             ("snapshot written whole", self.snapshots_whole),
             ("restart from a snapshot and its changes", self.restarts_from_changes),
+            ("ACCEPT widened past a silent majority", self.accepts_widened),
+            ("decision sent with its value", self.values_sent_with_decision),
         ]
         .into_iter()
         .filter(|(_, count)| *count == 0)
@@ -308,6 +316,8 @@ struct World {
     held_requests: Vec<Command>,
     checker: Checker,
     stats: SimStats,
+    /// Who was sent each slot's ACCEPT under each ballot, to count widenings.
+    accept_recipients: BTreeMap<(Ballot, Slot), BTreeSet<NodeId>>,
 }
 
 /// The invariants, one function each, fed by what the roles emit.
@@ -572,6 +582,7 @@ impl World {
             held_requests: Vec::new(),
             checker: Checker { replicas: config.replicas, ..Default::default() },
             stats: SimStats::default(),
+            accept_recipients: BTreeMap::new(),
             config,
         }
     }
@@ -934,11 +945,29 @@ impl World {
     /// Sends one role's outbox: to each peer in frames cut as the real links
     /// cut them, or envelope by envelope.
     fn send_all(&mut self, envelopes: Vec<Envelope>) {
+        let mut asked_now: BTreeMap<(Ballot, Slot), BTreeSet<NodeId>> = BTreeMap::new();
         for envelope in &envelopes {
             match &envelope.msg {
                 Message::Promise(promise) if promise.more_from.is_some() => self.stats.flow.promises_cut += 1,
                 Message::CatchupReply(reply) if reply.snapshot.is_some() => self.stats.flow.snapshot_parts_sent += 1,
+                Message::Accept(accept) => {
+                    asked_now.entry((accept.ballot, accept.slot)).or_default().insert(envelope.to);
+                }
+                Message::Decide(_) if envelope.to != envelope.from => self.stats.flow.values_sent_with_decision += 1,
                 _ => {}
+            }
+        }
+        for (key, asked) in asked_now {
+            match self.accept_recipients.get_mut(&key) {
+                Some(before) => {
+                    if !asked.is_subset(before) {
+                        self.stats.flow.accepts_widened += 1;
+                        before.extend(asked);
+                    }
+                }
+                None => {
+                    self.accept_recipients.insert(key, asked);
+                }
             }
         }
         let Some(frame_bytes) = self.config.frame_bytes else {
