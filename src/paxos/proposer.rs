@@ -1015,6 +1015,10 @@ mod tests {
     fn sent(out: &ProposerOutbox) -> Vec<(NodeId, Message)> {
         out.messages.iter().map(|e| (e.to, e.msg.clone())).collect()
     }
+    /// The acceptors sent an ACCEPT.
+    fn asked(out: &ProposerOutbox) -> Vec<NodeId> {
+        accepts(out).iter().map(|(to, _, _)| *to).collect()
+    }
 
     #[test]
     fn queued_commands_go_out_as_one_batch_to_a_majority_and_a_quorum_of_accepted_decides_it() {
@@ -1062,7 +1066,7 @@ mod tests {
         let mut out = ProposerOutbox::default();
         p.on_client_command(command(7), &mut out);
         p.flush(&mut out);
-        assert_eq!(accepts(&out).iter().map(|(to, _, _)| *to).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(asked(&out), vec![1, 2]);
         // Replica 2 has gone silent: only the leader's own acceptor answers.
         let mut out = ProposerOutbox::default();
         p.on_message(1, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
@@ -1079,7 +1083,7 @@ mod tests {
         let mut out = ProposerOutbox::default();
         p.on_client_command(command(8), &mut out);
         p.flush(&mut out);
-        assert_eq!(accepts(&out).iter().map(|(to, _, _)| *to).collect::<Vec<_>>(), vec![1, 3]);
+        assert_eq!(asked(&out), vec![1, 3]);
     }
 
     #[test]
@@ -1090,11 +1094,11 @@ mod tests {
             let mut out = ProposerOutbox::default();
             p.on_client_command(command(slot + 10), &mut out);
             p.flush(&mut out);
-            let asked: Vec<NodeId> = accepts(&out).iter().map(|(to, _, _)| *to).collect();
+            let asked_now = asked(&out);
             let mut out = ProposerOutbox::default();
             p.on_message(1, Message::Accepted(Accepted { ballot, slot }), &mut out);
             p.on_message(2, Message::Accepted(Accepted { ballot, slot }), &mut out);
-            asked
+            asked_now
         };
         assert_eq!(askeds(&mut p, 0), vec![1, 2]);
         for _ in 0..p.config.heartbeat_ticks {
