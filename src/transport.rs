@@ -21,6 +21,7 @@ use serde::Serialize;
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufWriter, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -44,7 +45,7 @@ pub struct PeerLink<T> {
     queue: Arc<Mailbox<T>>,
     writer: Arc<Mutex<Option<LinkWriter>>>,
     connected: Connected,
-    written_directly: std::sync::atomic::AtomicU64,
+    written_directly: AtomicU64,
 }
 
 /// An open connection to the peer, written by whoever holds it.
@@ -110,13 +111,13 @@ impl<T: Weigh + Serialize> PeerLink<T> {
             *held = None;
             return Err(envelope);
         }
-        self.written_directly.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.written_directly.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// Envelopes the senders wrote themselves.
     pub fn written_directly(&self) -> u64 {
-        self.written_directly.load(std::sync::atomic::Ordering::Relaxed)
+        self.written_directly.load(Ordering::Relaxed)
     }
 }
 

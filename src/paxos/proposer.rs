@@ -218,8 +218,7 @@ impl Leading {
             self.asked_all_at = now;
             config.cluster.clone()
         };
-        let mut sent_to = Votes::default();
-        acceptors.iter().for_each(|&acceptor| sent_to.add(acceptor));
+        let sent_to = acceptors.iter().copied().collect();
         send_accepts(from, self.ballot, slot, &value, acceptors.into_iter(), out);
         self.in_flight_bytes += value.wire_bytes();
         self.in_flight.insert(slot, InFlight { value, acks: Votes::default(), sent_to, sent_at: now });
@@ -434,18 +433,24 @@ impl Proposer {
                     }
                 }
                 for (&slot, entry) in lead.in_flight.iter_mut() {
-                    let cluster = self.config.cluster.iter().copied();
-                    if self.now >= entry.sent_at + self.config.retransmit_ticks {
-                        entry.sent_at = self.now;
-                        let silent: Vec<NodeId> = cluster.filter(|&a| !entry.acks.contains(a)).collect();
-                        silent.iter().for_each(|&a| entry.sent_to.add(a));
-                        send_accepts(self.id, lead.ballot, slot, &entry.value, silent.into_iter(), out);
-                    } else if self.now >= entry.sent_at + self.config.widen_after_ticks {
-                        // The majority it went to has not answered: the rest may.
-                        let unsent: Vec<NodeId> = cluster.filter(|&a| !entry.sent_to.contains(a)).collect();
-                        unsent.iter().for_each(|&a| entry.sent_to.add(a));
-                        send_accepts(self.id, lead.ballot, slot, &entry.value, unsent.into_iter(), out);
+                    let retransmit = self.now >= entry.sent_at + self.config.retransmit_ticks;
+                    if !retransmit && self.now < entry.sent_at + self.config.widen_after_ticks {
+                        continue;
                     }
+                    // A retransmission goes to every acceptor still silent; a
+                    // widening, to those the first majority left out.
+                    let due: Vec<NodeId> = self
+                        .config
+                        .cluster
+                        .iter()
+                        .copied()
+                        .filter(|&a| if retransmit { !entry.acks.contains(a) } else { !entry.sent_to.contains(a) })
+                        .collect();
+                    if retransmit {
+                        entry.sent_at = self.now;
+                    }
+                    entry.sent_to.extend(due.iter().copied());
+                    send_accepts(self.id, lead.ballot, slot, &entry.value, due.into_iter(), out);
                 }
             }
         }
@@ -1015,6 +1020,13 @@ mod tests {
     fn sent(out: &ProposerOutbox) -> Vec<(NodeId, Message)> {
         out.messages.iter().map(|e| (e.to, e.msg.clone())).collect()
     }
+    /// Client commands with these ids, then a flush: what the leader sends.
+    fn submit(p: &mut Proposer, ids: &[u64]) -> ProposerOutbox {
+        let mut out = ProposerOutbox::default();
+        ids.iter().for_each(|&id| p.on_client_command(command(id), &mut out));
+        p.flush(&mut out);
+        out
+    }
     /// The acceptors sent an ACCEPT.
     fn asked(out: &ProposerOutbox) -> Vec<NodeId> {
         accepts(out).iter().map(|(to, _, _)| *to).collect()
@@ -1024,10 +1036,7 @@ mod tests {
     fn queued_commands_go_out_as_one_batch_to_a_majority_and_a_quorum_of_accepted_decides_it() {
         let mut p = proposer(1);
         let ballot = lead(&mut p);
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(7), &mut out);
-        p.on_client_command(command(8), &mut out);
-        p.flush(&mut out);
+        let out = submit(&mut p, &[7, 8]);
         // Its own acceptor and one that promised: a bare majority of three.
         assert_eq!(accepts(&out), vec![(1, 0, batch(&[7, 8])), (2, 0, batch(&[7, 8]))]);
         let mut out = ProposerOutbox::default();
@@ -1039,9 +1048,7 @@ mod tests {
         // decision with the next ACCEPT.
         let decide = |slot, ids: &[u64]| Message::Decide(Decide { slot, value: batch(ids) });
         assert_eq!(sent(&out), vec![(1, decide(0, &[7, 8]))]);
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(9), &mut out);
-        p.flush(&mut out);
+        let out = submit(&mut p, &[9]);
         let chosen = |slot| Message::Chosen(Chosen { ballot, slot });
         let accept = |to, slot, id| (to, Message::Accept(Accept { ballot, slot, value: batch(&[id]) }));
         // Replica 2's acceptor holds the value: a CHOSEN. Replica 3 never saw it: the value.
@@ -1063,9 +1070,7 @@ mod tests {
     fn a_majority_that_does_not_answer_is_widened_to_every_acceptor_and_the_next_slot_goes_to_who_answered() {
         let mut p = proposer(1);
         let ballot = lead(&mut p);
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(7), &mut out);
-        p.flush(&mut out);
+        let out = submit(&mut p, &[7]);
         assert_eq!(asked(&out), vec![1, 2]);
         // Replica 2 has gone silent: only the leader's own acceptor answers.
         let mut out = ProposerOutbox::default();
@@ -1080,9 +1085,7 @@ mod tests {
         let mut out = ProposerOutbox::default();
         p.on_message(3, Message::Accepted(Accepted { ballot, slot: 0 }), &mut out);
         assert_eq!(sent(&out), vec![(1, Message::Decide(Decide { slot: 0, value: batch(&[7]) }))]);
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(8), &mut out);
-        p.flush(&mut out);
+        let out = submit(&mut p, &[8]);
         assert_eq!(asked(&out), vec![1, 3]);
     }
 
@@ -1091,9 +1094,7 @@ mod tests {
         let mut p = proposer(1);
         let ballot = lead(&mut p);
         let askeds = |p: &mut Proposer, slot: Slot| {
-            let mut out = ProposerOutbox::default();
-            p.on_client_command(command(slot + 10), &mut out);
-            p.flush(&mut out);
+            let out = submit(p, &[slot + 10]);
             let asked_now = asked(&out);
             let mut out = ProposerOutbox::default();
             p.on_message(1, Message::Accepted(Accepted { ballot, slot }), &mut out);
@@ -1114,13 +1115,9 @@ mod tests {
     fn with_a_slot_in_flight_a_small_batch_waits_for_the_next_tick() {
         let mut p = proposer(1);
         lead(&mut p);
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(7), &mut out);
-        p.flush(&mut out);
+        let out = submit(&mut p, &[7]);
         assert_eq!(accepts(&out).len(), 2, "an idle leader proposes at once");
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(8), &mut out);
-        p.flush(&mut out);
+        let mut out = submit(&mut p, &[8]);
         assert!(accepts(&out).is_empty(), "one command behind a slot in flight waits for company");
         p.on_tick(&mut out);
         p.flush(&mut out);
@@ -1131,9 +1128,7 @@ mod tests {
     fn a_higher_promise_deposes_the_leader_and_hands_requests_back() {
         let mut p = proposer(1);
         let ballot = lead(&mut p);
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(7), &mut out);
-        p.flush(&mut out);
+        let mut out = submit(&mut p, &[7]);
         // Not flushed yet: 8 stays queued.
         p.on_client_command(command(8), &mut out);
         let mut out = ProposerOutbox::default();
@@ -1169,9 +1164,7 @@ mod tests {
     fn a_retry_of_a_command_in_flight_joins_it_instead_of_being_refused_as_not_applied() {
         let mut p = proposer(1);
         lead(&mut p);
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(7), &mut out);
-        p.flush(&mut out);
+        let mut out = submit(&mut p, &[7]);
         // The acceptors fall silent: new commands are refused with NoQuorum ...
         for _ in 0..100 {
             p.on_tick(&mut out);
@@ -1276,9 +1269,7 @@ mod tests {
     fn a_read_takes_no_slot_and_waits_for_a_majority_to_confirm_a_round_sent_after_it() {
         let mut p = proposer(1);
         let ballot = lead(&mut p);
-        let mut out = ProposerOutbox::default();
-        p.on_client_command(command(7), &mut out);
-        p.flush(&mut out);
+        let out = submit(&mut p, &[7]);
         let write_slot = accepts(&out)[0].1;
         // Acknowledgements of rounds from before the read prove nothing about it.
         ack(&mut p, 2, ballot, 0);

@@ -34,6 +34,18 @@ impl Votes {
     }
 }
 
+impl Extend<NodeId> for Votes {
+    fn extend<I: IntoIterator<Item = NodeId>>(&mut self, voters: I) {
+        self.voters.extend(voters);
+    }
+}
+
+impl FromIterator<NodeId> for Votes {
+    fn from_iter<I: IntoIterator<Item = NodeId>>(voters: I) -> Self {
+        Votes { voters: voters.into_iter().collect() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
