@@ -509,6 +509,9 @@ impl RoleThread for LearnerThread {
 
 /// Writes each snapshot the learner hands over, then lets the acceptor forget
 /// the slots it covers: only what a durable snapshot holds may be forgotten.
+/// Between jobs it rewrites the store file a step at a time, spreading the
+/// steps a job earned over about the time the last job took to come, so that
+/// the disk sees an even load rather than the whole store at once.
 fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
     // Background work: on a busy machine the role threads go first.
     #[cfg(target_os = "linux")]
@@ -517,12 +520,37 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
         libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
     }
     let (lock, ready) = &replica.snapshot_to_write;
+    let mut last_job_at = Instant::now();
+    let mut step_pause = Duration::ZERO;
+    let mut rewrite_started: Option<Instant> = None;
     loop {
         let mut waiting = {
-            let mut waiting = ready.wait_while(lock.lock().unwrap(), |jobs| jobs.is_empty()).unwrap();
-            std::mem::take(&mut *waiting)
+            let jobs = lock.lock().unwrap();
+            let mut jobs = if writer.rewrite_pending() {
+                ready.wait_timeout_while(jobs, step_pause, |jobs| jobs.is_empty()).unwrap().0
+            } else {
+                ready.wait_while(jobs, |jobs| jobs.is_empty()).unwrap()
+            };
+            std::mem::take(&mut *jobs)
         };
-        let mut job = waiting.pop().expect("woken with a snapshot");
+        let Some(mut job) = waiting.pop() else {
+            let started = *rewrite_started.get_or_insert_with(Instant::now);
+            match writer.rewrite_step() {
+                Ok(Some(done)) => {
+                    info!(
+                        "store file rewritten at slot {} ({} bytes in {} steps over {:.1} s)",
+                        done.slot,
+                        done.bytes,
+                        done.steps,
+                        started.elapsed().as_secs_f64()
+                    );
+                    rewrite_started = None;
+                }
+                Ok(None) => {}
+                Err(e) => fail_stop("cannot rewrite the store file", &e),
+            }
+            continue;
+        };
         while let Some(older) = waiting.pop() {
             job.absorb(older);
         }
@@ -538,8 +566,15 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
         }
         // The store's versions this job pinned are freed here, off the learner.
         drop(job);
+        let since_last_job = last_job_at.elapsed().min(MAX_REWRITE_SPREAD);
+        last_job_at = Instant::now();
+        let steps = writer.rewrite_credit().div_ceil(writer.step_bytes()).max(1);
+        step_pause = since_last_job / u32::try_from(steps).unwrap_or(u32::MAX);
     }
 }
+
+/// A rewrite's steps are spread over at most this long after the job that earned them.
+const MAX_REWRITE_SPREAD: Duration = Duration::from_secs(10);
 
 /// Returns the heap's free pages to the system after a large free (store
 /// versions a transfer pinned, the buffers of loading a snapshot): glibc
@@ -563,7 +598,9 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     info!(
         "{identity} ({opened:?}): last ballot {last_ballot}; snapshot at slot {} (the whole store at slot {}, \
          then {} bytes of changes)",
-        snapshot.next_slot, snapshot_chain.base_slot, snapshot_chain.change_log_bytes
+        snapshot.next_slot,
+        snapshot_chain.base_slot,
+        snapshot_chain.log_bytes()
     );
     // Loading decoded the files into buffers now freed, between the store's own allocations.
     release_free_memory();

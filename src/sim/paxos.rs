@@ -67,6 +67,13 @@ pub struct SimConfig {
     /// this many bytes (each frame lost, duplicated or delayed whole), as the
     /// real links do; `None`: every envelope travels alone.
     pub frame_bytes: Option<usize>,
+    /// Store bytes rewritten per byte of changes appended (the server's is 4):
+    /// a slower pace makes the short runs' small stores take several
+    /// snapshots to rewrite, so that crashes fall inside rewrites.
+    pub rewrite_pace: u64,
+    /// Clients pick keys among this many: few make them contend for the same
+    /// keys, many make a store larger than what a snapshot interval changes.
+    pub keys: u32,
     /// Named so that a failure's replay command rebuilds this configuration.
     pub profile: &'static str,
 }
@@ -94,6 +101,8 @@ impl SimConfig {
             catchup_bytes_max: 1 << 20,
             batch_bytes_max: 512 << 10,
             frame_bytes: None,
+            rewrite_pace: storage::REWRITE_BYTES_PER_CHANGED_BYTE,
+            keys: 5,
             profile: "default",
         }
     }
@@ -121,6 +130,8 @@ impl SimConfig {
                 config.catchup_bytes_max = 120;
                 config.batch_bytes_max = 100;
                 config.frame_bytes = Some(200);
+                config.rewrite_pace = 1;
+                config.keys = 400;
                 config.snapshot_interval_slots = 10;
                 config.crash_per_10k_ticks = 10;
                 config.replica_crash_per_10k_ticks = 20;
@@ -203,6 +214,10 @@ pub struct FlowCounts {
     pub snapshots_as_changes: u64,
     pub snapshots_whole: u64,
     pub restarts_from_changes: u64,
+    /// Store files rewritten in steps, and put in place.
+    pub store_rewrites: u64,
+    /// Restarts that found a rewrite of the store cut short.
+    pub restarts_mid_rewrite: u64,
     /// Slots whose ACCEPT went to more acceptors after their first majority was silent.
     pub accepts_widened: u64,
     /// Decisions sent with their value to a replica whose acceptor was not asked.
@@ -220,6 +235,8 @@ impl FlowCounts {
         self.snapshots_as_changes += other.snapshots_as_changes;
         self.snapshots_whole += other.snapshots_whole;
         self.restarts_from_changes += other.restarts_from_changes;
+        self.store_rewrites += other.store_rewrites;
+        self.restarts_mid_rewrite += other.restarts_mid_rewrite;
         self.accepts_widened += other.accepts_widened;
         self.values_sent_with_decision += other.values_sent_with_decision;
     }
@@ -235,6 +252,8 @@ impl FlowCounts {
             ("snapshot written as changes", self.snapshots_as_changes),
             ("snapshot written whole", self.snapshots_whole),
             ("restart from a snapshot and its changes", self.restarts_from_changes),
+            ("store file rewritten in steps", self.store_rewrites),
+            ("restart with a rewrite of the store cut short", self.restarts_mid_rewrite),
             ("ACCEPT widened past a silent majority", self.accepts_widened),
             ("decision sent with its value", self.values_sent_with_decision),
         ]
@@ -541,7 +560,8 @@ impl World {
                 let disk = Arc::new(SimDisk::default());
                 let files = storage::open_paxos(disk.clone(), sim_identity(id), ClusterState::New, false)
                     .expect("a new replica starts on an empty disk");
-                let snapshots = SnapshotWriter::new(disk.clone(), sim_identity(id), files.snapshot_chain, &cluster);
+                let snapshots = SnapshotWriter::new(disk.clone(), sim_identity(id), files.snapshot_chain, &cluster)
+                    .with_pace(config.catchup_bytes_max, config.rewrite_pace);
                 SimNode {
                     disk,
                     proposer: Proposer::new(
@@ -915,9 +935,13 @@ impl World {
                 if files.snapshot_chain.torn_bytes_cut > 0 {
                     self.stats.disk.unfinished_snapshot_changes_cut += 1;
                 }
+                if files.snapshot_chain.unfinished_rewrite_removed || files.snapshot_chain.next_log_bytes.is_some() {
+                    self.stats.flow.restarts_mid_rewrite += 1;
+                }
                 let cluster = &self.learner_config.cluster;
                 node.snapshots =
-                    SnapshotWriter::new(node.disk.clone(), sim_identity(id), files.snapshot_chain, cluster);
+                    SnapshotWriter::new(node.disk.clone(), sim_identity(id), files.snapshot_chain, cluster)
+                        .with_pace(self.config.catchup_bytes_max, self.config.rewrite_pace);
                 node.learner = Learner::new(id, self.learner_config.clone(), files.snapshot);
                 node.last_applied = None;
                 node.acceptor_down_until = None;
@@ -1123,8 +1147,23 @@ impl World {
                 Ok(SnapshotWritten::Changes { .. }) => self.stats.flow.snapshots_as_changes += 1,
                 Ok(SnapshotWritten::Whole { .. }) => self.stats.flow.snapshots_whole += 1,
                 Err(_) => {
-                    self.fail_stop_tearing(index, Some(storage::SNAPSHOT_CHANGES));
+                    let disk = &self.nodes[index].disk;
+                    let torn = [storage::SNAPSHOT_CHANGES, storage::SNAPSHOT_CHANGES_NEXT]
+                        .into_iter()
+                        .find(|name| disk.unsynced_bytes(name) > 0);
+                    self.fail_stop_tearing(index, torn);
                     return Ok(());
+                }
+            }
+            // The server spaces the steps out in time; here they run at once.
+            while self.nodes[index].snapshots.rewrite_pending() {
+                match self.nodes[index].snapshots.rewrite_step() {
+                    Ok(Some(_)) => self.stats.flow.store_rewrites += 1,
+                    Ok(None) => {}
+                    Err(_) => {
+                        self.fail_stop_tearing(index, Some(storage::SNAPSHOT_NEXT));
+                        return Ok(());
+                    }
                 }
             }
             if self.nodes[index].acceptor_down_until.is_none() {
@@ -1194,7 +1233,7 @@ impl World {
                         continue;
                     }
                     client.seq += 1;
-                    let key = format!("k{}", self.work_rng.random_range(0..5));
+                    let key = format!("k{}", self.work_rng.random_range(0..self.config.keys));
                     let op = match self.work_rng.random_range(0..3) {
                         0 => Op::Put { key, value: format!("{}-{}", client.id, client.seq) },
                         1 => Op::Get { key },

@@ -46,6 +46,11 @@ pub trait Disk: Send + Sync {
     /// Replaces `name` atomically and durably with what `write` produces:
     /// after a crash it holds the old or the new contents, never a mix.
     fn replace(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> io::Result<()>) -> io::Result<()>;
+    /// Gives `from` the name `to`, replacing any file of that name, atomically
+    /// and durably. Only what was synced to `from` is sure to survive a crash.
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Removes `name` durably; a missing file is not an error.
+    fn remove(&self, name: &str) -> io::Result<()>;
     /// Every file name in the directory.
     fn names(&self) -> io::Result<Vec<String>>;
     /// Moves `names` into the sub-directory `folder` (kept for inspection).
@@ -207,6 +212,26 @@ impl Disk for FsDisk {
         self.forget_in_place(Some(name));
         fs::rename(&tmp, self.dir.join(name))?;
         sync_dir(&self.dir)
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        // Handles follow the file, not the name: both names are reopened when next appended to.
+        for name in [from, to] {
+            self.appending.lock().unwrap().remove(name);
+            self.forget_in_place(Some(name));
+        }
+        fs::rename(self.dir.join(from), self.dir.join(to))?;
+        sync_dir(&self.dir)
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        self.appending.lock().unwrap().remove(name);
+        self.forget_in_place(Some(name));
+        match fs::remove_file(self.dir.join(name)) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn names(&self) -> io::Result<Vec<String>> {
@@ -416,6 +441,26 @@ impl Disk for SimDisk {
             return Err(io::Error::other("simulated fsync failure"));
         }
         state.files.insert(name.to_string(), SimFile { durable: bytes.clone(), current: bytes, in_place: None });
+        Ok(())
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if state.fail_syncs {
+            return Err(io::Error::other("simulated fsync failure"));
+        }
+        // The name moves now; the file's un-synced bytes stay un-synced.
+        let file = state.files.remove(from).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        state.files.insert(to.to_string(), file);
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let mut state = self.state.lock().unwrap();
+        if state.fail_syncs && state.files.contains_key(name) {
+            return Err(io::Error::other("simulated fsync failure"));
+        }
+        state.files.remove(name);
         Ok(())
     }
 

@@ -42,11 +42,24 @@ pub const ACCEPTOR_LOG: &str = "acceptor.log";
 pub const PROPOSER_BALLOT: &str = "proposer.ballot";
 pub const SNAPSHOT: &str = "snapshot.bin";
 pub const SNAPSHOT_CHANGES: &str = "snapshot.changes";
+/// The store file being rewritten, in steps; it replaces `snapshot.bin` when done.
+pub const SNAPSHOT_NEXT: &str = "snapshot.bin.next";
+/// Sets of changes appended while the store file is rewritten.
+pub const SNAPSHOT_CHANGES_NEXT: &str = "snapshot.changes.next";
 pub const COORDINATOR_LOG: &str = "coordinator.log";
 pub const PARTICIPANT_LOG: &str = "participant.log";
 /// Files a replica owns; anything else in its directory (a pid file) is left alone.
-const DATA_FILES: [&str; 7] =
-    [MARKER, ACCEPTOR_LOG, PROPOSER_BALLOT, SNAPSHOT, SNAPSHOT_CHANGES, COORDINATOR_LOG, PARTICIPANT_LOG];
+const DATA_FILES: [&str; 9] = [
+    MARKER,
+    ACCEPTOR_LOG,
+    PROPOSER_BALLOT,
+    SNAPSHOT,
+    SNAPSHOT_CHANGES,
+    SNAPSHOT_NEXT,
+    SNAPSHOT_CHANGES_NEXT,
+    COORDINATOR_LOG,
+    PARTICIPANT_LOG,
+];
 /// Snapshots and compacted state are written in chunks of about this size.
 pub const CHUNK_BYTES: usize = 1 << 20;
 /// The exit status of a replica stopped by its storage.
@@ -449,8 +462,8 @@ pub fn load_snapshot(disk: &dyn Disk, identity: Identity) -> Result<Option<Snaps
 /// cut short by a crash before that sync, and is cut off at the next start.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 enum ChangeRecord {
-    /// Changes to the store of the snapshot file at `base_slot`, as already
-    /// changed by the sets before this one up to `from_slot`.
+    /// Changes to the store as it was at `from_slot`. `base_slot` names the
+    /// store file of when it was written; a reader chains sets by slot alone.
     Begin {
         base_slot: Slot,
         from_slot: Slot,
@@ -464,42 +477,94 @@ enum ChangeRecord {
 }
 
 /// Where the durable snapshot stands: `snapshot.bin` holds the whole store
-/// at `base_slot`, and `snapshot.changes` brings it to `tip_slot`.
+/// at `base_slot`, and the change logs bring it to `tip_slot`: first
+/// `snapshot.changes`, then, while the store is being rewritten (or since a
+/// crash cut a rewrite short), `snapshot.changes.next`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotChain {
     pub base_slot: Slot,
     pub tip_slot: Slot,
     /// Bytes of `snapshot.changes`.
     pub change_log_bytes: u64,
-    /// It is missing, or holds changes to an older `snapshot.bin`: it is
+    /// It is missing, or holds only changes `snapshot.bin` already has: it is
     /// replaced before the next append.
     pub change_log_stale: bool,
-    /// Bytes of an unfinished final set of changes cut off at start.
+    /// Bytes of `snapshot.changes.next`, if sets are appended there.
+    pub next_log_bytes: Option<u64>,
+    /// Bytes of unfinished final sets of changes cut off at start.
     pub torn_bytes_cut: u64,
+    /// A rewrite of the store file was cut short, and its unfinished file removed.
+    pub unfinished_rewrite_removed: bool,
+}
+
+impl SnapshotChain {
+    /// What a restart reads beyond the store file.
+    pub fn log_bytes(&self) -> u64 {
+        self.change_log_bytes + self.next_log_bytes.unwrap_or(0)
+    }
 }
 
 /// What a [`SnapshotWriter::write`] wrote.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SnapshotWritten {
-    /// Only what changed, appended to `snapshot.changes`.
+    /// Only what changed, appended to a change log.
     Changes { bytes: u64 },
-    /// The whole store, to `snapshot.bin`; `snapshot.changes` emptied.
+    /// The whole store, to `snapshot.bin` at once (the first snapshot, or one
+    /// installed from a peer, which no change log can express); the change
+    /// logs emptied.
     Whole { bytes: u64 },
 }
 
-/// Makes snapshots durable, writing each as the changes since the last one
-/// while they are cheaper than the store: so the cost of snapshots follows
-/// the bytes written, not the size of the store. The store is written whole
-/// again once the change log has grown past the store's size (times
-/// `1 + stagger`, so that replicas do not all rewrite theirs at once), which
-/// also bounds what a restart reads. Every role's runtime and the simulator
-/// write snapshots through here.
+/// A rewrite of the whole store that [`SnapshotWriter::rewrite_step`] finished.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreRewritten {
+    pub slot: Slot,
+    pub bytes: u64,
+    pub steps: u64,
+}
+
+/// The store file's bytes rewritten for each byte of changes appended while
+/// a rewrite runs. The rewrite pins the store as it was when it began (the
+/// map is persistent, so that costs nothing at once), and every value
+/// overwritten since stays in memory until it ends: at 4 it ends within a
+/// quarter of the store's size in changes, so it holds at most that much.
+pub const REWRITE_BYTES_PER_CHANGED_BYTE: u64 = 4;
+/// A rewrite step writes (and syncs) at most this many chunks.
+const REWRITE_STEP_CHUNKS: usize = 8;
+
+/// The store file being written anew, a step at a time.
+struct Rewrite {
+    /// The store as it was at `snapshot.next_slot`, pinned.
+    snapshot: Snapshot,
+    /// Where the next chunk starts; `None` once every chunk is written.
+    next: Option<crate::kv::StoreCursor>,
+    chunks: u64,
+    bytes: u64,
+    steps: u64,
+    /// Bytes it may write before more changes earn it more.
+    credit: u64,
+}
+
+/// Makes snapshots durable, writing each as the changes since the last one:
+/// so the cost of snapshots follows the bytes written, not the size of the
+/// store. Once the change logs have grown past the store's size (times
+/// `1 + stagger`, so that replicas do not all do it at once), the store is
+/// written anew in steps, [`REWRITE_BYTES_PER_CHANGED_BYTE`] bytes of it per
+/// byte of changes appended, so that no snapshot writes the whole store at
+/// once, the disk's load stays even, and what a restart reads stays bounded.
+/// Sets appended meanwhile go to `snapshot.changes.next`, which becomes
+/// `snapshot.changes` when the new `snapshot.bin` is in place. Every role's
+/// runtime and the simulator write snapshots through here.
 pub struct SnapshotWriter {
     disk: Arc<dyn Disk>,
     identity: Identity,
     chain: SnapshotChain,
     /// Fraction of the store's size, in percent, added to the rewrite threshold.
     stagger_percent: u64,
+    chunk_bytes: usize,
+    /// Store bytes rewritten per byte of changes appended.
+    rewrite_pace: u64,
+    rewrite: Option<Rewrite>,
 }
 
 impl SnapshotWriter {
@@ -509,27 +574,140 @@ impl SnapshotWriter {
     pub fn new(disk: Arc<dyn Disk>, identity: Identity, chain: SnapshotChain, cluster: &[NodeId]) -> Self {
         let rank = cluster.iter().position(|&member| member == identity.replica_id).unwrap_or(0) as u64;
         let stagger_percent = rank * 100 / cluster.len().max(1) as u64;
-        SnapshotWriter { disk, identity, chain, stagger_percent }
+        let rewrite_pace = REWRITE_BYTES_PER_CHANGED_BYTE;
+        SnapshotWriter { disk, identity, chain, stagger_percent, chunk_bytes: CHUNK_BYTES, rewrite_pace, rewrite: None }
     }
 
-    /// On error the files may hold part of it: the caller must stop, not retry.
+    /// Smaller chunks (and so smaller rewrite steps) and a slower rewrite,
+    /// for the simulator's small stores.
+    pub fn with_pace(mut self, chunk_bytes: usize, rewrite_bytes_per_changed_byte: u64) -> Self {
+        self.chunk_bytes = chunk_bytes.clamp(1, CHUNK_BYTES);
+        self.rewrite_pace = rewrite_bytes_per_changed_byte.max(1);
+        self
+    }
+
+    /// Appends the job's changes (or, if it has none that follow the last
+    /// snapshot, writes the whole store at once), and begins rewriting the
+    /// store when the change logs call for it. On error the files may hold
+    /// part of it: the caller must stop, not retry.
     pub fn write(&mut self, job: &SnapshotJob) -> Result<SnapshotWritten> {
-        let store_bytes = job.snapshot.store.data_bytes();
-        let rewrite_at = store_bytes + store_bytes * self.stagger_percent / 100;
         match &job.changes {
-            Some((since, changes)) if *since == self.chain.tip_slot && self.chain.change_log_bytes < rewrite_at => {
+            Some((since, changes)) if *since == self.chain.tip_slot => {
+                let store_bytes = job.snapshot.store.data_bytes();
+                let rewrite_at = store_bytes + store_bytes * self.stagger_percent / 100;
+                // A leftover next log is folded in by the next rewrite, whatever its size.
+                let rewrite_due = self.rewrite.is_none()
+                    && (self.chain.log_bytes() >= rewrite_at || self.chain.next_log_bytes.is_some());
                 let bytes = self.append_changes(&job.snapshot, changes)?;
+                if rewrite_due {
+                    self.begin_rewrite(job.snapshot.clone())?;
+                }
+                if let Some(rewrite) = &mut self.rewrite {
+                    rewrite.credit += bytes * self.rewrite_pace;
+                }
                 Ok(SnapshotWritten::Changes { bytes })
             }
             _ => {
+                if self.rewrite.take().is_some() {
+                    self.remove(SNAPSHOT_NEXT)?;
+                }
                 let bytes = save_snapshot(&*self.disk, self.identity, &job.snapshot)?;
                 let slot = job.snapshot.next_slot;
-                self.chain =
-                    SnapshotChain { base_slot: slot, tip_slot: slot, change_log_stale: true, ..Default::default() };
+                // Both logs now hold only what the store file has; a crash before they are emptied leaves them so.
+                self.chain = SnapshotChain { base_slot: slot, tip_slot: slot, ..Default::default() };
                 self.reset_change_log()?;
+                self.remove(SNAPSHOT_CHANGES_NEXT)?;
                 Ok(SnapshotWritten::Whole { bytes })
             }
         }
+    }
+
+    /// A rewrite has bytes it may write now.
+    pub fn rewrite_pending(&self) -> bool {
+        self.rewrite.as_ref().is_some_and(|rewrite| rewrite.credit > 0)
+    }
+
+    /// Bytes the rewrite may write now, in steps of at most [`Self::step_bytes`].
+    pub fn rewrite_credit(&self) -> u64 {
+        self.rewrite.as_ref().map_or(0, |rewrite| rewrite.credit)
+    }
+
+    pub fn step_bytes(&self) -> u64 {
+        (self.chunk_bytes * REWRITE_STEP_CHUNKS) as u64
+    }
+
+    /// Writes and syncs the next piece of the store file being rewritten;
+    /// after the last, puts it in place. The caller spaces steps out, so that
+    /// the disk's other writers (every role's log syncs) are not queued behind
+    /// a large write. On error the caller must stop, not retry.
+    pub fn rewrite_step(&mut self) -> Result<Option<StoreRewritten>> {
+        let step_bytes = self.step_bytes();
+        let Some(rewrite) = self.rewrite.as_mut().filter(|rewrite| rewrite.credit > 0) else {
+            return Ok(None);
+        };
+        let mut buf = Vec::new();
+        while let Some(cursor) = rewrite.next.take() {
+            let (chunk, next) = rewrite.snapshot.store.chunk_after(&cursor, self.chunk_bytes);
+            encode_frame(&mut buf, &chunk)?;
+            rewrite.chunks += 1;
+            rewrite.next = next;
+            if buf.len() as u64 >= step_bytes.min(rewrite.credit) {
+                break;
+            }
+        }
+        if rewrite.next.is_none() {
+            encode_frame(&mut buf, &SnapshotEnd { chunks: rewrite.chunks })?;
+        }
+        let disk = &*self.disk;
+        disk.append(SNAPSHOT_NEXT, &buf).with_context(|| io_context(disk, SNAPSHOT_NEXT, "appending to"))?;
+        disk.sync(SNAPSHOT_NEXT).with_context(|| io_context(disk, SNAPSHOT_NEXT, "syncing"))?;
+        rewrite.bytes += buf.len() as u64;
+        rewrite.steps += 1;
+        rewrite.credit = rewrite.credit.saturating_sub(buf.len() as u64);
+        if rewrite.next.is_some() {
+            return Ok(None);
+        }
+        let rewrite = self.rewrite.take().expect("matched above");
+        let slot = rewrite.snapshot.next_slot;
+        disk.rename(SNAPSHOT_NEXT, SNAPSHOT).with_context(|| io_context(disk, SNAPSHOT, "replacing"))?;
+        // Sets appended since the rewrite began follow it; those before are in the new store file.
+        self.chain.base_slot = slot;
+        match self.chain.next_log_bytes.take() {
+            Some(bytes) => {
+                disk.rename(SNAPSHOT_CHANGES_NEXT, SNAPSHOT_CHANGES)
+                    .with_context(|| io_context(disk, SNAPSHOT_CHANGES, "replacing"))?;
+                self.chain.change_log_bytes = bytes;
+                self.chain.change_log_stale = false;
+            }
+            None => self.chain.change_log_stale = true,
+        }
+        Ok(Some(StoreRewritten { slot, bytes: rewrite.bytes, steps: rewrite.steps }))
+    }
+
+    /// Starts the new store file with its header and description; its chunks
+    /// follow in steps.
+    fn begin_rewrite(&mut self, snapshot: Snapshot) -> Result<()> {
+        self.remove(SNAPSHOT_NEXT)?;
+        let mut buf = Vec::new();
+        encode_frame(&mut buf, &FileHeader::new(FileKind::Snapshot, self.identity))?;
+        let meta = SnapshotMeta { next_slot: snapshot.next_slot, applied_commands: snapshot.store.applied_commands() };
+        encode_frame(&mut buf, &meta)?;
+        let disk = &*self.disk;
+        disk.append(SNAPSHOT_NEXT, &buf).with_context(|| io_context(disk, SNAPSHOT_NEXT, "appending to"))?;
+        let bytes = buf.len() as u64;
+        self.rewrite = Some(Rewrite {
+            snapshot,
+            next: Some(crate::kv::StoreCursor::Start),
+            chunks: 0,
+            bytes,
+            steps: 0,
+            credit: 0,
+        });
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        self.disk.remove(name).with_context(|| io_context(&*self.disk, name, "removing"))
     }
 
     fn reset_change_log(&mut self) -> Result<()> {
@@ -540,14 +718,26 @@ impl SnapshotWriter {
         Ok(())
     }
 
+    /// Appends one set, synced, to the log sets go to now.
     fn append_changes(&mut self, snapshot: &Snapshot, changes: &Changes) -> Result<u64> {
-        if self.chain.change_log_stale {
-            self.reset_change_log()?;
-        }
+        let name = if self.rewrite.is_some() || self.chain.next_log_bytes.is_some() {
+            if self.chain.next_log_bytes.is_none() {
+                let disk = &*self.disk;
+                let header =
+                    replace_framed(disk, SNAPSHOT_CHANGES_NEXT, FileKind::SnapshotChanges, self.identity, |_| Ok(()))?;
+                self.chain.next_log_bytes = Some(header);
+            }
+            SNAPSHOT_CHANGES_NEXT
+        } else {
+            if self.chain.change_log_stale {
+                self.reset_change_log()?;
+            }
+            SNAPSHOT_CHANGES
+        };
         let disk = &*self.disk;
         let mut appended = 0;
         let mut append = |buf: &mut Vec<u8>| -> Result<()> {
-            disk.append(SNAPSHOT_CHANGES, buf).with_context(|| io_context(disk, SNAPSHOT_CHANGES, "appending to"))?;
+            disk.append(name, buf).with_context(|| io_context(disk, name, "appending to"))?;
             appended += buf.len() as u64;
             buf.clear();
             Ok(())
@@ -556,38 +746,89 @@ impl SnapshotWriter {
         let begin = ChangeRecord::Begin { base_slot: self.chain.base_slot, from_slot: self.chain.tip_slot };
         encode_frame(&mut buf, &begin)?;
         let mut chunks = 0;
-        for chunk in snapshot.store.change_chunks(changes, CHUNK_BYTES) {
+        for chunk in snapshot.store.change_chunks(changes, self.chunk_bytes) {
             encode_frame(&mut buf, &ChangeRecord::Chunk(chunk))?;
             chunks += 1;
-            if buf.len() >= CHUNK_BYTES {
+            if buf.len() >= self.chunk_bytes {
                 append(&mut buf)?;
             }
         }
         let applied_commands = snapshot.store.applied_commands();
         encode_frame(&mut buf, &ChangeRecord::End { next_slot: snapshot.next_slot, applied_commands, chunks })?;
         append(&mut buf)?;
-        disk.sync(SNAPSHOT_CHANGES).with_context(|| io_context(disk, SNAPSHOT_CHANGES, "syncing"))?;
+        disk.sync(name).with_context(|| io_context(disk, name, "syncing"))?;
         self.chain.tip_slot = snapshot.next_slot;
-        self.chain.change_log_bytes += appended;
+        match &mut self.chain.next_log_bytes {
+            Some(bytes) if name == SNAPSHOT_CHANGES_NEXT => *bytes += appended,
+            _ => self.chain.change_log_bytes += appended,
+        }
         Ok(appended)
     }
 }
 
-/// Applies `snapshot.changes` to the snapshot loaded from `snapshot.bin`.
-/// A final set of changes without its end (a crash before its sync) is cut
-/// off; any other damage is refused.
+/// What reading one change log found.
+struct ChangeLogRead {
+    bytes: u64,
+    /// Sets the store already had (written before the store file was last replaced).
+    skipped: usize,
+    applied: usize,
+}
+
+/// Brings the snapshot loaded from `snapshot.bin` to the end of its change
+/// logs. A set is applied if it follows the store's slot, and skipped if
+/// the store file already holds it (it was written before that file was
+/// replaced); anything else means the files do not belong together. A final
+/// set without its end (a crash before its sync) is cut off; any other damage
+/// is refused. Also finishes what a crash cut short: an unfinished rewrite of
+/// the store file is removed, and a next log whose predecessor is all in the
+/// store file takes its place.
 pub fn load_snapshot_changes(disk: &dyn Disk, identity: Identity, snapshot: &mut Snapshot) -> Result<SnapshotChain> {
     let base_slot = snapshot.next_slot;
     let mut chain = SnapshotChain { base_slot, tip_slot: base_slot, ..Default::default() };
-    let file = disk.describe(SNAPSHOT_CHANGES);
-    let Some(reader) =
-        disk.open_read(SNAPSHOT_CHANGES).with_context(|| io_context(disk, SNAPSHOT_CHANGES, "reading"))?
-    else {
-        chain.change_log_stale = true;
-        return Ok(chain);
+    if disk.names().with_context(|| io_context(disk, "", "listing"))?.iter().any(|name| name == SNAPSHOT_NEXT) {
+        warn!("{}: removing an unfinished rewrite of the store (a crash cut it short)", disk.describe(SNAPSHOT_NEXT));
+        disk.remove(SNAPSHOT_NEXT).with_context(|| io_context(disk, SNAPSHOT_NEXT, "removing"))?;
+        chain.unfinished_rewrite_removed = true;
+    }
+    let mut applied = 0;
+    let main = read_change_log(disk, identity, SNAPSHOT_CHANGES, snapshot, &mut applied, &mut chain)?;
+    let next = read_change_log(disk, identity, SNAPSHOT_CHANGES_NEXT, snapshot, &mut applied, &mut chain)?;
+    chain.tip_slot = snapshot.next_slot;
+    let main_stale = main.as_ref().is_none_or(|log| log.skipped > 0 && log.applied == 0);
+    chain.change_log_stale = main_stale;
+    chain.change_log_bytes = main.map_or(0, |log| log.bytes);
+    match next {
+        None => {}
+        Some(next) if next.applied == 0 => {
+            disk.remove(SNAPSHOT_CHANGES_NEXT).with_context(|| io_context(disk, SNAPSHOT_CHANGES_NEXT, "removing"))?
+        }
+        Some(next) if main_stale => {
+            disk.rename(SNAPSHOT_CHANGES_NEXT, SNAPSHOT_CHANGES)
+                .with_context(|| io_context(disk, SNAPSHOT_CHANGES, "replacing"))?;
+            (chain.change_log_bytes, chain.change_log_stale) = (next.bytes, false);
+        }
+        Some(next) => chain.next_log_bytes = Some(next.bytes),
+    }
+    Ok(chain)
+}
+
+/// Applies one change log's sets to `snapshot` (see [`load_snapshot_changes`]);
+/// `None` if the file does not exist. `applied` counts sets applied so far
+/// over every log: once one was, no later set may be skipped.
+fn read_change_log(
+    disk: &dyn Disk,
+    identity: Identity,
+    name: &str,
+    snapshot: &mut Snapshot,
+    applied: &mut usize,
+    chain: &mut SnapshotChain,
+) -> Result<Option<ChangeLogRead>> {
+    let file = disk.describe(name);
+    let Some(reader) = disk.open_read(name).with_context(|| io_context(disk, name, "reading"))? else {
+        return Ok(None);
     };
     let mut frames = FrameReader::new(&file, reader);
-    let mut next = || frames.next_frame().with_context(|| io_context(disk, SNAPSHOT_CHANGES, "reading"));
+    let mut next = || frames.next_frame().with_context(|| io_context(disk, name, "reading"));
     let Next::Record { body: header, .. } = next()? else {
         return Err(Damage::Corrupt { file, offset: 0, record: 0, reason: "no intact file header".into() }.into());
     };
@@ -598,11 +839,11 @@ pub fn load_snapshot_changes(disk: &dyn Disk, identity: Identity, snapshot: &mut
         record,
         reason,
     };
-    // (base slot, from slot, chunks) of the set being read: at most one set
-    // is held, and a set is what one snapshot changed.
-    let mut open_set: Option<(Slot, Slot, Vec<ChangeChunk>)> = None;
+    let mut read = ChangeLogRead { bytes: 0, skipped: 0, applied: 0 };
+    // (from slot, chunks) of the set being read: at most one set is held,
+    // and a set is what one snapshot changed.
+    let mut open_set: Option<(Slot, Vec<ChangeChunk>)> = None;
     let mut complete_through = FRAME_HEADER_BYTES + header.len();
-    let mut applied_any = false;
     let file_bytes = loop {
         let (body, offset, index) = match next()? {
             Next::Record { body, offset, record } => (body, offset, record),
@@ -610,59 +851,59 @@ pub fn load_snapshot_changes(disk: &dyn Disk, identity: Identity, snapshot: &mut
         };
         let record: ChangeRecord = decode_record(&file, &body, offset, index)?;
         match (record, open_set.as_mut()) {
-            (ChangeRecord::Begin { base_slot, from_slot }, None) => open_set = Some((base_slot, from_slot, Vec::new())),
-            (ChangeRecord::Chunk(chunk), Some((_, _, chunks))) => chunks.push(chunk),
+            (ChangeRecord::Begin { from_slot, .. }, None) => open_set = Some((from_slot, Vec::new())),
+            (ChangeRecord::Chunk(chunk), Some((_, chunks))) => chunks.push(chunk),
             (ChangeRecord::End { next_slot, applied_commands, chunks: count }, Some(_)) => {
-                let (set_base, from_slot, chunks) = open_set.take().expect("matched Some");
+                let (from_slot, chunks) = open_set.take().expect("matched Some");
                 if chunks.len() as u64 != count {
                     let reason = format!("{} chunks where the set's end counts {count}", chunks.len());
                     return Err(corrupt(offset, index, reason).into());
                 }
                 complete_through = offset + FRAME_HEADER_BYTES + body.len();
-                if set_base < base_slot && !applied_any {
-                    // Left from before snapshot.bin was last replaced; that file holds it all.
-                    chain.change_log_stale = true;
+                let at = snapshot.next_slot;
+                if next_slot < from_slot {
+                    let reason = format!("a set of changes from slot {from_slot} back to {next_slot}");
+                    return Err(corrupt(offset, index, reason).into());
+                }
+                if from_slot != at && next_slot <= at && *applied == 0 {
+                    // Written before snapshot.bin was last replaced; that file holds it all.
+                    read.skipped += 1;
                     continue;
                 }
-                if set_base != base_slot {
-                    let reason = format!(
-                        "it holds changes to the snapshot at slot {set_base}, but {} is at slot {base_slot}",
-                        disk.describe(SNAPSHOT)
-                    );
-                    return Err(Damage::Foreign { file, reason }.into());
-                }
-                if from_slot != snapshot.next_slot || next_slot < from_slot {
+                if from_slot != at {
                     let reason =
-                        format!("changes from slot {from_slot} to {next_slot} follow slot {}", snapshot.next_slot);
-                    return Err(corrupt(offset, index, reason).into());
+                        format!("it holds changes from slot {from_slot} to {next_slot}, but the store is at slot {at}");
+                    return Err(if *applied == 0 {
+                        Damage::Foreign { file, reason: format!("{reason} (as {} holds it)", disk.describe(SNAPSHOT)) }
+                    } else {
+                        corrupt(offset, index, reason)
+                    }
+                    .into());
                 }
                 chunks.into_iter().for_each(|chunk| snapshot.store.restore_changes(chunk));
                 snapshot.store.set_applied_commands(applied_commands);
                 snapshot.next_slot = next_slot;
-                applied_any = true;
+                read.applied += 1;
+                *applied += 1;
             }
             (record, _) => {
-                let name = match record {
+                let what = match record {
                     ChangeRecord::Begin { .. } => "a set's beginning",
                     ChangeRecord::Chunk(_) => "a chunk",
                     ChangeRecord::End { .. } => "a set's end",
                 };
-                return Err(corrupt(offset, index, format!("{name} out of place")).into());
+                return Err(corrupt(offset, index, format!("{what} out of place")).into());
             }
         }
     };
-    chain.tip_slot = snapshot.next_slot;
-    chain.change_log_bytes = complete_through as u64;
+    read.bytes = complete_through as u64;
     if complete_through < file_bytes {
-        chain.torn_bytes_cut = (file_bytes - complete_through) as u64;
-        warn!(
-            "{file}: cutting an unfinished final set of changes ({} bytes; a crash before its sync)",
-            chain.torn_bytes_cut
-        );
-        disk.truncate(SNAPSHOT_CHANGES, complete_through as u64)
-            .with_context(|| io_context(disk, SNAPSHOT_CHANGES, "truncating"))?;
+        let cut = (file_bytes - complete_through) as u64;
+        chain.torn_bytes_cut += cut;
+        warn!("{file}: cutting an unfinished final set of changes ({cut} bytes; a crash before its sync)");
+        disk.truncate(name, complete_through as u64).with_context(|| io_context(disk, name, "truncating"))?;
     }
-    Ok(chain)
+    Ok(Some(read))
 }
 
 /// How a replica may begin when its data directory has no identity marker.
@@ -1085,19 +1326,114 @@ mod tests {
         assert!(matches!(writer.write(&newest).unwrap(), SnapshotWritten::Changes { .. }));
         assert_eq!(reopen(&disk).unwrap().0, writes.snapshot());
 
-        // Rewriting every key outgrows the store: the next job writes it whole.
+        // Rewriting every key outgrows the store: it is written anew, in steps
+        // the jobs pay for, and meanwhile every job is still a set of changes.
         let mut kinds = Vec::new();
+        let mut rewritten = Vec::new();
         for round in 0..3 {
             for i in 0..1_000 {
                 writes.apply(4, Op::Put { key: format!("key-{i}"), value: format!("{round}").repeat(100) });
             }
             kinds.push(writer.write(&writes.job()).unwrap());
+            rewritten.extend(run_rewrite_steps(&mut writer));
         }
-        assert!(matches!(kinds[0], SnapshotWritten::Changes { .. }), "{kinds:?}");
-        assert!(kinds.iter().any(|kind| matches!(kind, SnapshotWritten::Whole { .. })), "{kinds:?}");
+        assert!(kinds.iter().all(|kind| matches!(kind, SnapshotWritten::Changes { .. })), "{kinds:?}");
+        assert!(!rewritten.is_empty(), "{kinds:?}");
         let (loaded, chain) = reopen(&disk).unwrap();
         assert_eq!(loaded, writes.snapshot());
         assert_eq!(chain.tip_slot, writes.slot);
+        assert_eq!(chain.base_slot, rewritten.last().unwrap().slot);
+    }
+
+    /// Every step the writer may take now.
+    fn run_rewrite_steps(writer: &mut SnapshotWriter) -> Vec<StoreRewritten> {
+        let mut done = Vec::new();
+        while writer.rewrite_pending() {
+            done.extend(writer.rewrite_step().unwrap());
+        }
+        done
+    }
+
+    /// What the disk holds after a crash now: every write here was synced.
+    fn copy_of(disk: &SimDisk) -> Arc<SimDisk> {
+        let copy = Arc::new(SimDisk::default());
+        for name in disk.names().unwrap() {
+            let bytes = disk.read(&name).unwrap().unwrap();
+            copy.replace(&name, &mut |out: &mut dyn Write| out.write_all(&bytes)).unwrap();
+        }
+        copy
+    }
+
+    #[test]
+    fn the_store_file_is_rewritten_in_steps_and_a_crash_between_any_two_loses_nothing() {
+        let mut disk = disk();
+        let mut writes = Writes::new(store_of(300, 100), 0);
+        let mut writer = writer_on(&disk, SnapshotChain::default()).with_pace(500, REWRITE_BYTES_PER_CHANGED_BYTE);
+        writer.write(&writes.whole()).unwrap();
+        let mut rewrites = Vec::new();
+        let mut restarts_mid_rewrite = 0;
+        let mut round = 0;
+        while rewrites.len() < 3 {
+            round += 1;
+            assert!(round < 1_000, "no rewrite after {round} jobs: {rewrites:?}");
+            for i in 0..25 {
+                let key = format!("key-{}", (round * 25 + i) % 300);
+                writes.apply(i % 3, Op::Put { key, value: format!("{round}-").repeat(40) });
+            }
+            let written = writer.write(&writes.job()).unwrap();
+            let SnapshotWritten::Changes { bytes: job_bytes } = written else { panic!("{written:?}") };
+            let store_file = disk.read(SNAPSHOT).unwrap();
+            let mut step_bytes = 0;
+            loop {
+                let before = copy_of(&disk);
+                let (loaded, chain) = reopen(&before).unwrap();
+                assert_eq!(loaded, writes.snapshot(), "round {round}: a crash here loses nothing");
+                if chain.next_log_bytes.is_some() && rewrites.len() == 1 && restarts_mid_rewrite == 0 {
+                    // Restart there: the files fold together at the next rewrite.
+                    restarts_mid_rewrite += 1;
+                    writer = writer_on(&before, chain).with_pace(500, REWRITE_BYTES_PER_CHANGED_BYTE);
+                    disk = before;
+                    break;
+                }
+                if !writer.rewrite_pending() {
+                    break;
+                }
+                let written_before = disk.len(SNAPSHOT_NEXT);
+                let step = writer.rewrite_step().unwrap();
+                assert_eq!(disk.unsynced_bytes(SNAPSHOT_NEXT), 0, "each step is synced");
+                match step {
+                    None => {
+                        step_bytes += disk.len(SNAPSHOT_NEXT) - written_before;
+                        assert_eq!(
+                            disk.read(SNAPSHOT).unwrap(),
+                            store_file,
+                            "the store file is replaced only when done"
+                        );
+                    }
+                    Some(done) => {
+                        rewrites.push(done);
+                        // A crash between putting the new store file in place and the next log.
+                        let mixed = copy_of(&before);
+                        let new_store_file = disk.read(SNAPSHOT).unwrap().unwrap();
+                        mixed.replace(SNAPSHOT, &mut |out: &mut dyn Write| out.write_all(&new_store_file)).unwrap();
+                        mixed.remove(SNAPSHOT_NEXT).unwrap();
+                        let (loaded, chain) = reopen(&mixed).unwrap();
+                        assert_eq!(loaded, writes.snapshot(), "a crash between the two renames loses nothing");
+                        assert_eq!((chain.next_log_bytes, chain.change_log_stale), (None, false));
+                        assert!(!mixed.names().unwrap().iter().any(|name| name == SNAPSHOT_CHANGES_NEXT));
+                    }
+                }
+            }
+            assert!(
+                step_bytes as u64 <= (job_bytes * REWRITE_BYTES_PER_CHANGED_BYTE).max(500) + 2 * 500,
+                "round {round}: {step_bytes} bytes of the store for {job_bytes} bytes of changes"
+            );
+        }
+        assert!(rewrites.iter().all(|done| done.steps >= 3), "{rewrites:?}");
+        assert!(restarts_mid_rewrite > 0);
+        let (loaded, chain) = reopen(&disk).unwrap();
+        assert_eq!(loaded, writes.snapshot());
+        assert!(chain.log_bytes() < 3 * writes.store.data_bytes(), "{chain:?}");
     }
 
     #[test]
