@@ -118,6 +118,100 @@ fn a_flipped_byte_in_a_snapshot_or_its_changes_is_refused_and_never_spreads() {
     }
 }
 
+/// Every replica holds the last acknowledged value of every key, and the
+/// cluster answers it.
+fn assert_holds(cluster: &Cluster, client: &mut paxos_kv::client::Client, acknowledged: &[String]) {
+    for (i, value) in acknowledged.iter().enumerate() {
+        let key = format!("k{i}");
+        assert_eq!(client.get(&key).unwrap(), Some(value.clone()), "{key} after a restart");
+    }
+    for i in [0, acknowledged.len() / 2, acknowledged.len() - 1] {
+        let expected = Reply::Value(Some(acknowledged[i].clone()));
+        assert_eq!(wait_until_all_agree(cluster, &format!("k{i}"), Duration::from_secs(20)), expected);
+    }
+}
+
+fn log_since(cluster: &Cluster, id: usize, offset: u64) -> String {
+    let log = std::fs::read(cluster.log_path(id)).unwrap();
+    String::from_utf8_lossy(&log[offset as usize..]).into_owned()
+}
+
+/// Once the changes outgrow the store, each replica writes it anew in steps
+/// (`snapshot.bin.next`, and the sets meanwhile in `snapshot.changes.next`).
+/// The whole cluster killed with -9 while a rewrite is half done, and again
+/// after rewrites finished, loses nothing acknowledged.
+#[test]
+fn the_whole_cluster_killed_in_the_middle_of_rewriting_a_store_loses_nothing() {
+    const KEYS: usize = 300;
+    let mut cluster = Cluster::start("rewrite", 3, &["--snapshot-interval-slots", "5"]);
+    let mut client = cluster.client();
+    // 16 KiB values: a 4.8 MB store is several 1 MiB chunks, so a rewrite takes several snapshots.
+    let value = |i: usize, round: usize| format!("{i}-{round}-").repeat(16 << 10)[..16 << 10].to_string();
+    let mut acknowledged: Vec<String> = (0..KEYS).map(|i| value(i, 0)).collect();
+    for (i, v) in acknowledged.iter().enumerate() {
+        client.put(&format!("k{i}"), v).unwrap();
+    }
+    let rewriting = |cluster: &Cluster| (1..=3).find(|&id| cluster.data_dir(id).join("snapshot.bin.next").exists());
+    let mut round = 0;
+    let caught = loop {
+        let mut caught = None;
+        wait_until("a replica to be half way through rewriting its store", Duration::from_secs(90), || {
+            round += 1;
+            for i in 0..KEYS {
+                acknowledged[i] = value(i, round);
+                client.put(&format!("k{i}"), &acknowledged[i]).unwrap();
+                caught = rewriting(&cluster);
+                if caught.is_some() {
+                    return true;
+                }
+            }
+            false
+        });
+        let caught = caught.unwrap();
+        cluster.kill(caught);
+        if cluster.data_dir(caught).join("snapshot.bin.next").exists() {
+            break caught;
+        }
+        // The rewrite finished between looking and killing: try again.
+        cluster.start_replica(caught);
+    };
+    for id in (1..=3).filter(|&id| id != caught) {
+        cluster.kill(id);
+    }
+    let log_before = std::fs::metadata(cluster.log_path(caught)).unwrap().len();
+    for id in 1..=3 {
+        cluster.start_replica(id);
+    }
+    let mut client = cluster.client();
+    assert_holds(&cluster, &mut client, &acknowledged);
+    assert!(
+        log_since(&cluster, caught, log_before).contains("removing an unfinished rewrite of the store"),
+        "replica {caught} was killed with snapshot.bin.next in place"
+    );
+
+    // Rewrites finish, and the files they leave are read back too.
+    let logs_before: Vec<u64> = (1..=3).map(|id| std::fs::metadata(cluster.log_path(id)).unwrap().len()).collect();
+    let rewritten = |cluster: &Cluster| {
+        (1..=3).any(|id| log_since(cluster, id, logs_before[id - 1]).contains("store file rewritten"))
+    };
+    wait_until("a replica to finish rewriting its store", Duration::from_secs(90), || {
+        round += 1;
+        for i in 0..KEYS {
+            acknowledged[i] = value(i, round);
+            client.put(&format!("k{i}"), &acknowledged[i]).unwrap();
+        }
+        rewritten(&cluster)
+    });
+    for id in 1..=3 {
+        cluster.kill(id);
+    }
+    for id in 1..=3 {
+        cluster.start_replica(id);
+    }
+    let mut client = cluster.client();
+    assert_holds(&cluster, &mut client, &acknowledged);
+}
+
 /// The scenario that chose one slot two ways: a replica that lost its data
 /// directory must not vote before it is rebuilt.
 #[test]

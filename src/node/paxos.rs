@@ -522,18 +522,42 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
     let (lock, ready) = &replica.snapshot_to_write;
     let mut last_job_at = Instant::now();
     let mut step_pause = Duration::ZERO;
+    let mut next_step_at = Instant::now();
     let mut rewrite_started: Option<Instant> = None;
     loop {
         let mut waiting = {
             let jobs = lock.lock().unwrap();
             let mut jobs = if writer.rewrite_pending() {
-                ready.wait_timeout_while(jobs, step_pause, |jobs| jobs.is_empty()).unwrap().0
+                let until_step = next_step_at.saturating_duration_since(Instant::now());
+                ready.wait_timeout_while(jobs, until_step, |jobs| jobs.is_empty()).unwrap().0
             } else {
                 ready.wait_while(jobs, |jobs| jobs.is_empty()).unwrap()
             };
             std::mem::take(&mut *jobs)
         };
-        let Some(mut job) = waiting.pop() else {
+        if let Some(mut job) = waiting.pop() {
+            while let Some(older) = waiting.pop() {
+                job.absorb(older);
+            }
+            let slot = job.snapshot.next_slot;
+            match writer.write(&job) {
+                Ok(written) => {
+                    info!("snapshot at slot {slot} ({} keys): {written:?}", job.snapshot.store.len());
+                    if replica.acceptor_inbox.push(AcceptorInput::Truncate(slot)).is_err() {
+                        warn!("acceptor queue full; it keeps slots below {slot} until the next snapshot");
+                    }
+                }
+                Err(e) => fail_stop("cannot write a snapshot", &e),
+            }
+            // The store's versions this job pinned are freed here, off the learner.
+            drop(job);
+            let since_last_job = last_job_at.elapsed().min(MAX_REWRITE_SPREAD);
+            last_job_at = Instant::now();
+            let steps = writer.rewrite_credit().div_ceil(writer.step_bytes()).max(1);
+            step_pause = since_last_job / u32::try_from(steps).unwrap_or(u32::MAX);
+        }
+        // Checked after every job too, so that jobs coming faster than the pause cannot starve the rewrite.
+        if writer.rewrite_pending() && Instant::now() >= next_step_at {
             let started = *rewrite_started.get_or_insert_with(Instant::now);
             match writer.rewrite_step() {
                 Ok(Some(done)) => {
@@ -549,27 +573,8 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
                 Ok(None) => {}
                 Err(e) => fail_stop("cannot rewrite the store file", &e),
             }
-            continue;
-        };
-        while let Some(older) = waiting.pop() {
-            job.absorb(older);
+            next_step_at = Instant::now() + step_pause;
         }
-        let slot = job.snapshot.next_slot;
-        match writer.write(&job) {
-            Ok(written) => {
-                info!("snapshot at slot {slot} ({} keys): {written:?}", job.snapshot.store.len());
-                if replica.acceptor_inbox.push(AcceptorInput::Truncate(slot)).is_err() {
-                    warn!("acceptor queue full; it keeps slots below {slot} until the next snapshot");
-                }
-            }
-            Err(e) => fail_stop("cannot write a snapshot", &e),
-        }
-        // The store's versions this job pinned are freed here, off the learner.
-        drop(job);
-        let since_last_job = last_job_at.elapsed().min(MAX_REWRITE_SPREAD);
-        last_job_at = Instant::now();
-        let steps = writer.rewrite_credit().div_ceil(writer.step_bytes()).max(1);
-        step_pause = since_last_job / u32::try_from(steps).unwrap_or(u32::MAX);
     }
 }
 

@@ -41,6 +41,13 @@ pub trait Disk: Send + Sync {
     /// Makes every append to `name` durable. An error means the appended bytes
     /// may or may not be on disk, whatever a later read says: the caller stops.
     fn sync(&self, name: &str) -> io::Result<()>;
+    /// Starts writing `name`'s appended bytes back, without waiting and
+    /// without making anything durable: so that a large file written in steps
+    /// leaves the page cache a step at a time, not all at its final sync.
+    fn start_writeback(&self, name: &str) -> io::Result<()> {
+        let _ = name;
+        Ok(())
+    }
     /// Cuts `name` to `len` bytes, durably (a torn tail after a crash).
     fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
     /// Replaces `name` atomically and durably with what `write` produces:
@@ -194,6 +201,20 @@ impl Disk for FsDisk {
         }
     }
 
+    fn start_writeback(&self, name: &str) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(file) = self.appending.lock().unwrap().get(name) {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain syscall on an open descriptor; offset 0 and length 0 mean the whole file.
+            if unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = name;
+        Ok(())
+    }
+
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
         self.forget_in_place(Some(name));
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
@@ -342,6 +363,14 @@ impl SimDisk {
             // What was synced is the data; anything torn after it is for the reader to cut.
             file.in_place = file.in_place.map(|log| SimInPlace { end: log.synced_end, synced_end: log.synced_end });
         }
+    }
+
+    /// The disk as a power cut now would leave it; this one is unchanged.
+    pub fn after_crash(&self) -> SimDisk {
+        let files = self.state.lock().unwrap().files.clone();
+        let copy = SimDisk { state: Mutex::new(SimState { files, fail_syncs: false }) };
+        copy.crash(None);
+        copy
     }
 
     /// Bytes written to `name` but not yet synced.
