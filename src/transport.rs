@@ -142,7 +142,8 @@ pub struct LinkLimits {
     pub frame_bytes: usize,
 }
 
-/// Starts the writer thread of the link between `ends`.
+/// Starts the writer thread of the link between `ends`; it ends (closing its
+/// connection) once the returned link is dropped.
 pub fn spawn_link<T: Serialize + Weigh + Send + 'static>(
     ends: LinkEnds,
     limits: LinkLimits,
@@ -231,10 +232,10 @@ fn connect(ends: &LinkEnds) -> std::io::Result<LinkWriter> {
 fn run_link<T: Serialize + Weigh>(
     ends: &LinkEnds,
     limits: LinkLimits,
-    queue: &Mailbox<T>,
+    queue: &Arc<Mailbox<T>>,
     shared_writer: &Mutex<Option<LinkWriter>>,
     connected: Connected,
-) -> ! {
+) {
     let (peer, addr) = (ends.peer, ends.addr);
     let mut backoff_ms = BACKOFF_MS_MIN;
     let mut failures = 0u64;
@@ -242,7 +243,8 @@ fn run_link<T: Serialize + Weigh>(
     let mut ever_connected = false;
     let started = Instant::now();
     let mut batch = VecDeque::new();
-    loop {
+    // Only this thread's handle is left once the link was dropped.
+    while Arc::strong_count(queue) > 1 {
         if shared_writer.lock().unwrap().is_none() {
             match connect(ends) {
                 Ok(w) => {
@@ -391,5 +393,16 @@ mod tests {
         // write would wait out the write timeout, so the sender must queue.
         assert!(longest < WRITE_TIMEOUT, "a send waited {longest:?} for the socket");
         assert!(link.written_directly() < count, "every envelope was written by its sender");
+    }
+
+    #[test]
+    fn a_dropped_link_ends_its_thread_and_closes_its_connection() {
+        let (link, mut reader) = connected_link(1 << 20);
+        drop(link);
+        // Keepalives may still arrive; then the end of the stream.
+        reader.get_ref().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut sink = Vec::new();
+        let read = std::io::Read::read_to_end(&mut reader, &mut sink);
+        assert!(read.is_ok(), "the connection was not closed within 10 s: {read:?}");
     }
 }

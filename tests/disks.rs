@@ -136,6 +136,29 @@ fn log_since(cluster: &Cluster, id: usize, offset: u64) -> String {
     String::from_utf8_lossy(&log[offset as usize..]).into_owned()
 }
 
+/// 16 KiB: a store of 300 keys is several 1 MiB chunks, so rewriting it takes several snapshots.
+fn rewrite_value(i: usize, round: usize) -> String {
+    format!("{i}-{round}-").repeat(16 << 10)[..16 << 10].to_string()
+}
+
+/// Writes every key once more, noting each value as it is acknowledged;
+/// stops early once `stop` says so, and returns whether it did.
+fn overwrite_all(
+    client: &mut paxos_kv::client::Client,
+    acknowledged: &mut [String],
+    round: usize,
+    mut stop: impl FnMut() -> bool,
+) -> bool {
+    for (i, last) in acknowledged.iter_mut().enumerate() {
+        *last = rewrite_value(i, round);
+        client.put(&format!("k{i}"), last).unwrap();
+        if stop() {
+            return true;
+        }
+    }
+    false
+}
+
 /// Once the changes outgrow the store, each replica writes it anew in steps
 /// (`snapshot.bin.next`, and the sets meanwhile in `snapshot.changes.next`).
 /// The whole cluster killed with -9 while a rewrite is half done, and again
@@ -145,9 +168,7 @@ fn the_whole_cluster_killed_in_the_middle_of_rewriting_a_store_loses_nothing() {
     const KEYS: usize = 300;
     let mut cluster = Cluster::start("rewrite", 3, &["--snapshot-interval-slots", "5"]);
     let mut client = cluster.client();
-    // 16 KiB values: a 4.8 MB store is several 1 MiB chunks, so a rewrite takes several snapshots.
-    let value = |i: usize, round: usize| format!("{i}-{round}-").repeat(16 << 10)[..16 << 10].to_string();
-    let mut acknowledged: Vec<String> = (0..KEYS).map(|i| value(i, 0)).collect();
+    let mut acknowledged: Vec<String> = (0..KEYS).map(|i| rewrite_value(i, 0)).collect();
     for (i, v) in acknowledged.iter().enumerate() {
         client.put(&format!("k{i}"), v).unwrap();
     }
@@ -157,15 +178,10 @@ fn the_whole_cluster_killed_in_the_middle_of_rewriting_a_store_loses_nothing() {
         let mut caught = None;
         wait_until("a replica to be half way through rewriting its store", Duration::from_secs(90), || {
             round += 1;
-            for i in 0..KEYS {
-                acknowledged[i] = value(i, round);
-                client.put(&format!("k{i}"), &acknowledged[i]).unwrap();
+            overwrite_all(&mut client, &mut acknowledged, round, || {
                 caught = rewriting(&cluster);
-                if caught.is_some() {
-                    return true;
-                }
-            }
-            false
+                caught.is_some()
+            })
         });
         let caught = caught.unwrap();
         cluster.kill(caught);
@@ -196,10 +212,7 @@ fn the_whole_cluster_killed_in_the_middle_of_rewriting_a_store_loses_nothing() {
     };
     wait_until("a replica to finish rewriting its store", Duration::from_secs(90), || {
         round += 1;
-        for i in 0..KEYS {
-            acknowledged[i] = value(i, round);
-            client.put(&format!("k{i}"), &acknowledged[i]).unwrap();
-        }
+        overwrite_all(&mut client, &mut acknowledged, round, || false);
         rewritten(&cluster)
     });
     for id in 1..=3 {
