@@ -189,7 +189,7 @@ pub struct Snapshot {
 
 /// A snapshot handed over to be made durable, with what changed in the store
 /// since the snapshot handed over before it, at slot `since` (`None` after an
-/// install or at the first: only the whole store will do).
+/// install: only the whole store will do).
 #[derive(Clone, Debug)]
 pub struct SnapshotJob {
     pub snapshot: Snapshot,

@@ -509,9 +509,8 @@ impl SnapshotChain {
 pub enum SnapshotWritten {
     /// Only what changed, appended to a change log.
     Changes { bytes: u64 },
-    /// The whole store, to `snapshot.bin` at once (the first snapshot, or one
-    /// installed from a peer, which no change log can express); the change
-    /// logs emptied.
+    /// The whole store, to `snapshot.bin` at once (one installed from a peer,
+    /// which no change log can express); the change logs emptied.
     Whole { bytes: u64 },
 }
 
