@@ -131,14 +131,9 @@ fn assert_holds(cluster: &Cluster, client: &mut paxos_kv::client::Client, acknow
     }
 }
 
-fn log_since(cluster: &Cluster, id: usize, offset: u64) -> String {
-    let log = std::fs::read(cluster.log_path(id)).unwrap();
-    String::from_utf8_lossy(&log[offset as usize..]).into_owned()
-}
-
 /// 16 KiB: a store of 300 keys is several 1 MiB chunks, so rewriting it takes several snapshots.
 fn rewrite_value(i: usize, round: usize) -> String {
-    format!("{i}-{round}-").repeat(16 << 10)[..16 << 10].to_string()
+    format!("{i}-{round}-").chars().cycle().take(16 << 10).collect()
 }
 
 /// Writes every key once more, noting each value as it is acknowledged;
@@ -194,21 +189,21 @@ fn the_whole_cluster_killed_in_the_middle_of_rewriting_a_store_loses_nothing() {
     for id in (1..=3).filter(|&id| id != caught) {
         cluster.kill(id);
     }
-    let log_before = std::fs::metadata(cluster.log_path(caught)).unwrap().len();
+    let log_before = cluster.log_len(caught);
     for id in 1..=3 {
         cluster.start_replica(id);
     }
     let mut client = cluster.client();
     assert_holds(&cluster, &mut client, &acknowledged);
     assert!(
-        log_since(&cluster, caught, log_before).contains("removing an unfinished rewrite of the store"),
+        cluster.log_since(caught, log_before).contains("removing an unfinished rewrite of the store"),
         "replica {caught} was killed with snapshot.bin.next in place"
     );
 
     // Rewrites finish, and the files they leave are read back too.
-    let logs_before: Vec<u64> = (1..=3).map(|id| std::fs::metadata(cluster.log_path(id)).unwrap().len()).collect();
+    let logs_before: Vec<usize> = (1..=3).map(|id| cluster.log_len(id)).collect();
     let rewritten = |cluster: &Cluster| {
-        (1..=3).any(|id| log_since(cluster, id, logs_before[id - 1]).contains("store file rewritten"))
+        (1..=3).any(|id| cluster.log_since(id, logs_before[id - 1]).contains("store file rewritten"))
     };
     wait_until("a replica to finish rewriting its store", Duration::from_secs(90), || {
         round += 1;

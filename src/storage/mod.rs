@@ -528,7 +528,7 @@ pub struct StoreRewritten {
 /// overwritten since stays in memory until it ends: at 4 it ends within a
 /// quarter of the store's size in changes, so it holds at most that much.
 pub const REWRITE_BYTES_PER_CHANGED_BYTE: u64 = 4;
-/// A rewrite step writes (and syncs) at most this many chunks.
+/// A rewrite step writes at most this many chunks.
 const REWRITE_STEP_CHUNKS: usize = 8;
 
 /// The store file being written anew, a step at a time.
@@ -690,6 +690,7 @@ impl SnapshotWriter {
     /// Starts the new store file with its header and description; its chunks
     /// follow in steps.
     fn begin_rewrite(&mut self, snapshot: Snapshot) -> Result<()> {
+        // Only a file a crash left could be there, and loading removed it; never append to one.
         self.remove(SNAPSHOT_NEXT)?;
         let mut buf = Vec::new();
         encode_frame(&mut buf, &FileHeader::new(FileKind::Snapshot, self.identity))?;

@@ -106,6 +106,17 @@ impl Cluster {
         self.dir.join(format!("server-{id}.log"))
     }
 
+    /// Bytes in replica `id`'s log so far (its starts append to one file).
+    pub fn log_len(&self, id: usize) -> usize {
+        std::fs::metadata(self.log_path(id)).map_or(0, |m| m.len() as usize)
+    }
+
+    /// What replica `id` logged after its log was `offset` bytes long.
+    pub fn log_since(&self, id: usize, offset: usize) -> String {
+        let log = std::fs::read(self.log_path(id)).unwrap_or_default();
+        String::from_utf8_lossy(&log[offset.min(log.len())..]).into_owned()
+    }
+
     pub fn start_replica(&mut self, id: usize) {
         assert!(self.children[id - 1].is_none(), "replica {id} already runs");
         let child = self.spawn_replica(id);
@@ -138,7 +149,7 @@ impl Cluster {
     /// Starts replica `id` with `args` added, expecting it to refuse to start:
     /// returns its exit code and what it wrote to its log.
     pub fn start_replica_refused(&mut self, id: usize, args: &[&str]) -> (i32, String) {
-        let log_before = std::fs::read_to_string(self.log_path(id)).unwrap_or_default().len();
+        let log_before = self.log_len(id);
         let saved = self.replica_args[id - 1].clone();
         self.replica_args[id - 1].extend(args.iter().map(|s| s.to_string()));
         let mut child = self.spawn_replica(id);
@@ -154,8 +165,7 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
-        let log = std::fs::read_to_string(self.log_path(id)).unwrap_or_default();
-        (code, log[log_before..].to_string())
+        (code, self.log_since(id, log_before))
     }
 
     /// Starts replica `id` with `args` added for this start only.
