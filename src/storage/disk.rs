@@ -69,7 +69,7 @@ pub struct FsDisk {
     dir: PathBuf,
     /// Open append handles: a replaced file is reopened, never written through
     /// a handle to the unlinked old one.
-    appending: Mutex<HashMap<String, File>>,
+    appending: Mutex<Appending>,
     /// Logs appended in place, by name; forgotten when replaced or cut.
     in_place: Mutex<HashMap<String, InPlaceLog>>,
 }
@@ -81,6 +81,107 @@ pub struct FsDisk {
 const RESERVE_LOW_BYTES: u64 = 1 << 20;
 const RESERVE_PIECE_BYTES: usize = 256 << 10;
 static ZEROS: [u8; RESERVE_PIECE_BYTES] = [0; RESERVE_PIECE_BYTES];
+
+/// Appends at least this large bypass the page cache (`O_DIRECT`). Only the
+/// snapshot files are appended to in bulk, and they are read back only when a
+/// replica restarts: caching them buys nothing, while copying each byte into
+/// the cache costs the writer CPU time, several times a plain copy wherever
+/// the cache grows into memory the machine has not touched lately (a virtual
+/// machine whose host takes freed memory back).
+const DIRECT_MIN_BYTES: usize = 256 << 10;
+/// Direct writes start and end at multiples of this, from memory aligned to it
+/// (the largest logical block size in use).
+const DIRECT_ALIGN: usize = 4096;
+/// Direct writes go through one buffer of this size.
+const DIRECT_BUFFER_BYTES: usize = 1 << 20;
+
+#[derive(Default)]
+struct Appending {
+    files: HashMap<String, AppendFile>,
+    /// `DIRECT_BUFFER_BYTES` aligned to `DIRECT_ALIGN` inside it, allocated on first use.
+    direct_buffer: Vec<u8>,
+    /// Bytes appended through direct writes (for tests and benchmarks).
+    direct_bytes: u64,
+}
+
+/// A file appended to at its end, which this handle tracks.
+struct AppendFile {
+    file: File,
+    len: u64,
+    direct: Direct,
+}
+
+enum Direct {
+    Untried,
+    Open(File),
+    /// The file system refused `O_DIRECT` (say, an old tmpfs): appends go through the cache.
+    Unsupported,
+}
+
+impl AppendFile {
+    /// Writes `bytes` at the end with direct writes, going back over the
+    /// partial block the file ends in (with the same bytes, so a crash in
+    /// mid-write leaves them as they were) and writing the new partial
+    /// block through the cache. `Ok(false)`: the file system does not take
+    /// direct writes, and the caller appends through the cache instead.
+    fn append_direct(&mut self, path: &Path, bytes: &[u8], buffer: &mut Vec<u8>) -> io::Result<bool> {
+        if let Direct::Untried = self.direct {
+            self.direct = match open_direct(path) {
+                Ok(file) => Direct::Open(file),
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Direct::Unsupported,
+                Err(e) => return Err(e),
+            };
+        }
+        let Direct::Open(direct) = &self.direct else {
+            return Ok(false);
+        };
+        if buffer.is_empty() {
+            *buffer = vec![0; DIRECT_BUFFER_BYTES + DIRECT_ALIGN];
+        }
+        let skip = buffer.as_ptr().align_offset(DIRECT_ALIGN);
+        let buf = &mut buffer[skip..skip + DIRECT_BUFFER_BYTES];
+        let mut at = self.len - self.len % DIRECT_ALIGN as u64;
+        let mut filled = (self.len - at) as usize;
+        self.file.read_exact_at(&mut buf[..filled], at)?;
+        let mut rest = bytes;
+        loop {
+            let take = rest.len().min(buf.len() - filled);
+            buf[filled..filled + take].copy_from_slice(&rest[..take]);
+            filled += take;
+            rest = &rest[take..];
+            let whole = if rest.is_empty() { filled - filled % DIRECT_ALIGN } else { filled };
+            match direct.write_all_at(&buf[..whole], at) {
+                Ok(()) => {}
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    warn!("{}: direct writes refused ({e}); appending through the page cache", path.display());
+                    self.direct = Direct::Unsupported;
+                    return Ok(false);
+                }
+                Err(e) => return Err(e),
+            }
+            at += whole as u64;
+            if rest.is_empty() {
+                self.file.write_all_at(&buf[whole..filled], at)?;
+                self.len += bytes.len() as u64;
+                return Ok(true);
+            }
+            filled = 0;
+        }
+    }
+}
+
+fn open_direct(path: &Path) -> io::Result<File> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = path;
+        Err(io::Error::from_raw_os_error(libc::EINVAL))
+    }
+}
 
 /// A log written in place: its data, then zeros up to `len`.
 struct InPlaceLog {
@@ -105,11 +206,16 @@ impl FsDisk {
                 sync_dir(parent)?;
             }
         }
-        Ok(FsDisk { dir: dir.to_path_buf(), appending: Mutex::new(HashMap::new()), in_place: Default::default() })
+        Ok(FsDisk { dir: dir.to_path_buf(), appending: Default::default(), in_place: Default::default() })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Bytes appended so far with direct writes, bypassing the page cache.
+    pub fn direct_bytes(&self) -> u64 {
+        self.appending.lock().unwrap().direct_bytes
     }
 
     /// Stops writing to `name` (or every file) in place: it is being replaced or cut.
@@ -144,17 +250,27 @@ impl Disk for FsDisk {
     }
 
     fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
-        let mut open = self.appending.lock().unwrap();
-        if !open.contains_key(name) {
-            let path = self.dir.join(name);
+        let mut appending = self.appending.lock().unwrap();
+        let Appending { files, direct_buffer, direct_bytes } = &mut *appending;
+        let path = self.dir.join(name);
+        if !files.contains_key(name) {
             let existed = path.exists();
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
+            let file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(&path)?;
             if !existed {
                 sync_dir(&self.dir)?;
             }
-            open.insert(name.to_string(), file);
+            let len = file.metadata()?.len();
+            files.insert(name.to_string(), AppendFile { file, len, direct: Direct::Untried });
         }
-        open.get_mut(name).expect("inserted above").write_all(bytes)
+        let open = files.get_mut(name).expect("inserted above");
+        if bytes.len() >= DIRECT_MIN_BYTES && open.append_direct(&path, bytes, direct_buffer)? {
+            *direct_bytes += bytes.len() as u64;
+            return Ok(());
+        }
+        // Written from the end this handle knows, so that a direct write refused part-way is written over.
+        open.file.write_all_at(bytes, open.len)?;
+        open.len += bytes.len() as u64;
+        Ok(())
     }
 
     fn append_in_place(&self, name: &str, at: u64, bytes: &[u8]) -> io::Result<()> {
@@ -195,15 +311,15 @@ impl Disk for FsDisk {
         if let Some(file) = in_place {
             return file.sync_data();
         }
-        match self.appending.lock().unwrap().get(name) {
-            Some(file) => file.sync_data(),
+        match self.appending.lock().unwrap().files.get(name) {
+            Some(open) => open.file.sync_data(),
             None => Ok(()),
         }
     }
 
     fn start_writeback(&self, name: &str) -> io::Result<()> {
         #[cfg(target_os = "linux")]
-        if let Some(file) = self.appending.lock().unwrap().get(name) {
+        if let Some(AppendFile { file, .. }) = self.appending.lock().unwrap().files.get(name) {
             use std::os::fd::AsRawFd;
             // SAFETY: a plain syscall on an open descriptor; offset 0 and length 0 mean the whole file.
             if unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) } != 0 {
@@ -229,7 +345,7 @@ impl Disk for FsDisk {
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         // From here on, appends must go to the new file.
-        self.appending.lock().unwrap().remove(name);
+        self.appending.lock().unwrap().files.remove(name);
         self.forget_in_place(Some(name));
         fs::rename(&tmp, self.dir.join(name))?;
         sync_dir(&self.dir)
@@ -238,7 +354,7 @@ impl Disk for FsDisk {
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         // Handles follow the file, not the name: both names are reopened when next appended to.
         for name in [from, to] {
-            self.appending.lock().unwrap().remove(name);
+            self.appending.lock().unwrap().files.remove(name);
             self.forget_in_place(Some(name));
         }
         fs::rename(self.dir.join(from), self.dir.join(to))?;
@@ -246,7 +362,7 @@ impl Disk for FsDisk {
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        self.appending.lock().unwrap().remove(name);
+        self.appending.lock().unwrap().files.remove(name);
         self.forget_in_place(Some(name));
         match fs::remove_file(self.dir.join(name)) {
             Ok(()) => sync_dir(&self.dir),
@@ -270,7 +386,7 @@ impl Disk for FsDisk {
     fn set_aside(&self, names: &[String], folder: &str) -> io::Result<()> {
         let aside = self.dir.join(folder);
         fs::create_dir_all(&aside)?;
-        self.appending.lock().unwrap().clear();
+        self.appending.lock().unwrap().files.clear();
         self.forget_in_place(None);
         for name in names {
             fs::rename(self.dir.join(name), aside.join(name))?;
