@@ -202,7 +202,9 @@ pub struct KvStore {
 /// than its reader accepts.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreChunk {
-    Data(Vec<(String, String)>),
+    /// Shared with the store: a chunk costs a pointer per entry, not a copy of
+    /// it, and encodes as strings.
+    Data(Vec<(SmolStr, Arc<str>)>),
     Sessions(Vec<(u64, Session)>),
 }
 
@@ -276,7 +278,7 @@ impl Changes {
 /// holds (`None`: deleted, or session evicted).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChangeChunk {
-    Data(Vec<(String, Option<String>)>),
+    Data(Vec<(SmolStr, Option<Arc<str>>)>),
     Sessions(Vec<(u64, Option<Session>)>),
 }
 
@@ -342,7 +344,7 @@ impl KvStore {
             (Op::Put { key, value }, Some(changes)) => {
                 let key = SmolStr::new(key);
                 changes.note_key(key.clone());
-                self.put(key, value)
+                self.put(key, Arc::from(value.as_str()))
             }
             (Op::Delete { key }, Some(changes)) => {
                 changes.note_key(SmolStr::new(key));
@@ -352,13 +354,21 @@ impl KvStore {
         }
     }
 
-    fn put(&mut self, key: SmolStr, value: &str) -> Reply {
+    fn put(&mut self, key: SmolStr, value: Arc<str>) -> Reply {
         let key_bytes = key.len() as u64;
         self.data_bytes += key_bytes + value.len() as u64;
-        if let Some(old) = self.data.insert(key, Arc::from(value)) {
+        if let Some(old) = self.data.insert(key, value) {
             self.data_bytes -= key_bytes + old.len() as u64;
         }
         Reply::Stored
+    }
+
+    fn delete(&mut self, key: &str) -> Reply {
+        let old = self.data.remove(key);
+        if let Some(old) = &old {
+            self.data_bytes -= (key.len() + old.len()) as u64;
+        }
+        Reply::Deleted { existed: old.is_some() }
     }
 
     /// Runs an operation with no exactly-once bookkeeping: for a protocol
@@ -366,15 +376,9 @@ impl KvStore {
     /// where a per-client "last sequence number" would diverge.
     pub fn execute(&mut self, op: &Op) -> Reply {
         match op {
-            Op::Put { key, value } => self.put(SmolStr::new(key), value),
+            Op::Put { key, value } => self.put(SmolStr::new(key), Arc::from(value.as_str())),
             Op::Get { key } => Reply::Value(self.get(key).map(str::to_string)),
-            Op::Delete { key } => {
-                let old = self.data.remove(key.as_str());
-                if let Some(old) = &old {
-                    self.data_bytes -= (key.len() + old.len()) as u64;
-                }
-                Reply::Deleted { existed: old.is_some() }
-            }
+            Op::Delete { key } => self.delete(key),
         }
     }
 
@@ -404,11 +408,11 @@ impl KvStore {
                         break;
                     }
                     bytes += size;
-                    entries.push((key.to_string(), value.to_string()));
+                    entries.push(((*key).clone(), (*value).clone()));
                     range.next();
                 }
                 let next = match entries.last() {
-                    Some((key, _)) if range.peek().is_some() => Some(StoreCursor::AfterKey(key.clone())),
+                    Some((key, _)) if range.peek().is_some() => Some(StoreCursor::AfterKey(key.to_string())),
                     _ if !self.sessions.is_empty() => Some(StoreCursor::SessionsStart),
                     _ => None,
                 };
@@ -455,7 +459,7 @@ impl KvStore {
         match chunk {
             StoreChunk::Data(entries) => {
                 for (key, value) in entries {
-                    self.execute(&Op::Put { key, value });
+                    self.put(key, value);
                 }
             }
             StoreChunk::Sessions(sessions) => {
@@ -497,10 +501,10 @@ impl KvStore {
                     .map(|key| key.to_string())
                     .collect();
                 for key in gone {
-                    self.execute(&Op::Delete { key });
+                    self.delete(&key);
                 }
                 for (key, value) in entries {
-                    self.execute(&Op::Put { key, value });
+                    self.put(key, value);
                 }
                 if next.is_none() {
                     // The snapshot has no sessions.
@@ -562,13 +566,13 @@ impl KvStore {
             if keys.peek().is_some() {
                 let mut entries = Vec::new();
                 while let Some(key) = keys.peek() {
-                    let value = self.get(key).map(str::to_string);
-                    let size = 20 + key.len() + value.as_ref().map_or(0, String::len);
+                    let value = self.data.get(key.as_str()).cloned();
+                    let size = 20 + key.len() + value.as_ref().map_or(0, |value| value.len());
                     if !entries.is_empty() && bytes + size > bytes_max {
                         break;
                     }
                     bytes += size;
-                    entries.push((key.to_string(), value));
+                    entries.push(((*key).clone(), value));
                     keys.next();
                 }
                 return Some(ChangeChunk::Data(entries));
@@ -595,8 +599,8 @@ impl KvStore {
             ChangeChunk::Data(entries) => {
                 for (key, value) in entries {
                     match value {
-                        Some(value) => self.execute(&Op::Put { key, value }),
-                        None => self.execute(&Op::Delete { key }),
+                        Some(value) => self.put(key, value),
+                        None => self.delete(&key),
                     };
                 }
             }
@@ -676,6 +680,30 @@ mod tests {
         let long = SlotValue::batch(vec![cmd(1, 1, put(&"k".repeat(100), "line\nbreak and more"))]);
         assert_eq!(long.describe(), "PUT kkkkkkkkkkkk…=line\\nbrea…");
         assert_eq!(SlotValue::Noop.describe(), "noop");
+    }
+
+    /// Chunks share their strings with the store, but files and peers hold
+    /// them as plain strings: the encoding must be the same.
+    #[test]
+    fn chunks_encode_as_plain_strings() {
+        #[derive(Serialize)]
+        enum PlainStoreChunk {
+            Data(Vec<(String, String)>),
+        }
+        #[derive(Serialize)]
+        enum PlainChangeChunk {
+            Data(Vec<(String, Option<String>)>),
+        }
+        let long_key = "k".repeat(40);
+        let store =
+            StoreChunk::Data(vec![("a".into(), "1".into()), (long_key.as_str().into(), "x".repeat(300).into())]);
+        let plain = PlainStoreChunk::Data(vec![("a".into(), "1".into()), (long_key.clone(), "x".repeat(300))]);
+        use crate::wire;
+        assert_eq!(wire::encode(&store), wire::encode(&plain));
+        let changes = ChangeChunk::Data(vec![("a".into(), Some("1".into())), (long_key.as_str().into(), None)]);
+        let plain = PlainChangeChunk::Data(vec![("a".into(), Some("1".into())), (long_key, None)]);
+        assert_eq!(wire::encode(&changes), wire::encode(&plain));
+        assert_eq!(wire::decode::<StoreChunk>(&wire::encode(&store)).unwrap(), store);
     }
 
     #[test]

@@ -136,6 +136,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serde::encode_to_vec(value, config()).expect("encoding into a Vec cannot fail")
 }
 
+/// Appends the encoding of `value` to `buf`.
+pub fn encode_into<T: Serialize>(value: &T, buf: &mut Vec<u8>) {
+    bincode::serde::encode_into_std_write(value, buf, config()).expect("encoding into a Vec cannot fail");
+}
+
 /// Decodes a whole buffer; trailing bytes are an error.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
     match bincode::serde::decode_from_slice(bytes, config()) {

@@ -79,22 +79,35 @@ fn header_crc(prefix: &[u8]) -> u32 {
 
 /// Appends one frame holding `body` to `buf`.
 pub fn push_frame(buf: &mut Vec<u8>, body: &[u8]) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        body.len() <= RECORD_BYTES_MAX,
-        "a {}-byte record exceeds the {RECORD_BYTES_MAX}-byte limit that readers accept",
-        body.len()
-    );
-    let mut prefix = [0u8; 8];
-    prefix[..4].copy_from_slice(&(body.len() as u32).to_be_bytes());
-    prefix[4..].copy_from_slice(&crc32fast::hash(body).to_be_bytes());
-    buf.extend_from_slice(&prefix);
-    buf.extend_from_slice(&header_crc(&prefix).to_be_bytes());
+    let start = buf.len();
+    buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
     buf.extend_from_slice(body);
-    Ok(())
+    seal_frame(buf, start)
 }
 
+/// Appends one frame holding the encoding of `value` to `buf`, encoded in place.
 pub fn encode_frame<T: Serialize>(buf: &mut Vec<u8>, value: &T) -> anyhow::Result<()> {
-    push_frame(buf, &wire::encode(value))
+    let start = buf.len();
+    buf.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    wire::encode_into(value, buf);
+    seal_frame(buf, start)
+}
+
+/// Fills in the header of the frame whose body follows it at `start`, or
+/// takes the frame off `buf` if its body is larger than readers accept.
+fn seal_frame(buf: &mut Vec<u8>, start: usize) -> anyhow::Result<()> {
+    let body_len = buf.len() - start - FRAME_HEADER_BYTES;
+    if body_len > RECORD_BYTES_MAX {
+        buf.truncate(start);
+        anyhow::bail!("a {body_len}-byte record exceeds the {RECORD_BYTES_MAX}-byte limit that readers accept");
+    }
+    let body_crc = crc32fast::hash(&buf[start + FRAME_HEADER_BYTES..]);
+    let header = &mut buf[start..start + FRAME_HEADER_BYTES];
+    header[..4].copy_from_slice(&(body_len as u32).to_be_bytes());
+    header[4..8].copy_from_slice(&body_crc.to_be_bytes());
+    let crc = header_crc(&header[..8]);
+    header[8..].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
 /// What checking one frame at an offset found.

@@ -564,6 +564,9 @@ pub struct SnapshotWriter {
     /// Store bytes rewritten per byte of changes appended.
     rewrite_pace: u64,
     rewrite: Option<Rewrite>,
+    /// What a step or a set of changes is encoded into before it is appended:
+    /// kept, so that each write reuses memory already in place.
+    scratch: Vec<u8>,
 }
 
 impl SnapshotWriter {
@@ -574,7 +577,17 @@ impl SnapshotWriter {
         let rank = cluster.iter().position(|&member| member == identity.replica_id).unwrap_or(0) as u64;
         let stagger_percent = rank * 100 / cluster.len().max(1) as u64;
         let rewrite_pace = REWRITE_BYTES_PER_CHANGED_BYTE;
-        SnapshotWriter { disk, identity, chain, stagger_percent, chunk_bytes: CHUNK_BYTES, rewrite_pace, rewrite: None }
+        let chunk_bytes = CHUNK_BYTES;
+        SnapshotWriter {
+            disk,
+            identity,
+            chain,
+            stagger_percent,
+            chunk_bytes,
+            rewrite_pace,
+            rewrite: None,
+            scratch: Vec::new(),
+        }
     }
 
     /// Smaller chunks (and so smaller rewrite steps) and a slower rewrite,
@@ -644,10 +657,11 @@ impl SnapshotWriter {
         let Some(rewrite) = self.rewrite.as_mut().filter(|rewrite| rewrite.credit > 0) else {
             return Ok(None);
         };
-        let mut buf = Vec::new();
+        let buf = &mut self.scratch;
+        buf.clear();
         while let Some(cursor) = rewrite.next.take() {
             let (chunk, next) = rewrite.snapshot.store.chunk_after(&cursor, self.chunk_bytes);
-            encode_frame(&mut buf, &chunk)?;
+            encode_frame(buf, &chunk)?;
             rewrite.chunks += 1;
             rewrite.next = next;
             if buf.len() as u64 >= step_bytes.min(rewrite.credit) {
@@ -655,10 +669,10 @@ impl SnapshotWriter {
             }
         }
         if rewrite.next.is_none() {
-            encode_frame(&mut buf, &SnapshotEnd { chunks: rewrite.chunks })?;
+            encode_frame(buf, &SnapshotEnd { chunks: rewrite.chunks })?;
         }
         let disk = &*self.disk;
-        disk.append(SNAPSHOT_NEXT, &buf).with_context(|| io_context(disk, SNAPSHOT_NEXT, "appending to"))?;
+        disk.append(SNAPSHOT_NEXT, buf).with_context(|| io_context(disk, SNAPSHOT_NEXT, "appending to"))?;
         rewrite.bytes += buf.len() as u64;
         rewrite.steps += 1;
         rewrite.credit = rewrite.credit.saturating_sub(buf.len() as u64);
@@ -746,20 +760,21 @@ impl SnapshotWriter {
             buf.clear();
             Ok(())
         };
-        let mut buf = Vec::new();
+        let buf = &mut self.scratch;
+        buf.clear();
         let begin = ChangeRecord::Begin { base_slot: self.chain.base_slot, from_slot: self.chain.tip_slot };
-        encode_frame(&mut buf, &begin)?;
+        encode_frame(buf, &begin)?;
         let mut chunks = 0;
         for chunk in snapshot.store.change_chunks(changes, self.chunk_bytes) {
-            encode_frame(&mut buf, &ChangeRecord::Chunk(chunk))?;
+            encode_frame(buf, &ChangeRecord::Chunk(chunk))?;
             chunks += 1;
             if buf.len() >= self.chunk_bytes {
-                append(&mut buf)?;
+                append(buf)?;
             }
         }
         let applied_commands = snapshot.store.applied_commands();
-        encode_frame(&mut buf, &ChangeRecord::End { next_slot: snapshot.next_slot, applied_commands, chunks })?;
-        append(&mut buf)?;
+        encode_frame(buf, &ChangeRecord::End { next_slot: snapshot.next_slot, applied_commands, chunks })?;
+        append(buf)?;
         disk.sync(name).with_context(|| io_context(disk, name, "syncing"))?;
         self.chain.tip_slot = snapshot.next_slot;
         match &mut self.chain.next_log_bytes {
