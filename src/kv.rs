@@ -218,25 +218,31 @@ impl StoreChunk {
     }
 }
 
-/// What changed in a store since some point: the keys written or deleted and
-/// the clients whose session changed (or was evicted). A snapshot then writes
-/// only these, as they stand in the store, instead of the whole store again.
+/// What changed in a store since some point: the keys written or deleted,
+/// with what each then held, and the clients whose session changed (or was
+/// evicted). A snapshot then writes only these instead of the whole store again.
 ///
 /// Noted as lists, with repeats, because the learner notes a key per write
 /// and a set's rehash as it grows stalled applying for milliseconds; a list
-/// grows by copying pointers. Each entry is 24 bytes (a long key is shared
-/// with the store), so the lists weigh less than the commands since the last
-/// snapshot, which are bounded. Sorted and deduplicated only when written,
-/// off the learner, so that what is written is the same on every run of a seed.
+/// grows by copying pointers. Each entry is 40 bytes (a long key and the
+/// value are shared with the store), and the values it alone keeps (those
+/// written over since) were decided since the last snapshot, which is bounded.
+/// The values are noted so that writing them looks nothing up in a store
+/// whose nodes are cold. Sorted and deduplicated only when written, off the
+/// learner, so that what is written is the same on every run of a seed.
 #[derive(Clone, Debug, Default)]
 pub struct Changes {
-    keys: Vec<SmolStr>,
+    /// In the order written: the last entry of a key is what it holds.
+    keys: Vec<KeyChange>,
     clients: Vec<u64>,
 }
 
+/// A key and what a write left in it (`None`: deleted).
+pub type KeyChange = (SmolStr, Option<Arc<str>>);
+
 impl Changes {
-    fn note_key(&mut self, key: SmolStr) {
-        self.keys.push(key);
+    fn note_key(&mut self, key: SmolStr, value: Option<Arc<str>>) {
+        self.keys.push((key, value));
     }
 
     fn note_client(&mut self, client: u64) {
@@ -245,12 +251,12 @@ impl Changes {
         }
     }
 
-    /// The keys in order, each once.
-    pub fn sorted_keys(&self) -> Vec<&SmolStr> {
-        let mut keys: Vec<&SmolStr> = self.keys.iter().collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
+    /// The keys in order, each once, with what it last held (`None`: deleted).
+    pub fn latest(&self) -> Vec<&KeyChange> {
+        let mut latest: Vec<(usize, &KeyChange)> = self.keys.iter().enumerate().collect();
+        latest.sort_unstable_by(|(a_at, (a, _)), (b_at, (b, _))| a.cmp(b).then(b_at.cmp(a_at)));
+        latest.dedup_by(|(_, (later, _)), (_, (kept, _))| later == kept);
+        latest.into_iter().map(|(_, entry)| entry).collect()
     }
 
     /// The clients in order, each once.
@@ -261,16 +267,11 @@ impl Changes {
         clients
     }
 
-    /// The union, appending the shorter lists to the longer.
+    /// Both, `older` first, so that the later of two writes of a key stays last.
     pub fn absorb(&mut self, mut older: Changes) {
-        if older.keys.len() > self.keys.len() {
-            std::mem::swap(&mut self.keys, &mut older.keys);
-        }
-        if older.clients.len() > self.clients.len() {
-            std::mem::swap(&mut self.clients, &mut older.clients);
-        }
-        self.keys.append(&mut older.keys);
-        self.clients.append(&mut older.clients);
+        older.keys.append(&mut self.keys);
+        older.clients.append(&mut self.clients);
+        *self = older;
     }
 }
 
@@ -342,13 +343,13 @@ impl KvStore {
     fn execute_noting(&mut self, op: &Op, changes: Option<&mut Changes>) -> Reply {
         match (op, changes) {
             (Op::Put { key, value }, Some(changes)) => {
-                let key = SmolStr::new(key);
-                changes.note_key(key.clone());
-                self.put(key, Arc::from(value.as_str()))
+                let (key, value) = (SmolStr::new(key), Arc::<str>::from(value.as_str()));
+                changes.note_key(key.clone(), Some(value.clone()));
+                self.put(key, value)
             }
             (Op::Delete { key }, Some(changes)) => {
-                changes.note_key(SmolStr::new(key));
-                self.execute(op)
+                changes.note_key(SmolStr::new(key), None);
+                self.delete(key)
             }
             _ => self.execute(op),
         }
@@ -559,20 +560,19 @@ impl KvStore {
         changes: &'a Changes,
         bytes_max: usize,
     ) -> impl Iterator<Item = ChangeChunk> + 'a {
-        let mut keys = changes.sorted_keys().into_iter().peekable();
+        let mut keys = changes.latest().into_iter().peekable();
         let mut clients = changes.sorted_clients().into_iter().peekable();
         std::iter::from_fn(move || {
             let mut bytes = 0;
             if keys.peek().is_some() {
                 let mut entries = Vec::new();
-                while let Some(key) = keys.peek() {
-                    let value = self.data.get(key.as_str()).cloned();
+                while let Some((key, value)) = keys.peek() {
                     let size = 20 + key.len() + value.as_ref().map_or(0, |value| value.len());
                     if !entries.is_empty() && bytes + size > bytes_max {
                         break;
                     }
                     bytes += size;
-                    entries.push(((*key).clone(), value));
+                    entries.push((key.clone(), value.clone()));
                     keys.next();
                 }
                 return Some(ChangeChunk::Data(entries));
@@ -743,7 +743,25 @@ mod tests {
         kv.apply_noting(&cmd(7, 4, Op::Delete { key: "gone".into() }), Some(&mut changes));
         // A new client when the table is full evicts the idlest (client 0).
         kv.apply_noting(&cmd(SESSIONS_MAX as u64, 1, put("b", "2")), Some(&mut changes));
-        assert_eq!(changes.sorted_keys().iter().map(|key| &***key).collect::<Vec<_>>(), ["a", "b", "gone"]);
+        let latest = |changes: &Changes| -> Vec<(String, Option<String>)> {
+            changes
+                .latest()
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.as_ref().map(|v| v.to_string())))
+                .collect()
+        };
+        let expected = |pairs: &[(&str, Option<&str>)]| -> Vec<(String, Option<String>)> {
+            pairs.iter().map(|(key, value)| (key.to_string(), value.map(str::to_string))).collect()
+        };
+        assert_eq!(latest(&changes), expected(&[("a", Some("1")), ("b", Some("2")), ("gone", None)]));
+        // A key written again, and again in a later list absorbed over it: the last write is what counts.
+        let mut later = Changes::default();
+        kv.apply_noting(&cmd(7, 5, put("a", "3")), Some(&mut changes));
+        kv.apply_noting(&cmd(7, 6, put("gone", "back")), Some(&mut later));
+        kv.apply_noting(&cmd(7, 7, put("a", "4")), Some(&mut later));
+        later.absorb(changes);
+        let changes = later;
+        assert_eq!(latest(&changes), expected(&[("a", Some("4")), ("b", Some("2")), ("gone", Some("back"))]));
         assert_eq!(changes.sorted_clients(), [0, 7, SESSIONS_MAX as u64]);
 
         let mut replayed = older;
