@@ -332,6 +332,8 @@ impl Disk for FsDisk {
     }
 
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        // An append handle knows where the file ended: the next append reopens it.
+        self.appending.lock().unwrap().files.remove(name);
         self.forget_in_place(Some(name));
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
         file.set_len(len)?;

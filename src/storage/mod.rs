@@ -1220,6 +1220,14 @@ mod tests {
             disk.sync(SNAPSHOT_NEXT).unwrap();
             direct += disk.direct_bytes();
         }
+        // Cut short and appended to again through the same handle: the append follows the cut.
+        let disk = FsDisk::open(&dir).unwrap();
+        disk.append(SNAPSHOT_NEXT, &[1; 300_000]).unwrap();
+        disk.truncate(SNAPSHOT_NEXT, 1000).unwrap();
+        expected.truncate(1000);
+        disk.append(SNAPSHOT_NEXT, &[2; 300_000]).unwrap();
+        expected.extend_from_slice(&[2; 300_000]);
+        assert_eq!(disk.read(SNAPSHOT_NEXT).unwrap().unwrap(), expected, "an append after a cut");
         // A file system that refuses O_DIRECT (an old tmpfs) takes the same bytes through the cache.
         println!("{direct} bytes appended with direct writes");
         let _ = std::fs::remove_dir_all(&dir);
