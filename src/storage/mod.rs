@@ -564,8 +564,9 @@ pub struct SnapshotWriter {
     /// Store bytes rewritten per byte of changes appended.
     rewrite_pace: u64,
     rewrite: Option<Rewrite>,
-    /// What a step or a set of changes is encoded into before it is appended:
-    /// kept, so that each write reuses memory already in place.
+    /// What a step or a set of changes is encoded into before it is appended
+    /// (at most a step and a chunk): kept, so that each write reuses memory
+    /// already in place.
     scratch: Vec<u8>,
 }
 
@@ -577,13 +578,12 @@ impl SnapshotWriter {
         let rank = cluster.iter().position(|&member| member == identity.replica_id).unwrap_or(0) as u64;
         let stagger_percent = rank * 100 / cluster.len().max(1) as u64;
         let rewrite_pace = REWRITE_BYTES_PER_CHANGED_BYTE;
-        let chunk_bytes = CHUNK_BYTES;
         SnapshotWriter {
             disk,
             identity,
             chain,
             stagger_percent,
-            chunk_bytes,
+            chunk_bytes: CHUNK_BYTES,
             rewrite_pace,
             rewrite: None,
             scratch: Vec::new(),
