@@ -377,32 +377,37 @@ impl RoleThread for AcceptorThread {
 
 /// The longest single step of a role thread, in wall-clock time and in the
 /// thread's CPU time (the difference is time spent waiting to be scheduled),
-/// and what the step with the most CPU time was doing.
+/// and what the step with the most CPU time was doing, with the slots it
+/// applied (a step applies every slot its input made ready, in order).
 #[derive(Default)]
 struct LongestStep {
     wall: Duration,
     cpu: Duration,
     cause: &'static str,
+    slots_applied: u64,
 }
 
 impl LongestStep {
-    fn time<T>(&mut self, cause: &'static str, step: impl FnOnce() -> T) -> T {
-        let (started, cpu) = (Instant::now(), thread_cpu_time());
-        let result = step();
-        self.record(cause, started, cpu);
-        result
-    }
-
-    fn record(&mut self, cause: &'static str, started: Instant, cpu_at_start: Duration) {
+    fn record(&mut self, cause: &'static str, started: Instant, cpu_at_start: Duration, slots_applied: u64) {
         let wall = started.elapsed();
         let cpu = thread_cpu_time().saturating_sub(cpu_at_start);
         self.wall = self.wall.max(wall);
         if cpu > self.cpu {
-            self.cpu = cpu;
-            self.cause = cause;
+            (self.cpu, self.cause, self.slots_applied) = (cpu, cause, slots_applied);
             if cpu >= Duration::from_millis(10) {
-                info!("longest learner step so far: {cause}, {cpu:?} of CPU time ({wall:?} of wall clock)");
+                info!(
+                    "longest learner step so far: {cause} applying {slots_applied} slot(s), {cpu:?} of CPU time \
+                     ({wall:?} of wall clock)"
+                );
             }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.slots_applied {
+            0 => self.cause.to_string(),
+            1 => format!("{}, 1 slot", self.cause),
+            slots => format!("{}, {slots} slots", self.cause),
         }
     }
 }
@@ -441,7 +446,8 @@ impl RoleThread for LearnerThread {
             LearnerInput::LocalRead { .. } => "a local read",
             LearnerInput::Reads(_) => "reads",
         };
-        self.longest_step.time(cause, || match input {
+        let (started, cpu, next_slot) = (Instant::now(), thread_cpu_time(), self.core.next_slot());
+        match input {
             LearnerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
             LearnerInput::Reads(batch) => self.core.on_reads(batch, &mut self.out),
             LearnerInput::LocalRead { request, key } => {
@@ -451,11 +457,16 @@ impl RoleThread for LearnerThread {
                 };
                 self.shared.plumbing.pending.complete(request, reply);
             }
-        });
+        }
+        let slots_applied = self.core.next_slot().saturating_sub(next_slot);
+        self.longest_step.record(cause, started, cpu, slots_applied);
     }
 
     fn tick(&mut self) {
-        self.longest_step.time("a tick", || self.core.on_tick(&mut self.out));
+        let (started, cpu, next_slot) = (Instant::now(), thread_cpu_time(), self.core.next_slot());
+        self.core.on_tick(&mut self.out);
+        let slots_applied = self.core.next_slot().saturating_sub(next_slot);
+        self.longest_step.record("a tick", started, cpu, slots_applied);
     }
 
     fn finish_batch(&mut self) {
@@ -493,14 +504,14 @@ impl RoleThread for LearnerThread {
                 let _ = self.shared.acceptor_inbox.push(AcceptorInput::LearnerProgress(next_slot));
             }
         }
-        self.longest_step.record("replying, routing and reporting", step, cpu);
+        self.longest_step.record("replying, routing and reporting", step, cpu, 0);
         let mut status = self.shared.status.lock().unwrap();
         status.learner_next_slot = next_slot;
         status.store_bytes = self.core.store().data_bytes();
         status.learner_held_bytes = self.core.held_bytes() as u64;
         status.apply_pause_max_us = self.longest_step.wall.as_micros() as u64;
         status.apply_pause_cpu_max_us = self.longest_step.cpu.as_micros() as u64;
-        status.apply_pause_cause = self.longest_step.cause.to_string();
+        status.apply_pause_cause = self.longest_step.describe();
         status.decided_through = self.core.decided_through();
         status.keys = self.core.store().len();
         status.commands_applied = self.core.store().applied_commands();
