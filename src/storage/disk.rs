@@ -128,7 +128,7 @@ impl AppendFile {
         if let Direct::Untried = self.direct {
             self.direct = match open_direct(path) {
                 Ok(file) => Direct::Open(file),
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Direct::Unsupported,
+                Err(e) if direct_refused(&e) => Direct::Unsupported,
                 Err(e) => return Err(e),
             };
         }
@@ -152,7 +152,7 @@ impl AppendFile {
             let whole = if rest.is_empty() { filled - filled % DIRECT_ALIGN } else { filled };
             match direct.write_all_at(&buf[..whole], at) {
                 Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                Err(e) if direct_refused(&e) => {
                     warn!("{}: direct writes refused ({e}); appending through the page cache", path.display());
                     self.direct = Direct::Unsupported;
                     return Ok(false);
@@ -168,6 +168,11 @@ impl AppendFile {
             filled = 0;
         }
     }
+}
+
+/// How file systems say they take no direct writes (or not with this alignment).
+fn direct_refused(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::EOPNOTSUPP))
 }
 
 fn open_direct(path: &Path) -> io::Result<File> {
