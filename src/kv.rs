@@ -686,6 +686,7 @@ mod tests {
     /// them as plain strings: the encoding must be the same.
     #[test]
     fn chunks_encode_as_plain_strings() {
+        use crate::wire;
         #[derive(Serialize)]
         enum PlainStoreChunk {
             Data(Vec<(String, String)>),
@@ -698,7 +699,6 @@ mod tests {
         let store =
             StoreChunk::Data(vec![("a".into(), "1".into()), (long_key.as_str().into(), "x".repeat(300).into())]);
         let plain = PlainStoreChunk::Data(vec![("a".into(), "1".into()), (long_key.clone(), "x".repeat(300))]);
-        use crate::wire;
         assert_eq!(wire::encode(&store), wire::encode(&plain));
         let changes = ChangeChunk::Data(vec![("a".into(), Some("1".into())), (long_key.as_str().into(), None)]);
         let plain = PlainChangeChunk::Data(vec![("a".into(), Some("1".into())), (long_key, None)]);

@@ -395,10 +395,8 @@ impl LongestStep {
         if cpu > self.cpu {
             (self.cpu, self.cause, self.slots_applied) = (cpu, cause, slots_applied);
             if cpu >= Duration::from_millis(10) {
-                info!(
-                    "longest learner step so far: {cause} applying {slots_applied} slot(s), {cpu:?} of CPU time \
-                     ({wall:?} of wall clock)"
-                );
+                let step = self.describe();
+                info!("longest learner step so far: {step}, {cpu:?} of CPU time ({wall:?} of wall clock)");
             }
         }
     }
@@ -431,6 +429,16 @@ struct LearnerThread {
     shared: Arc<PaxosReplica>,
 }
 
+impl LearnerThread {
+    /// Runs one step, noting its time and the slots it applied.
+    fn timed(&mut self, cause: &'static str, step: impl FnOnce(&mut Self)) {
+        let (started, cpu, next_slot) = (Instant::now(), thread_cpu_time(), self.core.next_slot());
+        step(self);
+        let slots_applied = self.core.next_slot().saturating_sub(next_slot);
+        self.longest_step.record(cause, started, cpu, slots_applied);
+    }
+}
+
 impl RoleThread for LearnerThread {
     type Input = LearnerInput;
 
@@ -446,27 +454,21 @@ impl RoleThread for LearnerThread {
             LearnerInput::LocalRead { .. } => "a local read",
             LearnerInput::Reads(_) => "reads",
         };
-        let (started, cpu, next_slot) = (Instant::now(), thread_cpu_time(), self.core.next_slot());
-        match input {
-            LearnerInput::Message(e) => self.core.on_message(e.from, e.msg, &mut self.out),
-            LearnerInput::Reads(batch) => self.core.on_reads(batch, &mut self.out),
+        self.timed(cause, |this| match input {
+            LearnerInput::Message(e) => this.core.on_message(e.from, e.msg, &mut this.out),
+            LearnerInput::Reads(batch) => this.core.on_reads(batch, &mut this.out),
             LearnerInput::LocalRead { request, key } => {
-                let reply = match self.core.consistent_store() {
+                let reply = match this.core.consistent_store() {
                     Some(store) => Reply::Value(store.get(&key).map(str::to_string)),
                     None => Reply::Rejected(RequestError::CatchingUp),
                 };
-                self.shared.plumbing.pending.complete(request, reply);
+                this.shared.plumbing.pending.complete(request, reply);
             }
-        }
-        let slots_applied = self.core.next_slot().saturating_sub(next_slot);
-        self.longest_step.record(cause, started, cpu, slots_applied);
+        });
     }
 
     fn tick(&mut self) {
-        let (started, cpu, next_slot) = (Instant::now(), thread_cpu_time(), self.core.next_slot());
-        self.core.on_tick(&mut self.out);
-        let slots_applied = self.core.next_slot().saturating_sub(next_slot);
-        self.longest_step.record("a tick", started, cpu, slots_applied);
+        self.timed("a tick", |this| this.core.on_tick(&mut this.out));
     }
 
     fn finish_batch(&mut self) {

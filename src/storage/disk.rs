@@ -100,12 +100,13 @@ struct Appending {
     files: HashMap<String, AppendFile>,
     /// `DIRECT_BUFFER_BYTES` aligned to `DIRECT_ALIGN` inside it, allocated on first use.
     direct_buffer: Vec<u8>,
-    /// Bytes appended through direct writes (for tests and benchmarks).
+    /// Bytes appended through direct writes (for tests).
     direct_bytes: u64,
 }
 
 /// A file appended to at its end, which this handle tracks.
 struct AppendFile {
+    path: PathBuf,
     file: File,
     len: u64,
     direct: Direct,
@@ -124,9 +125,9 @@ impl AppendFile {
     /// mid-write leaves them as they were) and writing the new partial
     /// block through the cache. `Ok(false)`: the file system does not take
     /// direct writes, and the caller appends through the cache instead.
-    fn append_direct(&mut self, path: &Path, bytes: &[u8], buffer: &mut Vec<u8>) -> io::Result<bool> {
+    fn append_direct(&mut self, bytes: &[u8], buffer: &mut Vec<u8>) -> io::Result<bool> {
         if let Direct::Untried = self.direct {
-            self.direct = match open_direct(path) {
+            self.direct = match open_direct(&self.path) {
                 Ok(file) => Direct::Open(file),
                 Err(e) if direct_refused(&e) => Direct::Unsupported,
                 Err(e) => return Err(e),
@@ -153,7 +154,7 @@ impl AppendFile {
             match direct.write_all_at(&buf[..whole], at) {
                 Ok(()) => {}
                 Err(e) if direct_refused(&e) => {
-                    warn!("{}: direct writes refused ({e}); appending through the page cache", path.display());
+                    warn!("{}: direct writes refused ({e}); appending through the page cache", self.path.display());
                     self.direct = Direct::Unsupported;
                     return Ok(false);
                 }
@@ -223,12 +224,19 @@ impl FsDisk {
         self.appending.lock().unwrap().direct_bytes
     }
 
-    /// Stops writing to `name` (or every file) in place: it is being replaced or cut.
-    fn forget_in_place(&self, name: Option<&str>) {
-        let mut logs = self.in_place.lock().unwrap();
+    /// Drops the open handles of `name` (or of every file), which know where
+    /// it ended: it is being replaced, moved or cut, and the next append reopens it.
+    fn forget_handles(&self, name: Option<&str>) {
+        let (mut appending, mut logs) = (self.appending.lock().unwrap(), self.in_place.lock().unwrap());
         match name {
-            Some(name) => drop(logs.remove(name)),
-            None => logs.clear(),
+            Some(name) => {
+                appending.files.remove(name);
+                logs.remove(name);
+            }
+            None => {
+                appending.files.clear();
+                logs.clear();
+            }
         }
     }
 }
@@ -257,18 +265,18 @@ impl Disk for FsDisk {
     fn append(&self, name: &str, bytes: &[u8]) -> io::Result<()> {
         let mut appending = self.appending.lock().unwrap();
         let Appending { files, direct_buffer, direct_bytes } = &mut *appending;
-        let path = self.dir.join(name);
         if !files.contains_key(name) {
+            let path = self.dir.join(name);
             let existed = path.exists();
             let file = OpenOptions::new().create(true).read(true).write(true).truncate(false).open(&path)?;
             if !existed {
                 sync_dir(&self.dir)?;
             }
             let len = file.metadata()?.len();
-            files.insert(name.to_string(), AppendFile { file, len, direct: Direct::Untried });
+            files.insert(name.to_string(), AppendFile { path, file, len, direct: Direct::Untried });
         }
         let open = files.get_mut(name).expect("inserted above");
-        if bytes.len() >= DIRECT_MIN_BYTES && open.append_direct(&path, bytes, direct_buffer)? {
+        if bytes.len() >= DIRECT_MIN_BYTES && open.append_direct(bytes, direct_buffer)? {
             *direct_bytes += bytes.len() as u64;
             return Ok(());
         }
@@ -337,9 +345,7 @@ impl Disk for FsDisk {
     }
 
     fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
-        // An append handle knows where the file ended: the next append reopens it.
-        self.appending.lock().unwrap().files.remove(name);
-        self.forget_in_place(Some(name));
+        self.forget_handles(Some(name));
         let file = OpenOptions::new().write(true).open(self.dir.join(name))?;
         file.set_len(len)?;
         file.sync_all()
@@ -352,8 +358,7 @@ impl Disk for FsDisk {
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         // From here on, appends must go to the new file.
-        self.appending.lock().unwrap().files.remove(name);
-        self.forget_in_place(Some(name));
+        self.forget_handles(Some(name));
         fs::rename(&tmp, self.dir.join(name))?;
         sync_dir(&self.dir)
     }
@@ -361,16 +366,14 @@ impl Disk for FsDisk {
     fn rename(&self, from: &str, to: &str) -> io::Result<()> {
         // Handles follow the file, not the name: both names are reopened when next appended to.
         for name in [from, to] {
-            self.appending.lock().unwrap().files.remove(name);
-            self.forget_in_place(Some(name));
+            self.forget_handles(Some(name));
         }
         fs::rename(self.dir.join(from), self.dir.join(to))?;
         sync_dir(&self.dir)
     }
 
     fn remove(&self, name: &str) -> io::Result<()> {
-        self.appending.lock().unwrap().files.remove(name);
-        self.forget_in_place(Some(name));
+        self.forget_handles(Some(name));
         match fs::remove_file(self.dir.join(name)) {
             Ok(()) => sync_dir(&self.dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -393,8 +396,7 @@ impl Disk for FsDisk {
     fn set_aside(&self, names: &[String], folder: &str) -> io::Result<()> {
         let aside = self.dir.join(folder);
         fs::create_dir_all(&aside)?;
-        self.appending.lock().unwrap().files.clear();
-        self.forget_in_place(None);
+        self.forget_handles(None);
         for name in names {
             fs::rename(self.dir.join(name), aside.join(name))?;
         }

@@ -1206,7 +1206,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("paxos-kv-direct-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mut expected = Vec::new();
-        let mut direct = 0;
+        let (mut direct, mut large) = (0, 0);
         // Small and large appends in turn, so that large ones start and end inside blocks,
         // and one larger than the direct buffer; then a new handle carries on.
         for sizes in [&[10, 300_000, 5, (1 << 20) + 3, 4096 * 70, 7][..], &[2_500_001, 1, 262_144]] {
@@ -1215,6 +1215,7 @@ mod tests {
                 let bytes: Vec<u8> = (0..size).map(|i| (expected.len() + i) as u8 ^ (i >> 12) as u8).collect();
                 disk.append(SNAPSHOT_NEXT, &bytes).unwrap();
                 expected.extend_from_slice(&bytes);
+                large += if size >= 256 << 10 { size as u64 } else { 0 };
                 assert_eq!(disk.read(SNAPSHOT_NEXT).unwrap().unwrap(), expected, "after appending {size} bytes");
             }
             disk.sync(SNAPSHOT_NEXT).unwrap();
@@ -1229,7 +1230,7 @@ mod tests {
         expected.extend_from_slice(&[2; 300_000]);
         assert_eq!(disk.read(SNAPSHOT_NEXT).unwrap().unwrap(), expected, "an append after a cut");
         // A file system that refuses O_DIRECT (an old tmpfs) takes the same bytes through the cache.
-        println!("{direct} bytes appended with direct writes");
+        assert!(direct == large || direct == 0, "{direct} bytes written directly of {large} in large appends");
         let _ = std::fs::remove_dir_all(&dir);
     }
 
