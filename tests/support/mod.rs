@@ -15,11 +15,24 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// One certificate directory for every cluster of this test process: replica
-/// `i` of each cluster holds `replica-i`'s certificate.
+/// `i` of each cluster holds `replica-i`'s certificate. It lives under Cargo's
+/// temporary directory for tests; a static is never dropped, so the
+/// directories of test processes that have ended are removed here instead.
 pub fn certs_dir() -> &'static Path {
     static CERTS: OnceLock<PathBuf> = OnceLock::new();
     CERTS.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("paxos-kv-test-certs-{}", std::process::id()));
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        for entry in std::fs::read_dir(root).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let ended = name
+                .strip_prefix("certs-")
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if ended {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = root.join(format!("certs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         security::issue(&dir, 7, &[]).expect("issue test certificates");
         dir
