@@ -52,7 +52,8 @@ disk_written() {
 memory() {
   for id in 1 2 3 4 5; do
     pid=$(cat "$PAXOS_KV_DATA/$id/server.pid")
-    echo "replica $id: RSS $(awk '/VmRSS/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status")"
+    echo "replica $id: RSS $(awk '/VmRSS/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/status")," \
+      "of it on huge pages $(awk '/AnonHugePages/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$pid/smaps_rollup")"
   done
   client sizes
 }

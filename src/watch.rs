@@ -456,6 +456,8 @@ mod tests {
             apply_pause_max_us: 0,
             apply_pause_cpu_max_us: 0,
             apply_pause_cause: String::new(),
+            apply_pauses_over_10ms: 0,
+            apply_pauses_over_10ms_cpu: 0,
             peers_connected: vec![],
             acceptor_failures: u64::from(!online),
             commands_applied: applied,

@@ -150,7 +150,8 @@ fn main() -> ExitCode {
             for (addr, status) in client::status_all(&args.servers, options.timeout, &security) {
                 match status.as_ref().map(|s| s.paxos()) {
                     Ok(Some(s)) => println!(
-                        "replica {} {addr}: keys {} store {:.1} MiB learner-held {:.1} MiB apply-pause-max {:.1} ms (cpu {:.1} ms: {}) next-slot {}",
+                        "replica {} {addr}: keys {} store {:.1} MiB learner-held {:.1} MiB apply-pause-max {:.1} ms (cpu {:.1} ms: {}) \
+                         pauses-over-10ms {} (over 10 ms of cpu: {}) next-slot {}",
                         s.node_id,
                         s.keys,
                         s.store_bytes as f64 / (1 << 20) as f64,
@@ -158,6 +159,8 @@ fn main() -> ExitCode {
                         s.apply_pause_max_us as f64 / 1000.0,
                         s.apply_pause_cpu_max_us as f64 / 1000.0,
                         if s.apply_pause_cause.is_empty() { "none yet" } else { &s.apply_pause_cause },
+                        s.apply_pauses_over_10ms,
+                        s.apply_pauses_over_10ms_cpu,
                         s.learner_next_slot
                     ),
                     Ok(None) => println!("{addr}: not a Paxos replica"),

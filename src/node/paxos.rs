@@ -53,6 +53,13 @@ pub struct PaxosStatus {
     /// What that step was doing.
     #[serde(default)]
     pub apply_pause_cause: String,
+    /// Steps of the learner thread that took over 10 ms of wall-clock time,
+    /// and of those the ones that also took over 10 ms of CPU time (the
+    /// others were mostly waiting for a core).
+    #[serde(default)]
+    pub apply_pauses_over_10ms: u64,
+    #[serde(default)]
+    pub apply_pauses_over_10ms_cpu: u64,
     pub peers_connected: Vec<NodeId>,
     pub acceptor_failures: u64,
     pub commands_applied: u64,
@@ -385,16 +392,25 @@ struct LongestStep {
     cpu: Duration,
     cause: &'static str,
     slots_applied: u64,
+    over_10ms: u64,
+    over_10ms_cpu: u64,
 }
+
+/// The longest a step of the learner should keep applying and replying waiting.
+const SLOW_STEP: Duration = Duration::from_millis(10);
 
 impl LongestStep {
     fn record(&mut self, cause: &'static str, started: Instant, cpu_at_start: Duration, slots_applied: u64) {
         let wall = started.elapsed();
         let cpu = thread_cpu_time().saturating_sub(cpu_at_start);
+        if wall > SLOW_STEP {
+            self.over_10ms += 1;
+            self.over_10ms_cpu += u64::from(cpu > SLOW_STEP);
+        }
         self.wall = self.wall.max(wall);
         if cpu > self.cpu {
             (self.cpu, self.cause, self.slots_applied) = (cpu, cause, slots_applied);
-            if cpu >= Duration::from_millis(10) {
+            if cpu > SLOW_STEP {
                 let step = self.describe();
                 info!("longest learner step so far: {step}, {cpu:?} of CPU time ({wall:?} of wall clock)");
             }
@@ -514,6 +530,8 @@ impl RoleThread for LearnerThread {
         status.apply_pause_max_us = self.longest_step.wall.as_micros() as u64;
         status.apply_pause_cpu_max_us = self.longest_step.cpu.as_micros() as u64;
         status.apply_pause_cause = self.longest_step.describe();
+        status.apply_pauses_over_10ms = self.longest_step.over_10ms;
+        status.apply_pauses_over_10ms_cpu = self.longest_step.over_10ms_cpu;
         status.decided_through = self.core.decided_through();
         status.keys = self.core.store().len();
         status.commands_applied = self.core.store().applied_commands();
@@ -669,6 +687,8 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         apply_pause_max_us: 0,
         apply_pause_cpu_max_us: 0,
         apply_pause_cause: String::new(),
+        apply_pauses_over_10ms: 0,
+        apply_pauses_over_10ms_cpu: 0,
         peers_connected: Vec::new(),
         acceptor_failures: 0,
         commands_applied: snapshot.store.applied_commands(),
