@@ -189,6 +189,7 @@ impl ServerConfig {
             ("link send queues", peers * self.queue_bytes_max),
             ("client frames being received", self.inflight_bytes_max),
             ("replica frames being received", 2 * peers * self.peer_frame_bytes_max),
+            ("free heap touched ahead of use", crate::heap::TOP_RESERVE_BYTES),
         ]
     }
 

@@ -12,6 +12,7 @@ pub mod client;
 pub mod compare;
 pub mod config;
 pub mod fault;
+pub mod heap;
 pub mod kv;
 pub mod lesson;
 pub mod local_cluster;

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 /// (with its causes), never a backtrace in place of the message.
 fn main() -> ExitCode {
     one_heap();
+    paxos_kv::heap::keep_top_reserve();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if error.downcast_ref::<Damage>().is_some() => {
@@ -70,6 +71,7 @@ fn run() -> Result<()> {
     let args = ServerArgs::parse();
     paxos_kv::logging::init(args.log_level);
     log::info!("heap on {}", heap_pages());
+    paxos_kv::heap::spawn_toucher(paxos_kv::heap::TOUCH_PERIOD);
     let config = ServerConfig {
         id: args.id,
         cluster_id: args.cluster_id.unwrap_or_else(|| ServerConfig::cluster_id_of(&args.replicas)),

@@ -503,7 +503,7 @@ impl RoleThread for LearnerThread {
             let copies = out.retired_copies;
             let _ = std::thread::Builder::new().name("retired-copies".into()).spawn(move || {
                 drop(copies);
-                release_free_memory();
+                crate::heap::release_free_memory();
             });
         }
         if let Some(job) = out.snapshot {
@@ -612,17 +612,6 @@ fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
 /// A rewrite's steps are spread over at most this long after the job that earned them.
 const MAX_REWRITE_SPREAD: Duration = Duration::from_secs(10);
 
-/// Returns the heap's free pages to the system after a large free (store
-/// versions a transfer pinned, the buffers of loading a snapshot): glibc
-/// keeps them otherwise, and the replica's resident memory would stay at its peak.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only walks the allocator's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Recovers durable state and starts the role, link and failure threads.
 pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
     let id = config.id;
@@ -639,7 +628,7 @@ pub(crate) fn start(config: ServerConfig) -> Result<Arc<PaxosReplica>> {
         snapshot_chain.log_bytes()
     );
     // Loading decoded the files into buffers now freed, between the store's own allocations.
-    release_free_memory();
+    crate::heap::release_free_memory();
     let snapshot_writer = SnapshotWriter::new(disk.clone(), identity, snapshot_chain, &config.cluster());
     if acceptor_state.rebuilding {
         warn!("REBUILDING: this replica lost its state; it catches up without voting or leading until it is safe");
