@@ -21,14 +21,12 @@ pub const TOUCH_PERIOD: Duration = Duration::from_millis(50);
 
 /// Asks the allocator to grow the heap by `TOP_RESERVE_BYTES` more than it
 /// needs and to keep that much when trimming. The top is trimmed only once it
-/// holds twice that: with glibc's default threshold (128 KiB) every free at
-/// the top shrank the heap and the next allocation grew it again, each time
-/// by untouched pages (a flood of 100,000 connections, a thread and a few
-/// buffers each, took 20 s of system time instead of 1). Setting these ends
-/// glibc's own moving threshold for serving a block by `mmap`, so it is set
-/// too, at 4 MiB, above every frame and chunk buffer a replica reuses
-/// (blocks served by `mmap` are untouched memory on every use).
-/// Call before any thread starts.
+/// holds twice that, so that the heap's end does not go down and up again
+/// with each free and allocation at its edge (glibc's default threshold is
+/// 128 KiB). Setting these ends glibc's own moving threshold for serving a
+/// block by `mmap`, so that is set too, at 4 MiB, above every frame and chunk
+/// buffer a replica reuses (a block served by `mmap` is untouched memory on
+/// every use). Call before any thread starts.
 pub fn keep_top_reserve() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets allocator parameters; no other thread runs yet.
