@@ -60,11 +60,7 @@ pub fn release_free_memory() {
 pub fn spawn_toucher(period: Duration) {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     let _ = std::thread::Builder::new().name("heap-toucher".into()).spawn(move || {
-        // Background work: on a busy machine the role threads go first.
-        // SAFETY: a plain syscall on the calling thread; failure only leaves the priority as it was.
-        unsafe {
-            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-        }
+        crate::node::run_in_background();
         let mut start = None;
         let mut touched_up_to = 0;
         loop {

@@ -159,11 +159,12 @@ fn a_traced_paxos_run_renders_a_timeline_of_any_slot() {
     assert_arrows_end_on_receiver_lanes(&arrows);
     let leader_proposer = format!("s{leader} proposer");
     // ACCEPT goes to a majority first (usually with the leader's own acceptor,
-    // unless it lags behind the others). Every learner gets the value: the leader's from its proposer; another
-    // replica's from its own acceptor after a CHOSEN, if that acceptor's
-    // ACCEPTED was among those that decided the slot, else from the leader's
-    // proposer. At most one vote of a majority of three is the leader's own,
-    // so at least one other acceptor is sent a CHOSEN.
+    // unless it lags behind the others). Every learner gets the value: the
+    // leader's from its proposer; another replica's from its own acceptor
+    // after a CHOSEN, if that acceptor's ACCEPTED was among those that decided
+    // the slot, else from the leader's proposer. At most one vote of a
+    // majority of three is the leader's own, so at least one other acceptor
+    // is sent a CHOSEN.
     let asked = |n: usize| {
         let to = format!("s{n} acceptor");
         arrows.iter().any(|a| a.kind == "ACCEPT" && a.from == leader_proposer && a.to == to && a.chosen)

@@ -697,6 +697,16 @@ pub(crate) fn run_role<R: RoleThread<Input: Weigh>>(mut role: R, inbox: Arc<Mail
     }
 }
 
+/// Marks the calling thread as background work (nice 10): on a busy machine
+/// the role threads go first. Failure only leaves the priority as it was.
+pub(crate) fn run_in_background() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: a plain syscall on the calling thread.
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
+    }
+}
+
 pub(crate) fn spawn_named(name: String, body: impl FnOnce() + Send + 'static) -> Result<()> {
     thread::Builder::new().name(name.clone()).spawn(body).with_context(|| format!("spawning {name}"))?;
     Ok(())

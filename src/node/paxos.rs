@@ -396,7 +396,7 @@ struct LongestStep {
     over_10ms_cpu: u64,
 }
 
-/// The longest a step of the learner should keep applying and replying waiting.
+/// A learner step longer than this keeps applying and replying waiting too long.
 const SLOW_STEP: Duration = Duration::from_millis(10);
 
 impl LongestStep {
@@ -544,12 +544,7 @@ impl RoleThread for LearnerThread {
 /// steps a job earned over about the time the last job took to come, so that
 /// the disk sees an even load rather than the whole store at once.
 fn write_snapshots(replica: &PaxosReplica, mut writer: SnapshotWriter) -> ! {
-    // Background work: on a busy machine the role threads go first.
-    #[cfg(target_os = "linux")]
-    // SAFETY: plain syscalls on the calling thread; failure only leaves the priority as it was.
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10);
-    }
+    super::run_in_background();
     let (lock, ready) = &replica.snapshot_to_write;
     let mut last_job_at = Instant::now();
     let mut step_pause = Duration::ZERO;
